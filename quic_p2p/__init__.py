@@ -1,0 +1,72 @@
+"""quic-p2p: peer-to-peer networking over QUIC.
+
+Nodes prove they are reachable both ways; Clients use one connection; three
+TLS trust modes; every ``send`` ends in exactly one outcome (sent or unsent).
+"""
+
+from __future__ import annotations
+
+from .config import (
+    DEFAULT_IDLE_TIMEOUT_MSEC,
+    DEFAULT_KEEP_ALIVE_INTERVAL_MSEC,
+    DEFAULT_MAX_ALLOWED_MSG_SIZE,
+    CompleteCert,
+    Config,
+    ConfigError,
+    OurType,
+    TrustMode,
+)
+from .endpoint import (
+    ConnectionFailedError,
+    EchoDisagreementError,
+    EchoError,
+    EndpointClosedError,
+    QuicP2p,
+)
+from .errors import QuicP2pError, RemoteProtocolError
+from .events import (
+    BootstrapFailure,
+    BootstrappedTo,
+    ConnectedTo,
+    ConnectionFailure,
+    Event,
+    Finish,
+    NewMessage,
+    SentUserMessage,
+    UnsentUserMessage,
+)
+from .peer import InvalidContactError, NodeInfo, Peer, PeerKind
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT_MSEC",
+    "DEFAULT_KEEP_ALIVE_INTERVAL_MSEC",
+    "DEFAULT_MAX_ALLOWED_MSG_SIZE",
+    "BootstrapFailure",
+    "BootstrappedTo",
+    "CompleteCert",
+    "Config",
+    "ConfigError",
+    "ConnectedTo",
+    "ConnectionFailedError",
+    "ConnectionFailure",
+    "EchoDisagreementError",
+    "EchoError",
+    "EndpointClosedError",
+    "Event",
+    "Finish",
+    "InvalidContactError",
+    "NewMessage",
+    "NodeInfo",
+    "OurType",
+    "Peer",
+    "PeerKind",
+    "QuicP2p",
+    "QuicP2pError",
+    "RemoteProtocolError",
+    "SentUserMessage",
+    "TrustMode",
+    "UnsentUserMessage",
+    "__version__",
+]

@@ -1,0 +1,999 @@
+"""The asyncio driver and the public ``QuicP2p`` endpoint.
+
+One UDP socket carries every connection, inbound and outbound: the address
+others see is the address we listen on, which the Node reachability proof
+depends on. Datagrams are demultiplexed by destination connection ID to
+aioquic ``QuicConnection`` objects; unknown Initials go through ``Admission``
+(stateless retry) before any state exists. Each connection follows aioquic's
+adapter loop: feed it, drain its events, transmit, re-arm its one timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from . import certs, tls
+from .accel import RetryTokens, classify_datagram
+from .accel.types import FRAME_MAX_BODY, DatagramError, Frame, FrameKind
+from .admission import Accept, Admission, Ignore, Reply
+from .channel import EventChannel
+from .config import CompleteCert, Config, OurType
+from .errors import QuicP2pError
+from .events import (
+    ConnectedTo,
+    ConnectionFailure,
+    Event,
+    Finish,
+    NewMessage,
+    SentUserMessage,
+    UnsentUserMessage,
+)
+from .link import Link, LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
+from .peer import Address, NodeInfo, Peer, PeerKind, normalize_address
+from .roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_up
+from .wire import ErrorCode, RejectReason, decode_address, encode_address, encode_reject, frame
+
+log = logging.getLogger(__name__)
+
+#: Length of the connection IDs we issue (aioquic's default); short headers
+#: carry no length, so the demultiplexer must know it.
+CID_LENGTH = 8
+#: An incoming connection must send its role handshake (or an echo request)
+#: within this time, or it is closed.
+HANDSHAKE_TIMEOUT = 10.0
+#: A Node that dialled us must be reachable back within this time.
+REVERSE_CONNECT_TIMEOUT = 10.0
+#: Echo requests wait this long for an answer.
+ECHO_TIMEOUT = 5.0
+#: How many nodes ``our_connection_info`` asks at most.
+ECHO_QUORUM = 3
+#: Messages a not-yet-proven Node may send before it is connected (held,
+#: unacknowledged, until the reverse connection completes).
+MAX_PENDING_READS = 256
+#: Events waiting for the user before new user messages are refused (unsent).
+DEFAULT_EVENT_CAPACITY = 65_536
+#: Source addresses whose canonical form is remembered (cleared when full).
+ADDRESS_CACHE_SIZE = 4096
+#: Default cap on concurrent QUIC connections of one endpoint.
+DEFAULT_MAX_CONNECTIONS = 1_000
+
+
+class ConnectionFailedError(QuicP2pError):
+    """``connect_to`` did not end with a connected peer; ``reason`` says why."""
+
+    def __init__(self, peer_addr: Address, reason: str) -> None:
+        super().__init__(f"connection to {peer_addr[0]}:{peer_addr[1]} failed: {reason}")
+        self.peer_addr = peer_addr
+        self.reason = reason
+
+
+class EchoError(QuicP2pError):
+    """``our_connection_info`` could not learn our address."""
+
+
+class EchoDisagreementError(EchoError):
+    """Nodes we asked saw us at different addresses (NAT, or a lying node)."""
+
+    def __init__(self, answers: dict[Address, Address]) -> None:
+        seen = ", ".join(f"{k[0]}:{k[1]} saw {v[0]}:{v[1]}" for k, v in answers.items())
+        super().__init__(f"echo answers disagree: {seen}")
+        self.answers = answers
+
+
+class EndpointClosedError(QuicP2pError):
+    """The endpoint is not running (not started, or closed)."""
+
+
+@dataclass
+class _Send:
+    peer_addr: Address
+    msg: bytes
+    token: int
+    future: asyncio.Future[SentUserMessage | UnsentUserMessage]
+    sent_at: float = 0.0
+
+
+@dataclass(eq=False)
+class _Conn:
+    """A QUIC connection with our link on it and its driver state."""
+
+    quic: QuicConnection
+    link: Link
+    outgoing: bool
+    cids: set[bytes] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
+    timer_at: float | None = None
+    record: _Record | None = None
+    #: NodeInfo we dialled (pinned certificate), for outgoing connections.
+    target: NodeInfo | None = None
+    handshake: FrameKind | None = None
+    echo_only: bool = False
+    outstanding: dict[int, _Send] = field(default_factory=dict)
+    echo_waiters: dict[int, asyncio.Future[Address]] = field(default_factory=dict)
+    up_future: asyncio.Future[None] | None = None
+    deadline: asyncio.TimerHandle | None = None
+    next_echo_id: int = 1
+    finished: bool = False
+
+
+@dataclass(eq=False)
+class _Record:
+    """What we know of one peer address (the seed's ``Connection``)."""
+
+    addr: Address
+    to: ToPeer = ToPeer.NONE
+    frm: FromPeer = FromPeer.NONE
+    out: _Conn | None = None
+    inn: _Conn | None = None
+    kind: PeerKind | None = None
+    cert: bytes = b""
+    connected: bool = False
+    dead: bool = False
+    we_contacted: bool = False
+    waiters: list[asyncio.Future[Peer]] = field(default_factory=list)
+    pending_sends: list[_Send] = field(default_factory=list)
+    pending_reads: list[tuple[_Conn, Frame]] = field(default_factory=list)
+    reverse_timer: asyncio.TimerHandle | None = None
+
+    def peer(self) -> Peer:
+        if self.kind is PeerKind.CLIENT:
+            return Peer.client(self.addr)
+        return Peer.node(NodeInfo(self.addr, self.cert))
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: QuicP2p) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.endpoint._datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (e.g. port unreachable) arrive here; QUIC's own timers
+        # decide when a peer is gone, so this is only worth a debug line.
+        log.debug("socket error: %s", exc)
+
+
+class QuicP2p:
+    """A peer-to-peer endpoint: one UDP socket, QUIC connections to peers.
+
+    Use it as an async context manager (``async with QuicP2p(config) as node``)
+    or call ``start()`` and ``aclose()``.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        event_capacity: int = DEFAULT_EVENT_CAPACITY,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        stateless_retry: bool = True,
+        retry_above_rate: float = 0.0,
+        send_timeout: float | None = None,
+    ) -> None:
+        self.config = config if config is not None else Config()
+        if event_capacity < 1 or max_connections < 1:
+            raise QuicP2pError("event_capacity and max_connections must be positive")
+        self._channel = EventChannel(event_capacity)
+        self.max_connections = max_connections
+        self.send_timeout = send_timeout
+        self._tokens = RetryTokens()
+        self._admission = Admission(
+            self._tokens,
+            retry=stateless_retry,
+            retry_above_rate=retry_above_rate,
+            cid_length=CID_LENGTH,
+        )
+        self._cert: CompleteCert = self.config.our_complete_cert or certs.generate_self_signed()
+        self._server_cfg: QuicConfiguration | None = None
+        if self.config.our_type is OurType.NODE:
+            self._server_cfg = tls.server_configuration(
+                self.config, self._cert, connection_id_length=CID_LENGTH
+            )
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cids: dict[bytes, _Conn] = {}
+        self._conns: set[_Conn] = set()
+        self._records: dict[Address, _Record] = {}
+        self._dirty: set[_Conn] = set()
+        self._flush_scheduled = False
+        self._addr_cache: dict[tuple[Any, ...], Address] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._local_addr: Address | None = None
+        #: Counters of dropped or refused input (garbage datagrams, admission).
+        self.stats: dict[str, int] = {}
+
+    # ------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> QuicP2p:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Binds the socket and starts serving."""
+        if self._transport is not None:
+            raise QuicP2pError("endpoint already started")
+        self._loop = asyncio.get_running_loop()
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Protocol(self),
+            local_addr=(self.config.bind_ip, self.config.bind_port),
+        )
+        self._transport = transport
+        self._local_addr = normalize_address(transport.get_extra_info("sockname"))
+        if self.config.keep_alive_interval_msec > 0 or self.send_timeout:
+            self._spawn(self._housekeeping())
+        log.info("endpoint %s bound to %s:%d", self.config.our_type.value, *self._local_addr)
+
+    async def aclose(self) -> None:
+        """Closes every connection; pending sends resolve unsent; ``Finish`` is
+        the last event."""
+        if self._closing:
+            return
+        self._closing = True
+        for record in list(self._records.values()):
+            self._fail(record, "endpoint closed", ErrorCode.SHUTDOWN, report=False)
+        for conn in list(self._conns):
+            self._close_conn(conn, ErrorCode.SHUTDOWN, "endpoint closed")
+        self._flush()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in list(self._conns):
+            self._forget(conn)
+        if self._transport is not None:
+            self._transport.close()
+            # Let the transport finish closing its socket before we return.
+            await asyncio.sleep(0)
+        self._channel.push(Finish())
+
+    # ------------------------------------------------------------ properties
+    @property
+    def local_addr(self) -> Address:
+        """The (host, port) actually bound."""
+        if self._local_addr is None:
+            raise EndpointClosedError("endpoint not started")
+        return self._local_addr
+
+    @property
+    def node_info(self) -> NodeInfo:
+        """Our NodeInfo at the bound address (see ``our_connection_info``)."""
+        return NodeInfo(self.local_addr, self._cert.cert_der)
+
+    @property
+    def our_certificate(self) -> bytes:
+        return self._cert.cert_der
+
+    def is_hard_coded_contact(self, node_info: NodeInfo) -> bool:
+        return node_info in self.config.hard_coded_contacts
+
+    def connected_peers(self) -> list[Peer]:
+        return [r.peer() for r in self._records.values() if r.connected]
+
+    # ------------------------------------------------------------ public API
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event in order; ends after ``Finish``."""
+        async for event in self._channel:
+            yield event
+
+    async def next_event(self) -> Event:
+        return await self._channel.get()
+
+    async def connect_to(self, node: NodeInfo) -> Peer:
+        """Connects to a Node; returns once it is connected (for a Node peer:
+        both directions proven). Raises ``ConnectionFailedError``."""
+        self._check_running()
+        if not isinstance(node, NodeInfo):
+            raise TypeError("connect_to takes a NodeInfo")
+        record = self._records.get(node.peer_addr)
+        if record is not None and record.connected:
+            return record.peer()
+        record = self._connect(node, we_contacted=True)
+        future: asyncio.Future[Peer] = self._running_loop().create_future()
+        if record.dead:
+            raise ConnectionFailedError(node.peer_addr, "could not start the connection")
+        record.waiters.append(future)
+        self._flush_soon()
+        return await future
+
+    async def send(
+        self, peer: Peer | NodeInfo, msg: bytes, token: int = 0
+    ) -> SentUserMessage | UnsentUserMessage:
+        """Sends ``msg``; resolves to ``SentUserMessage`` once the peer received
+        it, or ``UnsentUserMessage`` (the message handed back) — the same
+        outcome is also reported on ``events()``. Sending to a Node we are not
+        connected to connects first, as the seed did."""
+        if isinstance(peer, NodeInfo):
+            peer = Peer.node(peer)
+        if not isinstance(peer, Peer):
+            raise TypeError("send takes a Peer or NodeInfo")
+        if not isinstance(msg, (bytes, bytearray, memoryview)):
+            raise TypeError("msg must be bytes")
+        if not isinstance(token, int) or not 0 <= token < 2**64:
+            raise QuicP2pError("token must be an integer in 0..2**64-1")
+        loop = self._running_loop()
+        s = _Send(peer.peer_addr, bytes(msg), token, loop.create_future())
+        self._submit(peer, s)
+        self._flush_soon()
+        return await s.future
+
+    async def disconnect_from(self, peer_addr: Address) -> None:
+        """Closes every connection with the peer (``ConnectionFailure`` if it was
+        connected)."""
+        record = self._records.get(normalize_address(peer_addr))
+        if record is not None:
+            self._fail(record, "disconnected by us", ErrorCode.DISCONNECTED)
+            self._flush_soon()
+
+    async def our_connection_info(self) -> NodeInfo:
+        """Our NodeInfo as the network sees us: asks up to three connected
+        Nodes (or hard-coded contacts) which address they see. Two or more
+        answers must agree; ``EchoDisagreementError`` reports when they do not."""
+        self._check_running()
+        targets: list[_Conn] = [
+            r.out
+            for r in self._records.values()
+            if r.connected and r.kind is PeerKind.NODE and r.out is not None
+        ][:ECHO_QUORUM]
+        temporary: list[_Conn] = []
+        if not targets:
+            contacts = list(self.config.hard_coded_contacts)[:ECHO_QUORUM]
+            if not contacts:
+                host = self.local_addr[0]
+                if host in ("0.0.0.0", "::"):
+                    raise EchoError(
+                        "no node to ask for our address (no connected node, no hard-coded"
+                        " contact) and we are bound to an unspecified address"
+                    )
+                return self.node_info
+            for contact in contacts:
+                conn = self._dial(contact, echo_only=True)
+                if conn is not None:
+                    temporary.append(conn)
+            targets = temporary
+        self._flush_soon()
+        try:
+            results = await asyncio.gather(
+                *(self._ask_echo(c) for c in targets), return_exceptions=True
+            )
+        finally:
+            for conn in temporary:
+                self._close_conn(conn, ErrorCode.NO_ERROR, "echo done")
+            self._flush_soon()
+        answers: dict[Address, Address] = {}
+        errors: list[str] = []
+        for conn, result in zip(targets, results, strict=True):
+            if isinstance(result, BaseException):
+                errors.append(f"{conn.link.peer_addr[0]}:{conn.link.peer_addr[1]}: {result}")
+            else:
+                answers[conn.link.peer_addr] = result
+        if not answers:
+            raise EchoError("no node answered our echo request: " + "; ".join(errors))
+        seen = set(answers.values())
+        if len(seen) > 1:
+            raise EchoDisagreementError(answers)
+        return NodeInfo(seen.pop(), self._cert.cert_der)
+
+    # ------------------------------------------------------------ sending
+    def _submit(self, peer: Peer, s: _Send) -> None:
+        if self._closing or self._transport is None:
+            self._resolve(s, False, "endpoint closed")
+            return
+        if len(s.msg) > FRAME_MAX_BODY:
+            self._resolve(s, False, "message larger than a frame can carry")
+            return
+        record = self._records.get(peer.peer_addr)
+        if record is not None and record.connected:
+            if peer.is_node and record.kind is PeerKind.CLIENT:
+                self._resolve(s, False, "the peer at that address is a Client")
+                return
+            self._send_on(record, s)
+        elif peer.is_node and peer.node_info is not None:
+            record = self._connect(peer.node_info, we_contacted=True)
+            if record.dead:
+                self._resolve(s, False, "could not connect")
+            else:
+                record.pending_sends.append(s)
+        else:
+            self._resolve(s, False, "not connected to that client")
+
+    def _send_on(self, record: _Record, s: _Send) -> None:
+        conn = record.out if record.out is not None else record.inn
+        if conn is None or conn.link.down is not None:
+            self._resolve(s, False, "connection lost")
+            return
+        msg_id = conn.link.send_user_message(s.msg)
+        s.sent_at = self._now()
+        conn.outstanding[msg_id] = s
+        self._dirty.add(conn)
+
+    def _resolve(self, s: _Send, sent: bool, reason: str = "") -> None:
+        if s.future.done():
+            return
+        outcome: SentUserMessage | UnsentUserMessage
+        if sent:
+            outcome = SentUserMessage(s.peer_addr, s.msg, s.token)
+        else:
+            outcome = UnsentUserMessage(s.peer_addr, s.msg, s.token, reason)
+        self._channel.push(outcome)
+        s.future.set_result(outcome)
+
+    # ------------------------------------------------------------ connecting
+    def _connect(self, node: NodeInfo, *, we_contacted: bool) -> _Record:
+        record = self._records.get(node.peer_addr)
+        if record is None:
+            record = self._records[node.peer_addr] = _Record(node.peer_addr)
+        record.we_contacted |= we_contacted
+        if record.to is ToPeer.NONE:
+            if not record.cert:
+                record.cert = node.peer_cert_der
+            conn = self._dial(node, echo_only=False)
+            if conn is None:
+                self._fail(record, "could not start the connection", ErrorCode.REFUSED)
+                return record
+            record.to = ToPeer.CONNECTING
+            record.out = conn
+            conn.record = record
+            if self.config.our_type is OurType.CLIENT:
+                record.frm = FromPeer.NOT_NEEDED
+        return record
+
+    def _dial(self, node: NodeInfo, *, echo_only: bool) -> _Conn | None:
+        try:
+            cfg = tls.client_configuration(self.config, node, connection_id_length=CID_LENGTH)
+        except certs.CertificateError as exc:
+            self._report_failure(node.peer_addr, f"bad certificate in NodeInfo: {exc}")
+            return None
+        if len(self._conns) >= self.max_connections:
+            self._report_failure(node.peer_addr, "connection limit reached")
+            return None
+        quic = QuicConnection(configuration=cfg)
+        conn = _Conn(
+            quic,
+            Link(
+                quic,
+                initiator=True,
+                peer_addr=node.peer_addr,
+                max_msg_size=self.config.max_msg_size_allowed,
+            ),
+            outgoing=True,
+            target=node,
+            echo_only=echo_only,
+        )
+        loop = self._running_loop()
+        conn.up_future = loop.create_future()
+        conn.deadline = loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout, conn)
+        self._register(conn, quic.host_cid)
+        quic.connect(node.peer_addr, now=self._now())
+        self._dirty.add(conn)
+        return conn
+
+    def _report_failure(self, addr: Address, reason: str) -> None:
+        log.info("connection to %s:%d failed: %s", addr[0], addr[1], reason)
+        self._channel.push(ConnectionFailure(addr, reason))
+
+    # ------------------------------------------------------------ datagrams
+    def _datagram_received(self, data: bytes, addr_raw: tuple[Any, ...]) -> None:
+        if self._closing:
+            return
+        try:
+            addr = self._addr_cache.get(addr_raw)
+            if addr is None:
+                # ipaddress parsing costs more than the rest of the demux, and
+                # peers are few: remember each source's canonical form.
+                if len(self._addr_cache) >= ADDRESS_CACHE_SIZE:
+                    self._addr_cache.clear()
+                addr = self._addr_cache[addr_raw] = normalize_address(addr_raw)
+            info = classify_datagram(data, CID_LENGTH)
+        except (DatagramError, ValueError) as exc:
+            self._bump(f"dropped: {exc}")
+            return
+        conn = self._cids.get(info.dcid)
+        if conn is None:
+            if not info.long_header:
+                self._bump("dropped: unknown connection")
+                return
+            accepting = self._server_cfg is not None and len(self._conns) < self.max_connections
+            decision = self._admission.decide(
+                info, len(data), addr, self._now(), accepting=accepting
+            )
+            if isinstance(decision, Reply):
+                assert self._transport is not None
+                self._transport.sendto(decision.datagram, addr)
+                return
+            if isinstance(decision, Ignore):
+                self._bump(f"dropped: {decision.reason}")
+                return
+            conn = self._accept(decision, info.dcid, addr)
+        try:
+            conn.quic.receive_datagram(data, addr, now=self._now())
+        except Exception:  # aioquic closes on bad packets; this is a safety net
+            log.exception("aioquic failed on a datagram from %s", addr)
+            self._bump("dropped: aioquic error")
+        self._dirty.add(conn)
+        self._process(conn)
+        self._flush_soon()
+
+    def _accept(self, decision: Accept, dcid: bytes, addr: Address) -> _Conn:
+        assert self._server_cfg is not None
+        quic = QuicConnection(
+            configuration=self._server_cfg,
+            original_destination_connection_id=decision.original_destination_cid,
+            retry_source_connection_id=decision.retry_source_cid,
+        )
+        conn = _Conn(
+            quic,
+            Link(
+                quic,
+                initiator=False,
+                peer_addr=addr,
+                max_msg_size=self.config.max_msg_size_allowed,
+            ),
+            outgoing=False,
+        )
+        self._register(conn, dcid)
+        self._register(conn, quic.host_cid)
+        conn.deadline = self._running_loop().call_later(
+            HANDSHAKE_TIMEOUT, self._handshake_timeout, conn
+        )
+        return conn
+
+    def _register(self, conn: _Conn, cid: bytes) -> None:
+        self._conns.add(conn)
+        conn.cids.add(cid)
+        self._cids[cid] = conn
+
+    def _forget(self, conn: _Conn) -> None:
+        for cid in conn.cids:
+            if self._cids.get(cid) is conn:
+                del self._cids[cid]
+        conn.cids.clear()
+        self._conns.discard(conn)
+        self._dirty.discard(conn)
+        for handle in (conn.timer, conn.deadline):
+            if handle is not None:
+                handle.cancel()
+        conn.timer = conn.deadline = None
+
+    # ------------------------------------------------------------ the adapter loop
+    def _process(self, conn: _Conn) -> None:
+        """Drains aioquic's events for one connection."""
+        while (event := conn.quic.next_event()) is not None:
+            if isinstance(event, qe.ConnectionIdIssued):
+                self._register(conn, event.connection_id)
+            elif isinstance(event, qe.ConnectionIdRetired):
+                conn.cids.discard(event.connection_id)
+                if self._cids.get(event.connection_id) is conn:
+                    del self._cids[event.connection_id]
+            for le in conn.link.handle(event):
+                self._on_link_event(conn, le)
+            if isinstance(event, qe.ConnectionTerminated):
+                conn.finished = True
+        if conn.finished:
+            self._forget(conn)
+
+    def _flush_soon(self) -> None:
+        """Transmits once the current batch of callbacks (datagrams, API calls,
+        timers) has run, so many small writes leave in full packets, as
+        aioquic's own protocol does."""
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Transmits whatever any touched connection has queued, and re-arms
+        its timer."""
+        self._flush_scheduled = False
+        transport = self._transport
+        while self._dirty:
+            conn = self._dirty.pop()
+            conn.link.flush()
+            if transport is not None and not transport.is_closing():
+                for data, addr in conn.quic.datagrams_to_send(now=self._now()):
+                    transport.sendto(data, addr)
+            self._arm_timer(conn)
+
+    def _arm_timer(self, conn: _Conn) -> None:
+        at = conn.quic.get_timer()
+        if at == conn.timer_at:
+            return
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        conn.timer_at = at
+        if at is not None and not conn.finished and conn in self._conns:
+            conn.timer = self._running_loop().call_at(at, self._on_timer, conn)
+
+    def _on_timer(self, conn: _Conn) -> None:
+        conn.timer = None
+        conn.timer_at = None
+        conn.quic.handle_timer(now=self._now())
+        self._dirty.add(conn)
+        self._process(conn)
+        self._flush_soon()
+
+    # ------------------------------------------------------------ link events
+    def _on_link_event(self, conn: _Conn, ev: LinkEvent) -> None:
+        if isinstance(ev, LinkFrame):
+            self._on_frame(conn, ev.frame)
+        elif isinstance(ev, LinkAcked):
+            for msg_id in ev.msg_ids:
+                s = conn.outstanding.pop(msg_id, None)
+                if s is not None:
+                    self._resolve(s, True)
+        elif isinstance(ev, LinkRefused):
+            s = conn.outstanding.pop(ev.msg_id, None)
+            if s is not None:
+                self._resolve(s, False, f"refused by the peer: {ev.reason.name.lower()}")
+        elif isinstance(ev, LinkUp):
+            self._on_up(conn)
+        elif isinstance(ev, LinkDown):
+            self._on_down(conn, _describe_close(ev))
+
+    def _on_up(self, conn: _Conn) -> None:
+        if conn.up_future is not None and not conn.up_future.done():
+            conn.up_future.set_result(None)
+        if not conn.outgoing:
+            return
+        if conn.deadline is not None:
+            conn.deadline.cancel()
+            conn.deadline = None
+        target = conn.target
+        # The certificate to insist on: the one dialled, else the one the peer
+        # already claimed on its own connection to us (simultaneous connect).
+        expected = target.peer_cert_der if target is not None else b""
+        if not expected and conn.record is not None:
+            expected = conn.record.cert
+        if expected:
+            problem = tls.check_pinned_peer(conn.quic, expected)
+            if problem is not None:
+                self._close_conn(conn, ErrorCode.CERTIFICATE_MISMATCH, problem)
+                self._on_down(conn, problem)
+                return
+        if conn.echo_only:
+            return
+        record = conn.record
+        if record is None or record.dead:
+            return
+        if self.config.our_type is OurType.NODE:
+            conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, self._cert.cert_der))
+        else:
+            conn.link.send_frame(frame(FrameKind.HANDSHAKE_CLIENT))
+        self._dirty.add(conn)
+        record.to = ToPeer.ESTABLISHED
+        if record.kind is None:
+            record.kind = PeerKind.NODE
+        action, _ = on_outgoing_up(record.frm)
+        if action is Action.COMPLETE:
+            self._complete(record)
+        elif record.reverse_timer is None and self._loop is not None:
+            record.reverse_timer = self._loop.call_later(
+                REVERSE_CONNECT_TIMEOUT, self._reverse_timeout, record
+            )
+
+    def _on_down(self, conn: _Conn, reason: str) -> None:
+        """Once per connection: its sends come back unsent, its peer record
+        loses that side."""
+        if conn.deadline is not None:
+            conn.deadline.cancel()
+            conn.deadline = None
+        for s in list(conn.outstanding.values()):
+            self._resolve(s, False, f"connection lost: {reason}")
+        conn.outstanding.clear()
+        for waiter in conn.echo_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(EchoError(f"connection lost: {reason}"))
+        conn.echo_waiters.clear()
+        if conn.up_future is not None and not conn.up_future.done():
+            conn.up_future.set_result(None)  # waiters check link.down
+        record = conn.record
+        conn.record = None
+        if record is None or record.dead:
+            return
+        if record.out is conn:
+            record.out = None
+            record.to = ToPeer.NONE
+        if record.inn is conn:
+            record.inn = None
+            record.frm = FromPeer.NONE
+        self._fail(record, reason, ErrorCode.DISCONNECTED)
+
+    def _on_frame(self, conn: _Conn, f: Frame) -> None:
+        kind = f.kind
+        if kind == FrameKind.ECHO_REQUEST:
+            conn.link.send_frame(
+                frame(FrameKind.ECHO_RESPONSE, encode_address(conn.link.peer_addr), f.msg_id)
+            )
+            self._dirty.add(conn)
+        elif kind == FrameKind.ECHO_RESPONSE:
+            waiter = conn.echo_waiters.pop(f.msg_id, None)
+            if waiter is not None and not waiter.done():
+                try:
+                    waiter.set_result(decode_address(f.body))
+                except QuicP2pError as exc:  # WireError is remote, but report it
+                    waiter.set_exception(EchoError(str(exc)))
+                except Exception as exc:
+                    waiter.set_exception(EchoError(f"bad echo response: {exc}"))
+        elif kind in (FrameKind.HANDSHAKE_NODE, FrameKind.HANDSHAKE_CLIENT):
+            self._on_handshake(conn, f)
+        elif kind == FrameKind.USER_MESSAGE:
+            self._on_user_message(conn, f)
+        else:
+            self._violation(conn, ErrorCode.BAD_FRAME, f"unexpected frame kind {kind}")
+
+    def _on_handshake(self, conn: _Conn, f: Frame) -> None:
+        if conn.outgoing:
+            self._violation(conn, ErrorCode.BAD_HANDSHAKE, "handshake from the accepting side")
+            return
+        if conn.handshake is not None:
+            self._violation(conn, ErrorCode.DUPLICATE_HANDSHAKE, "second handshake")
+            return
+        conn.handshake = FrameKind(f.kind)
+        if conn.deadline is not None:
+            conn.deadline.cancel()
+            conn.deadline = None
+        is_node = f.kind == FrameKind.HANDSHAKE_NODE
+        addr = conn.link.peer_addr
+        if is_node:
+            try:
+                certs.parse_certificate(f.body)
+            except certs.CertificateError:
+                self._violation(conn, ErrorCode.BAD_HANDSHAKE, "unparsable certificate")
+                return
+        elif f.body:
+            self._violation(conn, ErrorCode.BAD_HANDSHAKE, "client handshake with a body")
+            return
+        record = self._records.get(addr)
+        fresh = record is None
+        if record is None:
+            record = self._records[addr] = _Record(addr)
+        action, code = on_incoming_handshake(is_node, record.to, record.frm)
+        if action is not Action.REJECT and is_node and not _claim_matches(record, f.body):
+            action, code = Action.REJECT, ErrorCode.CERTIFICATE_MISMATCH
+        if action is Action.REJECT:
+            assert code is not None
+            if fresh:
+                del self._records[addr]
+            self._violation(conn, code, f"handshake rejected: {code.name.lower()}")
+            return
+        record.frm = FromPeer.ESTABLISHED
+        record.inn = conn
+        conn.record = record
+        if not is_node:
+            record.kind = PeerKind.CLIENT
+            record.to = ToPeer.NOT_NEEDED
+        else:
+            record.kind = PeerKind.NODE
+            if not record.cert:
+                record.cert = f.body
+        if action is Action.DIAL_BACK:
+            # Prove the claimed Node reachable where we saw it, presenting the
+            # certificate it claimed.
+            self._connect(NodeInfo(addr, f.body), we_contacted=False)
+        elif action is Action.COMPLETE:
+            self._complete(record)
+
+    def _on_user_message(self, conn: _Conn, f: Frame) -> None:
+        record = conn.record
+        if record is None or record.dead:
+            self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, "message before handshake")
+            return
+        if not record.connected:
+            if len(record.pending_reads) >= MAX_PENDING_READS:
+                self._refuse(conn, f.msg_id, RejectReason.BUSY)
+            else:
+                record.pending_reads.append((conn, f))
+            return
+        self._deliver(record, conn, f)
+
+    def _deliver(self, record: _Record, conn: _Conn, f: Frame) -> None:
+        if not self._channel.has_room():
+            self._refuse(conn, f.msg_id, RejectReason.BUSY)
+            return
+        self._channel.push(NewMessage(record.addr, f.body))
+        conn.link.acknowledge(f.msg_id)
+        self._dirty.add(conn)
+
+    def _refuse(self, conn: _Conn, msg_id: int, reason: RejectReason) -> None:
+        conn.link.send_frame(encode_reject(msg_id, reason))
+        self._dirty.add(conn)
+
+    # ------------------------------------------------------------ peer records
+    def _complete(self, record: _Record) -> None:
+        if record.connected or record.dead:
+            return
+        record.connected = True
+        if record.reverse_timer is not None:
+            record.reverse_timer.cancel()
+            record.reverse_timer = None
+        peer = record.peer()
+        log.info("connected to %s %s:%d", peer.kind.value, *record.addr)
+        self._channel.push(ConnectedTo(peer))
+        for waiter in record.waiters:
+            if not waiter.done():
+                waiter.set_result(peer)
+        record.waiters.clear()
+        sends, record.pending_sends = record.pending_sends, []
+        for s in sends:
+            self._send_on(record, s)
+        reads, record.pending_reads = record.pending_reads, []
+        for conn, f in reads:
+            self._deliver(record, conn, f)
+
+    def _fail(self, record: _Record, reason: str, code: ErrorCode, *, report: bool = True) -> None:
+        """Tears the peer down: closes both connections, fails its waiters and
+        queued sends, and reports it once."""
+        if record.dead:
+            return
+        record.dead = True
+        if self._records.get(record.addr) is record:
+            del self._records[record.addr]
+        if record.reverse_timer is not None:
+            record.reverse_timer.cancel()
+            record.reverse_timer = None
+        # A half-open Node whose reverse connection failed: tell it why.
+        if not record.connected and record.inn is not None and record.to is not ToPeer.NOT_NEEDED:
+            code = ErrorCode.REVERSE_CONNECT_FAILED
+        for conn in (record.out, record.inn):
+            if conn is not None:
+                conn.record = None
+                self._close_conn(conn, code, reason)
+                self._on_down(conn, reason)
+        for s in record.pending_sends:
+            self._resolve(s, False, reason)
+        record.pending_sends.clear()
+        record.pending_reads.clear()  # never acknowledged: their senders see unsent
+        for waiter in record.waiters:
+            if not waiter.done():
+                waiter.set_exception(ConnectionFailedError(record.addr, reason))
+        # Report a peer the user knew (connected) or asked for (we dialled it);
+        # a half-open incoming Node that could not be reached back was never
+        # visible to the user and is only logged.
+        visible = record.connected or record.we_contacted or bool(record.waiters)
+        record.waiters.clear()
+        if report and visible and not self._closing:
+            self._report_failure(record.addr, reason)
+        else:
+            log.info("dropped peer %s:%d: %s", record.addr[0], record.addr[1], reason)
+
+    def _close_conn(self, conn: _Conn, code: ErrorCode, reason: str) -> None:
+        if conn.link.down is None:
+            conn.link.close(code, reason)
+        self._dirty.add(conn)
+
+    def _violation(self, conn: _Conn, code: ErrorCode, reason: str) -> None:
+        log.warning(
+            "closing connection with %s:%d: %s",
+            conn.link.peer_addr[0],
+            conn.link.peer_addr[1],
+            reason,
+        )
+        self._close_conn(conn, code, reason)
+        self._on_down(conn, f"protocol error: {reason}")
+
+    def _handshake_timeout(self, conn: _Conn) -> None:
+        """Outgoing: the QUIC handshake did not complete in time. Incoming: the
+        peer sent no role handshake in time."""
+        conn.deadline = None
+        if conn.link.down is not None:
+            return
+        if conn.outgoing and not conn.link.up:
+            reason = f"no answer within {HANDSHAKE_TIMEOUT:g} s"
+        elif not conn.outgoing and conn.handshake is None:
+            reason = "no role handshake"
+        else:
+            return
+        self._close_conn(conn, ErrorCode.HANDSHAKE_TIMEOUT, reason)
+        self._on_down(conn, reason)
+        self._flush_soon()
+
+    def _reverse_timeout(self, record: _Record) -> None:
+        record.reverse_timer = None
+        if not record.connected and not record.dead:
+            self._fail(
+                record,
+                "the peer did not connect back to us (are we reachable as a Node?)",
+                ErrorCode.REVERSE_CONNECT_FAILED,
+            )
+            self._flush_soon()
+
+    # ------------------------------------------------------------ echo
+    async def _ask_echo(self, conn: _Conn) -> Address:
+        if conn.up_future is not None and not conn.up_future.done():
+            await asyncio.wait_for(asyncio.shield(conn.up_future), ECHO_TIMEOUT)
+        if conn.link.down is not None:
+            raise EchoError("connection closed")
+        msg_id = conn.next_echo_id
+        conn.next_echo_id += 1
+        waiter: asyncio.Future[Address] = self._running_loop().create_future()
+        conn.echo_waiters[msg_id] = waiter
+        conn.link.send_frame(frame(FrameKind.ECHO_REQUEST, b"", msg_id))
+        self._dirty.add(conn)
+        self._flush_soon()
+        try:
+            return await asyncio.wait_for(waiter, ECHO_TIMEOUT)
+        except TimeoutError:
+            raise EchoError("no echo response in time") from None
+        finally:
+            conn.echo_waiters.pop(msg_id, None)
+
+    # ------------------------------------------------------------ housekeeping
+    async def _housekeeping(self) -> None:
+        """Keep-alive PINGs and send timeouts, for all connections at once."""
+        interval = self.config.keep_alive_interval_msec / 1000.0
+        tick = min(x for x in (interval, self.send_timeout or 0.0, 1.0) if x > 0)
+        last_ping = self._now()
+        while not self._closing:
+            await asyncio.sleep(tick)
+            now = self._now()
+            if interval > 0 and now - last_ping >= interval:
+                last_ping = now
+                for conn in list(self._conns):
+                    if conn.link.up and conn.link.down is None:
+                        conn.quic.send_ping(0)
+                        self._dirty.add(conn)
+            if self.send_timeout:
+                for conn in list(self._conns):
+                    for msg_id, s in list(conn.outstanding.items()):
+                        if now - s.sent_at < self.send_timeout:
+                            break  # insertion order: the rest are younger
+                        del conn.outstanding[msg_id]
+                        self._resolve(s, False, "timed out waiting for the peer")
+            self._flush_soon()
+
+    # ------------------------------------------------------------ helpers
+    def _spawn(self, coro: Any) -> None:
+        task = self._running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise EndpointClosedError("endpoint not started")
+        return self._loop
+
+    def _check_running(self) -> None:
+        if self._transport is None or self._closing:
+            raise EndpointClosedError("endpoint is not running")
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    def _bump(self, key: str) -> None:
+        self.stats[key] = self.stats.get(key, 0) + 1
+
+
+def _claim_matches(record: _Record, claimed: bytes) -> bool:
+    """A Node's claimed certificate must be the one we know for that address:
+    pinned when we dialled it, or presented on our own connection to it."""
+    if record.cert:
+        return record.cert == claimed
+    out = record.out
+    if out is not None and out.link.up:
+        return tls.check_pinned_peer(out.quic, claimed) is None
+    return True  # nothing known yet: our reverse connection will pin it
+
+
+def _describe_close(ev: LinkDown) -> str:
+    """A human reason for a closed connection, naming our codes."""
+    who = "peer" if ev.by_peer else "we"
+    try:
+        name = ErrorCode(ev.error_code).name.lower().replace("_", " ")
+    except ValueError:
+        name = f"code {ev.error_code:#x}"
+    if ev.error_code == ErrorCode.REVERSE_CONNECT_FAILED:
+        return "the peer could not connect back to us (we are not reachable as a Node)"
+    detail = f": {ev.reason}" if ev.reason else ""
+    return f"{who} closed the connection ({name}){detail}"

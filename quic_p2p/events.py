@@ -1,0 +1,84 @@
+"""Events an endpoint reports, in order, on ``QuicP2p.events()``.
+
+Frozen dataclasses with the seed's names and fields (the seed's ``err`` is
+spelled ``error``). ``Event`` is their union.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .peer import Address, NodeInfo, Peer
+
+
+@dataclass(frozen=True)
+class BootstrapFailure:
+    """Every bootstrap contact failed; ``reasons`` maps each to why."""
+
+    reasons: dict[Address, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class BootstrappedTo:
+    """The first bootstrap contact that completed the role handshake."""
+
+    node: NodeInfo
+
+
+@dataclass(frozen=True)
+class ConnectionFailure:
+    """A connection attempt failed, or an established peer was lost."""
+
+    peer_addr: Address
+    error: str
+
+
+@dataclass(frozen=True)
+class SentUserMessage:
+    """The peer received ``msg`` (it acknowledged it)."""
+
+    peer_addr: Address
+    msg: bytes = field(repr=False)
+    token: int
+
+
+@dataclass(frozen=True)
+class UnsentUserMessage:
+    """``msg`` was not delivered; it is handed back. ``reason`` says why."""
+
+    peer_addr: Address
+    msg: bytes = field(repr=False)
+    token: int
+    reason: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class ConnectedTo:
+    """``peer`` is connected: a Client at once, a Node once both directions are up."""
+
+    peer: Peer
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A user message from ``peer_addr``."""
+
+    peer_addr: Address
+    msg: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The endpoint has closed; no event follows."""
+
+
+Event = (
+    BootstrapFailure
+    | BootstrappedTo
+    | ConnectionFailure
+    | SentUserMessage
+    | UnsentUserMessage
+    | ConnectedTo
+    | NewMessage
+    | Finish
+)

@@ -1,0 +1,254 @@
+"""One QUIC connection with our framing on top (sans-IO).
+
+A ``Link`` wraps an aioquic ``QuicConnection`` (itself sans-IO): it turns the
+connection's stream events into frames and frames into ``LinkEvent``s, and
+sends frames on the right stream. It owns no socket and reads no clock; the
+driver feeds it aioquic events and transmits what aioquic queues.
+
+Protocol errors by the peer close the connection with an ``ErrorCode`` and
+surface as ``LinkDown``; they never raise out of ``handle``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aioquic.quic import events as qe
+from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
+
+from .accel import FrameDecoder, encode_frame_header
+from .accel.types import FRAME_HEADER_SIZE, Frame, FrameError, FrameErrorCode, FrameKind
+from .errors import RemoteProtocolError
+from .peer import Address
+from .wire import (
+    CONTROL_FRAME_MAX,
+    SMALL_MESSAGE_MAX,
+    ErrorCode,
+    RejectReason,
+    WireError,
+    decode_ack,
+    decode_reject,
+    encode_ack,
+    encode_reject,
+)
+
+log = logging.getLogger(__name__)
+
+#: Large messages in flight at once on one connection, each on its own stream.
+MAX_ACTIVE_LARGE = 4
+
+
+@dataclass(frozen=True)
+class LinkUp:
+    """TLS handshake completed (certificate checks by aioquic passed)."""
+
+
+@dataclass(frozen=True)
+class LinkFrame:
+    """A frame other than ACK/REJECT, in order of arrival per stream."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class LinkAcked:
+    msg_ids: list[int]
+
+
+@dataclass(frozen=True)
+class LinkRefused:
+    msg_id: int
+    reason: RejectReason
+
+
+@dataclass(frozen=True)
+class LinkDown:
+    """The connection ended. ``error_code`` is QUIC's (transport or application)."""
+
+    error_code: int
+    reason: str
+    by_peer: bool
+
+
+LinkEvent = LinkUp | LinkFrame | LinkAcked | LinkRefused | LinkDown
+
+
+@dataclass
+class _Inbound:
+    decoder: FrameDecoder
+    control: bool
+    head: bytearray = field(default_factory=bytearray)  # first header, for REJECT
+    frames: int = 0
+    refused: bool = False
+
+
+class Link:
+    """Our protocol over one QUIC connection."""
+
+    def __init__(
+        self, quic: QuicConnection, *, initiator: bool, peer_addr: Address, max_msg_size: int
+    ) -> None:
+        self.quic = quic
+        self.initiator = initiator
+        self.peer_addr = peer_addr
+        self.max_msg_size = max_msg_size
+        self.up = False
+        self.down: LinkDown | None = None
+        #: What the layer above hangs on this link (e.g. its peer record).
+        self.owner: Any = None
+        self._control_id: int | None = None
+        # The peer's control stream is its first unidirectional stream:
+        # id 2 when the client (initiator) opened it, 3 when the server did.
+        self._peer_control_id = 3 if initiator else 2
+        self._inbound: dict[int, _Inbound] = {}
+        self._next_msg_id = 1
+        self._pending_acks: list[int] = []
+        self._large_queue: deque[tuple[int, bytes, bytes]] = deque()
+        self._large_active: set[int] = set()
+
+    # ------------------------------------------------------------ sending
+    def send_frame(self, data: bytes) -> None:
+        """Queue complete frame bytes on our control stream."""
+        if self._control_id is None:
+            self._control_id = self.quic.get_next_available_stream_id(is_unidirectional=True)
+        self.quic.send_stream_data(self._control_id, data)
+
+    def send_user_message(self, msg: bytes) -> int:
+        """Queue a user message; returns its msg_id (acknowledged by the peer)."""
+        msg_id = self._next_msg_id
+        self._next_msg_id += 1
+        header = encode_frame_header(FrameKind.USER_MESSAGE, msg_id, len(msg))
+        if len(msg) <= SMALL_MESSAGE_MAX:
+            self.send_frame(header + msg)
+        else:
+            self._large_queue.append((msg_id, header, msg))
+            self._pump_large()
+        return msg_id
+
+    def _pump_large(self) -> None:
+        # aioquic visits every open stream for every packet it builds, so
+        # hundreds of concurrent message streams make sending quadratic; a few
+        # at a time keep large messages from blocking each other (and never
+        # block small ones, which use the control stream).
+        while self._large_queue and len(self._large_active) < MAX_ACTIVE_LARGE:
+            msg_id, header, msg = self._large_queue.popleft()
+            if self._control_id is None:
+                # The control stream must be our first uni stream, so open it
+                # (empty) before the first dedicated one.
+                self.send_frame(b"")
+            sid = self.quic.get_next_available_stream_id(is_unidirectional=True)
+            self.quic.send_stream_data(sid, header)
+            self.quic.send_stream_data(sid, msg, end_stream=True)
+            self._large_active.add(msg_id)
+
+    def _message_done(self, msg_id: int) -> None:
+        if msg_id in self._large_active:
+            self._large_active.discard(msg_id)
+            self._pump_large()
+
+    def acknowledge(self, msg_id: int) -> None:
+        self._pending_acks.append(msg_id)
+
+    def flush(self) -> None:
+        """Send acknowledgements gathered since the last flush, as one frame."""
+        if self._pending_acks and self.down is None:
+            self.send_frame(encode_ack(self._pending_acks))
+            self._pending_acks.clear()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.down is None:
+            self.quic.close(error_code=int(code), reason_phrase=reason)
+            self.down = LinkDown(int(code), reason, by_peer=False)
+
+    # ------------------------------------------------------------ receiving
+    def handle(self, event: qe.QuicEvent) -> list[LinkEvent]:
+        """Turns one aioquic event into link events."""
+        if isinstance(event, qe.StreamDataReceived):
+            return self._on_stream_data(event)
+        if isinstance(event, qe.HandshakeCompleted):
+            self.up = True
+            return [LinkUp()]
+        if isinstance(event, qe.StreamReset):
+            # The sender gave up on a message stream; it reports its own unsent.
+            self._inbound.pop(event.stream_id, None)
+            return []
+        if isinstance(event, qe.ConnectionTerminated) and self.down is None:
+            # (When we closed it ourselves, LinkDown was reported at close().)
+            self.down = LinkDown(event.error_code, event.reason_phrase, by_peer=True)
+            return [self.down]
+        return []
+
+    def _on_stream_data(self, event: qe.StreamDataReceived) -> list[LinkEvent]:
+        sid = event.stream_id
+        if not stream_is_unidirectional(sid):
+            return self._violation(ErrorCode.BIDI_STREAM, "bidirectional streams are not used")
+        inbound = self._inbound.get(sid)
+        if inbound is None:
+            control = sid == self._peer_control_id
+            inbound = self._inbound[sid] = _Inbound(
+                FrameDecoder(CONTROL_FRAME_MAX if control else self.max_msg_size), control
+            )
+        if inbound.refused:
+            return []
+        if not inbound.control and len(inbound.head) < FRAME_HEADER_SIZE:
+            inbound.head += event.data[: FRAME_HEADER_SIZE - len(inbound.head)]
+        out: list[LinkEvent] = []
+        try:
+            frames = inbound.decoder.feed(event.data)
+        except FrameError as exc:
+            out.extend(self._dispatch(inbound, exc.frames))
+            if not inbound.control and exc.code is FrameErrorCode.TOO_LARGE and not inbound.frames:
+                self._refuse_large(sid, inbound)
+                return out
+            return out + self._violation(ErrorCode.BAD_FRAME, str(exc))
+        try:
+            out.extend(self._dispatch(inbound, frames))
+        except RemoteProtocolError as exc:
+            return out + self._violation(exc.error_code, str(exc))
+        if event.end_stream and self.down is None:
+            if inbound.decoder.buffered:
+                return out + self._violation(ErrorCode.BAD_FRAME, "stream ended inside a frame")
+            del self._inbound[sid]
+        return out
+
+    def _dispatch(self, inbound: _Inbound, frames: list[Frame]) -> list[LinkEvent]:
+        out: list[LinkEvent] = []
+        for f in frames:
+            inbound.frames += 1
+            if not inbound.control:
+                if f.kind != FrameKind.USER_MESSAGE or inbound.frames > 1:
+                    raise WireError("a message stream carries exactly one user message")
+                if len(f.body) <= SMALL_MESSAGE_MAX:
+                    raise WireError("small messages belong on the control stream")
+            if f.kind == FrameKind.ACK:
+                ids = decode_ack(f.body)
+                for msg_id in ids:
+                    self._message_done(msg_id)
+                out.append(LinkAcked(ids))
+            elif f.kind == FrameKind.REJECT:
+                reason = decode_reject(f)
+                self._message_done(f.msg_id)
+                out.append(LinkRefused(f.msg_id, reason))
+            else:
+                out.append(LinkFrame(f))
+        return out
+
+    def _refuse_large(self, sid: int, inbound: _Inbound) -> None:
+        """Refuses an oversized message without closing the connection: stop the
+        stream (the sender stops transmitting it) and tell the sender which."""
+        inbound.refused = True
+        msg_id = int.from_bytes(inbound.head[8:16], "big")
+        log.info(
+            "refusing message %d from %s: above %d bytes", msg_id, self.peer_addr, self.max_msg_size
+        )
+        self.quic.stop_stream(sid, int(ErrorCode.MESSAGE_TOO_LARGE))
+        self.send_frame(encode_reject(msg_id, RejectReason.TOO_LARGE))
+
+    def _violation(self, code: int, reason: str) -> list[LinkEvent]:
+        log.warning("closing connection with %s: %s (code %#x)", self.peer_addr, reason, code)
+        self.close(code, reason)
+        assert self.down is not None
+        return [self.down]

@@ -1,0 +1,111 @@
+"""Our protocol's messages, as frames (sans-IO).
+
+Every frame is ``header(16) + body`` (csrc/qp2p.h). Each side of a QUIC
+connection owns one long-lived unidirectional *control stream* carrying the
+handshake, echo, acknowledgements and user messages up to
+``SMALL_MESSAGE_MAX``; each larger user message travels alone on a fresh
+unidirectional stream, so it never delays the small ones (no head-of-line
+blocking) and a receiver can refuse it without closing the connection.
+
+Bodies:
+  HANDSHAKE_NODE    the sender's certificate (DER)
+  HANDSHAKE_CLIENT  empty
+  ECHO_REQUEST      empty (msg_id correlates the response)
+  ECHO_RESPONSE     the requester's address as seen by us (see encode_address)
+  USER_MESSAGE      the user's bytes (msg_id: the sender's id, acknowledged)
+  ACK               msg_ids received, 8 bytes each, big-endian
+  REJECT            one byte: RejectReason (msg_id: the refused message)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from enum import IntEnum
+
+from .accel import encode_frame_header
+from .accel.types import Frame, FrameKind, address_bytes
+from .errors import RemoteProtocolError
+from .peer import Address
+
+#: User messages up to this size share the control stream; larger ones get a
+#: stream each. Also the smallest max_msg_size_allowed we accept, so a peer's
+#: limit can only ever refuse a message on its own stream.
+SMALL_MESSAGE_MAX = 16 * 1024
+#: Non-user frames (handshake with a certificate, echo, acks) are small; a
+#: control stream frame above this is a protocol violation.
+CONTROL_FRAME_MAX = 64 * 1024
+#: Most message ids one ACK frame carries (bounded body).
+ACK_BATCH_MAX = 1024
+
+
+class ErrorCode(IntEnum):
+    """QUIC application error codes we close connections (or stop streams) with."""
+
+    NO_ERROR = 0x0
+    PROTOCOL_VIOLATION = 0x1
+    BAD_FRAME = 0x10
+    BAD_HANDSHAKE = 0x11
+    DUPLICATE_HANDSHAKE = 0x12
+    ROLE_MISMATCH = 0x13
+    REVERSE_CONNECT_FAILED = 0x14
+    CERTIFICATE_MISMATCH = 0x15
+    BIDI_STREAM = 0x16
+    TOO_MANY_STREAMS = 0x17
+    REFUSED = 0x18
+    HANDSHAKE_TIMEOUT = 0x19
+    DISCONNECTED = 0x1A
+    MESSAGE_TOO_LARGE = 0x1B
+    SHUTDOWN = 0x1C
+
+
+class RejectReason(IntEnum):
+    TOO_LARGE = 1  # above the receiver's max_msg_size_allowed
+    BUSY = 2  # the receiver's user is not reading events fast enough
+
+
+class WireError(RemoteProtocolError):
+    """A frame's body does not fit its kind."""
+
+    error_code = ErrorCode.BAD_FRAME
+
+
+def frame(kind: FrameKind, body: bytes = b"", msg_id: int = 0) -> bytes:
+    return encode_frame_header(kind, msg_id, len(body)) + body
+
+
+def encode_address(addr: Address) -> bytes:
+    return address_bytes(addr[0], addr[1])
+
+
+def decode_address(body: bytes) -> Address:
+    if len(body) == 6:
+        return (str(ipaddress.IPv4Address(body[:4])), int.from_bytes(body[4:], "big"))
+    if len(body) == 18:
+        ip6 = ipaddress.IPv6Address(body[:16])
+        host = ip6.ipv4_mapped if ip6.ipv4_mapped is not None else ip6
+        return (str(host), int.from_bytes(body[16:], "big"))
+    raise WireError(f"address must be 6 or 18 bytes, got {len(body)}")
+
+
+def encode_ack(msg_ids: Iterable[int]) -> bytes:
+    body = b"".join(i.to_bytes(8, "big") for i in msg_ids)
+    return frame(FrameKind.ACK, body)
+
+
+def decode_ack(body: bytes) -> list[int]:
+    if len(body) % 8 or len(body) > 8 * ACK_BATCH_MAX:
+        raise WireError(f"ACK body of {len(body)} bytes")
+    return [int.from_bytes(body[i : i + 8], "big") for i in range(0, len(body), 8)]
+
+
+def encode_reject(msg_id: int, reason: RejectReason) -> bytes:
+    return frame(FrameKind.REJECT, bytes([reason]), msg_id)
+
+
+def decode_reject(f: Frame) -> RejectReason:
+    try:
+        (reason,) = f.body
+        return RejectReason(reason)
+    except ValueError:
+        raise WireError("REJECT body must be one known reason byte") from None

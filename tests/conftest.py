@@ -1,0 +1,42 @@
+"""Shared fixtures.
+
+``impl`` runs a test once per hot-path implementation (ids ``c`` and ``py``).
+Where the C module is not built the ``c`` case is skipped, unless
+``QUIC_P2P_REQUIRE_C=1`` (set by CI), which turns its absence into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import pytest
+
+from quic_p2p import accel
+
+REQUIRE_C = os.environ.get("QUIC_P2P_REQUIRE_C", "") not in ("", "0")
+
+
+def _get_impl(name: str) -> ModuleType:
+    mod = accel.IMPLEMENTATIONS.get(name)
+    if mod is None:
+        if REQUIRE_C:
+            pytest.fail(f"C accelerator required but unavailable: {accel.import_error}")
+        pytest.skip(f"C accelerator not built: {accel.import_error}")
+    return mod
+
+
+@pytest.fixture(params=["c", "py"])
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    """Each implementation in turn."""
+    return _get_impl(request.param)
+
+
+@pytest.fixture
+def c_impl() -> ModuleType:
+    return _get_impl("c")
+
+
+@pytest.fixture
+def py_impl() -> ModuleType:
+    return accel.IMPLEMENTATIONS["py"]

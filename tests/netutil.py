@@ -1,0 +1,67 @@
+"""Helpers for endpoint tests: endpoints on loopback that always close, and
+bounded waits for events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from quic_p2p import Config, Event, QuicP2p
+
+E = TypeVar("E")
+
+WAIT = 10.0  # seconds any single expected event may take on a loaded CI machine
+
+
+def node_config(**kw: Any) -> Config:
+    kw.setdefault("ip", "127.0.0.1")
+    kw.setdefault("port", 0)
+    return Config(**kw)
+
+
+@asynccontextmanager
+async def endpoints(*configs: Config, **options: Any) -> AsyncIterator[list[QuicP2p]]:
+    """Starts one endpoint per config; closes all of them on exit."""
+    started: list[QuicP2p] = []
+    try:
+        for cfg in configs:
+            ep = QuicP2p(cfg, **options)
+            await ep.start()
+            started.append(ep)
+        yield started
+    finally:
+        for ep in started:
+            await ep.aclose()
+
+
+async def next_event(ep: QuicP2p, timeout: float = WAIT) -> Event:  # noqa: ASYNC109 (bounded test wait)
+    return await asyncio.wait_for(ep.next_event(), timeout)
+
+
+async def wait_for_event(
+    ep: QuicP2p,
+    kind: type[E],
+    pred: Callable[[E], bool] = lambda e: True,
+    *,
+    timeout: float = WAIT,  # noqa: ASYNC109 (every test wait is bounded)
+    max_events: int = 100_000,
+) -> tuple[E, list[Event]]:
+    """The first event of ``kind`` matching ``pred``, and the events before it."""
+    seen: list[Event] = []
+    async with asyncio.timeout(timeout):
+        for _ in range(max_events):
+            ev = await ep.next_event()
+            if isinstance(ev, kind) and pred(ev):
+                return ev, seen
+            seen.append(ev)
+    raise AssertionError(f"no {kind.__name__} within {max_events} events: {seen[-5:]}")
+
+
+def drain(ep: QuicP2p) -> list[Event]:
+    """Events already queued, without waiting."""
+    out = []
+    while len(ep._channel):
+        out.append(ep._channel._items.popleft())
+    return out

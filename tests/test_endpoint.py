@@ -1,0 +1,431 @@
+"""The endpoint on loopback with real TLS: the seed's tests, ported, and more."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from quic_p2p import (
+    Config,
+    ConnectedTo,
+    ConnectionFailedError,
+    ConnectionFailure,
+    EchoError,
+    Finish,
+    NewMessage,
+    NodeInfo,
+    OurType,
+    Peer,
+    PeerKind,
+    QuicP2p,
+    SentUserMessage,
+    UnsentUserMessage,
+)
+from quic_p2p.accel.types import FrameKind
+from quic_p2p.wire import frame
+
+from netutil import WAIT, drain, endpoints, next_event, node_config, wait_for_event
+
+
+async def connect(a: QuicP2p, b: QuicP2p) -> Peer:
+    peer = await asyncio.wait_for(a.connect_to(b.node_info), WAIT)
+    await wait_for_event(b, ConnectedTo)
+    return peer
+
+
+# ------------------------------------------------------------------ seed tests
+async def test_echo_service() -> None:
+    async with endpoints(node_config()) as (n0,):
+        # No contacts: the bound address, as the seed did.
+        assert await n0.our_connection_info() == n0.node_info
+        async with endpoints(
+            node_config(ip="0.0.0.0", hard_coded_contacts=(n0.node_info,)), node_config()
+        ) as (n1, n2):
+            info = await n1.our_connection_info()
+            assert info.peer_addr == ("127.0.0.1", n1.local_addr[1])
+            assert info.peer_addr[1] != n0.local_addr[1]
+            assert info.peer_cert_der == n1.our_certificate
+            # qp2p2 sends to qp2p1 (as the network sees it).
+            outcome = await asyncio.wait_for(n2.send(info, b"\x0c\x0d\x0e\xfd", 19923), WAIT)
+            assert outcome == SentUserMessage(info.peer_addr, b"\x0c\x0d\x0e\xfd", 19923)
+            ev = await next_event(n1)
+            assert ev == ConnectedTo(Peer.node(n2.node_info))
+            ev = await next_event(n1)
+            assert ev == NewMessage(n2.local_addr, b"\x0c\x0d\x0e\xfd")
+            ev2 = [await next_event(n2), await next_event(n2)]
+            assert ev2 == [ConnectedTo(Peer.node(info)), outcome]
+
+
+async def test_echo_without_anyone_to_ask_on_unspecified_address() -> None:
+    async with endpoints(node_config(ip="0.0.0.0")) as (n,):
+        with pytest.raises(EchoError, match="no node to ask"):
+            await n.our_connection_info()
+
+
+async def test_multistreaming_and_no_head_of_line_blocking() -> None:
+    big = b"\xff" * (50 * 1024 * 1024)
+    async with endpoints(node_config(), node_config()) as (n0, n1):
+        peer0 = await connect(n1, n0)
+        drain(n1)
+        big_send = asyncio.ensure_future(n1.send(peer0, big, 3_435_235))
+        await asyncio.sleep(0)  # the big message is queued first
+        small1 = asyncio.ensure_future(n1.send(peer0, b"1234", 3_435_235))
+        await asyncio.sleep(0.1)
+        small2 = asyncio.ensure_future(n1.send(peer0, b"5678", 3_435_235))
+        received = []
+        for _ in range(3):
+            ev = await next_event(n0, timeout=60)
+            assert isinstance(ev, NewMessage)
+            received.append(len(ev.msg))
+        assert received == [4, 4, len(big)], "small messages must overtake the large one"
+        outcomes = await asyncio.wait_for(asyncio.gather(big_send, small1, small2), 60)
+        assert all(isinstance(o, SentUserMessage) for o in outcomes)
+
+
+async def test_double_handshake_node_is_rejected_without_a_second_peer() -> None:
+    async with endpoints(node_config(), node_config()) as (victim, bad):
+        await connect(bad, victim)
+        drain(bad)
+        # The malicious Node repeats a handshake on its connection.
+        conn = bad._records[victim.local_addr].out
+        assert conn is not None
+        conn.link.send_frame(frame(FrameKind.HANDSHAKE_CLIENT))
+        bad._dirty.add(conn)
+        bad._flush()
+        ev, before = await wait_for_event(victim, ConnectionFailure)
+        assert ev.peer_addr == bad.local_addr
+        assert "second handshake" in ev.error
+        assert not [e for e in before if isinstance(e, ConnectedTo)], "no second peer"
+
+
+async def test_double_handshake_client_is_rejected() -> None:
+    async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (victim, cl):
+        await connect(cl, victim)
+        conn = cl._records[victim.local_addr].out
+        assert conn is not None
+        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, cl.our_certificate))
+        cl._dirty.add(conn)
+        cl._flush()
+        ev, before = await wait_for_event(victim, ConnectionFailure)
+        assert "second handshake" in ev.error
+        assert not [e for e in before if isinstance(e, ConnectedTo)]
+
+
+async def test_connect_to_fails_when_nobody_listens() -> None:
+    async with endpoints(node_config(idle_timeout_msec=300)) as (n,):
+        with pytest.raises(ConnectionFailedError):
+            await asyncio.wait_for(n.connect_to(NodeInfo(("127.0.0.1", 1))), WAIT)
+        ev = await next_event(n)
+        assert isinstance(ev, ConnectionFailure) and ev.peer_addr == ("127.0.0.1", 1)
+
+
+async def test_connect_to_with_an_invalid_certificate_fails_at_once() -> None:
+    async with endpoints(node_config()) as (n,):
+        with pytest.raises(ConnectionFailedError):
+            await n.connect_to(NodeInfo(("127.0.0.1", 1), b"\x01\x02\x03"))
+        ev = await next_event(n)
+        assert isinstance(ev, ConnectionFailure) and "certificate" in ev.error
+
+
+async def test_incoming_connections_yield_connected_to_with_the_dialers_certificate() -> None:
+    async with endpoints(node_config(), node_config()) as (a, b):
+        await asyncio.wait_for(a.connect_to(b.node_info), WAIT)
+        ev = await next_event(b)
+        assert isinstance(ev, ConnectedTo)
+        assert ev.peer.kind is PeerKind.NODE
+        assert ev.peer.peer_cert_der == a.our_certificate
+        assert ev.peer.peer_addr == a.local_addr
+
+
+async def test_is_hard_coded_contact() -> None:
+    async with endpoints(node_config()) as (contact,):
+        cfg = node_config(hard_coded_contacts=(contact.node_info,))
+        async with endpoints(cfg) as (n,):
+            assert n.is_hard_coded_contact(contact.node_info)
+            assert not n.is_hard_coded_contact(NodeInfo(("127.0.0.1", 9), b"x"))
+
+
+# ------------------------------------------------------------------ roles
+async def test_client_uses_one_connection_and_is_never_treated_as_a_node() -> None:
+    async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (n, c):
+        peer = await asyncio.wait_for(c.connect_to(n.node_info), WAIT)
+        assert peer == Peer.node(n.node_info)
+        ev = await next_event(n)
+        assert ev == ConnectedTo(Peer.client(c.local_addr))
+        # Both directions over the client's one connection.
+        assert (await c.send(peer, b"up", 1)) == SentUserMessage(n.local_addr, b"up", 1)
+        assert (await next_event(n)) == NewMessage(c.local_addr, b"up")
+        client = Peer.client(c.local_addr)
+        assert isinstance(await n.send(client, b"down", 2), SentUserMessage)
+        ev, _ = await wait_for_event(c, NewMessage)
+        assert ev.msg == b"down"
+        assert len(n._conns) == 1 and len(c._conns) == 1
+
+
+async def test_a_client_claiming_to_be_a_node_fails_the_reachability_proof() -> None:
+    async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (victim, liar):
+        # A Client cannot accept the victim's reverse connection, so sending a
+        # Node handshake from it must not produce a Node peer.
+        conn = liar._dial(victim.node_info, echo_only=True)
+        assert conn is not None
+        liar._flush()
+        await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)  # type: ignore[arg-type]
+        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, liar.our_certificate))
+        liar._dirty.add(conn)
+        liar._flush()
+        for _ in range(200):
+            if conn.link.down is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert conn.link.down is not None
+        assert conn.link.down.error_code == 0x14  # REVERSE_CONNECT_FAILED
+        assert liar._admission.counters.get("refused") == 1
+        assert not [e for e in drain(victim) if isinstance(e, ConnectedTo)]
+        assert victim.connected_peers() == []
+
+
+async def test_simultaneous_connects_converge_to_one_pair() -> None:
+    async with endpoints(node_config(), node_config()) as (a, b):
+        pa, pb = await asyncio.wait_for(
+            asyncio.gather(a.connect_to(b.node_info), b.connect_to(a.node_info)), WAIT
+        )
+        assert pa == Peer.node(b.node_info) and pb == Peer.node(a.node_info)
+        await asyncio.sleep(0.2)
+        for ep in (a, b):
+            events = drain(ep)
+            assert len([e for e in events if isinstance(e, ConnectedTo)]) == 1, events
+            assert len(ep._conns) == 2  # one connection each way, no more
+
+
+@pytest.mark.timeout(120)
+async def test_twenty_nodes_all_connecting_at_once_converge() -> None:
+    n = 20
+    async with endpoints(*[node_config() for _ in range(n)]) as eps:
+        await asyncio.wait_for(
+            asyncio.gather(*(a.connect_to(b.node_info) for a in eps for b in eps if a is not b)),
+            90,
+        )
+        await asyncio.sleep(0.5)
+        for ep in eps:
+            connected = [e for e in drain(ep) if isinstance(e, ConnectedTo)]
+            assert len(connected) == n - 1
+            assert len({e.peer.peer_addr for e in connected}) == n - 1
+            assert len(ep._conns) == 2 * (n - 1)
+
+
+# ------------------------------------------------------------------ messages
+@pytest.mark.timeout(120)
+async def test_100_messages_each_way_between_10_nodes_exactly_once() -> None:
+    n, count = 10, 100
+    async with endpoints(*[node_config() for _ in range(n)]) as eps:
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(eps[i].connect_to(eps[j].node_info) for i in range(n) for j in range(i + 1, n))
+            ),
+            60,
+        )
+        for ep in eps:
+            drain(ep)
+        sends = [
+            a.send(Peer.node(b.node_info), f"{i}:{k}".encode(), k)
+            for i, a in enumerate(eps)
+            for b in eps
+            if a is not b
+            for k in range(count)
+        ]
+        outcomes = await asyncio.wait_for(asyncio.gather(*sends), 90)
+        assert all(isinstance(o, SentUserMessage) for o in outcomes)
+        for j, ep in enumerate(eps):
+            got: dict[tuple[str, int], list[bytes]] = {}
+            for ev in drain(ep):
+                if isinstance(ev, NewMessage):
+                    got.setdefault(ev.peer_addr, []).append(ev.msg)
+            assert len(got) == n - 1
+            for i, a in enumerate(eps):
+                if i == j:
+                    continue
+                msgs = got[a.local_addr]
+                assert sorted(msgs) == sorted(f"{i}:{k}".encode() for k in range(count))
+
+
+async def test_oversized_message_is_refused_and_the_connection_survives() -> None:
+    limit = 64 * 1024
+    async with endpoints(node_config(max_msg_size_allowed=limit), node_config()) as (rx, tx):
+        peer = await connect(tx, rx)
+        big = b"b" * (1024 * 1024)
+        outcome = await asyncio.wait_for(tx.send(peer, big, 5), WAIT)
+        assert isinstance(outcome, UnsentUserMessage)
+        assert outcome.msg == big and outcome.token == 5
+        assert "too_large" in outcome.reason
+        # Exactly at the limit is fine, and the connection is still there.
+        assert isinstance(await tx.send(peer, b"x" * limit, 6), SentUserMessage)
+        assert isinstance(await tx.send(peer, b"small", 7), SentUserMessage)
+        msgs = [e.msg for e in drain(rx) if isinstance(e, NewMessage)]
+        assert msgs == [b"x" * limit, b"small"]
+
+
+async def test_garbage_frames_disconnect_that_peer_only() -> None:
+    async with endpoints(node_config(), node_config(), node_config()) as (n, bad, good):
+        await connect(bad, n)
+        good_peer = await connect(good, n)
+        drain(n)
+        conn = bad._records[n.local_addr].out
+        assert conn is not None
+        # A frame header with an unknown version on its control stream.
+        conn.link.send_frame(b"\x09" + bytes(15))
+        bad._dirty.add(conn)
+        bad._flush()
+        ev, _ = await wait_for_event(n, ConnectionFailure)
+        assert ev.peer_addr == bad.local_addr and "invalid frame" in ev.error
+        assert isinstance(await good.send(good_peer, b"still here", 1), SentUserMessage)
+        ev2, _ = await wait_for_event(n, NewMessage)
+        assert ev2 == NewMessage(good.local_addr, b"still here")
+
+
+async def test_oversize_length_on_the_control_stream_is_a_protocol_error() -> None:
+    async with endpoints(node_config(), node_config()) as (n, bad):
+        await connect(bad, n)
+        conn = bad._records[n.local_addr].out
+        assert conn is not None
+        header = bytes([1, FrameKind.USER_MESSAGE, 0, 0]) + (10**9).to_bytes(4, "big")
+        conn.link.send_frame(header + (1).to_bytes(8, "big"))
+        bad._dirty.add(conn)
+        bad._flush()
+        ev, _ = await wait_for_event(n, ConnectionFailure)
+        assert "too_large" in ev.error
+
+
+async def test_every_send_resolves_once_when_the_peer_dies() -> None:
+    async with endpoints(node_config(idle_timeout_msec=1000), node_config()) as (tx, rx):
+        peer = await connect(tx, rx)
+        # The receiver vanishes without a word (no CONNECTION_CLOSE).
+        assert rx._transport is not None
+        rx._transport.abort()
+        sends = [asyncio.ensure_future(tx.send(peer, bytes(1000), k)) for k in range(20)]
+        sends.append(asyncio.ensure_future(tx.send(peer, bytes(200_000), 99)))
+        outcomes = await asyncio.wait_for(asyncio.gather(*sends), WAIT)
+        assert all(isinstance(o, UnsentUserMessage) for o in outcomes)
+        events = [e for e in drain(tx) if isinstance(e, (SentUserMessage, UnsentUserMessage))]
+        assert sorted(e.token for e in events) == sorted(o.token for o in outcomes)
+
+
+async def test_send_to_unknown_client_is_unsent_and_closed_endpoint_too() -> None:
+    async with endpoints(node_config()) as (n,):
+        out = await n.send(Peer.client(("127.0.0.1", 9)), b"m", 1)
+        assert isinstance(out, UnsentUserMessage) and out.msg == b"m"
+    out2 = await n.send(Peer.client(("127.0.0.1", 9)), b"m", 2)
+    assert isinstance(out2, UnsentUserMessage) and "closed" in out2.reason
+
+
+async def test_disconnect_from_reports_the_peer_and_closes() -> None:
+    async with endpoints(node_config(), node_config()) as (a, b):
+        peer = await connect(a, b)
+        drain(a)
+        await a.disconnect_from(peer.peer_addr)
+        ev = await next_event(a)
+        assert isinstance(ev, ConnectionFailure) and ev.peer_addr == peer.peer_addr
+        ev_b, _ = await wait_for_event(b, ConnectionFailure)
+        assert ev_b.peer_addr == a.local_addr
+        assert a.connected_peers() == [] and b.connected_peers() == []
+
+
+# ------------------------------------------------------------------ transport
+async def test_ipv6_loopback() -> None:
+    try:
+        async with endpoints(node_config(ip="::1"), node_config(ip="::1")) as (a, b):
+            peer = await connect(a, b)
+            assert peer.peer_addr == b.local_addr and b.local_addr[0] == "::1"
+            assert isinstance(await a.send(peer, b"v6", 1), SentUserMessage)
+            assert (await wait_for_event(b, NewMessage))[0].msg == b"v6"
+    except OSError as exc:  # pragma: no cover - host without IPv6
+        pytest.skip(f"no IPv6 loopback: {exc}")
+
+
+async def test_garbage_datagrams_are_dropped_and_counted() -> None:
+    import socket
+
+    async with endpoints(node_config(), node_config()) as (n, other):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for payload in (b"", b"\x00", b"\xc0" + bytes(5), b"\x40" + bytes(3), bytes(1300)):
+                sock.sendto(payload, n.local_addr)
+        finally:
+            sock.close()
+        peer = await connect(other, n)
+        assert isinstance(await other.send(peer, b"fine", 1), SentUserMessage)
+        assert sum(v for k, v in n.stats.items() if k.startswith("dropped")) >= 4
+
+
+async def test_stateless_retry_is_on_and_a_bad_token_is_refused() -> None:
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.events import ConnectionTerminated
+
+    from quic_p2p.tls import ALPN
+
+    async with endpoints(node_config(), node_config()) as (n, other):
+        await connect(other, n)
+        assert n._admission.counters.get("retry", 0) >= 1
+        # A client presenting a forged token gets INVALID_TOKEN (RFC 9000 §8.1).
+        cfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=0)
+        cfg.token = b"\x01" * 60
+        quic = QuicConnection(configuration=cfg)
+        loop = asyncio.get_running_loop()
+        received: asyncio.Queue[bytes] = asyncio.Queue()
+
+        class Proto(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                received.put_nowait(data)
+
+        transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+        try:
+            quic.connect(n.local_addr, now=loop.time())
+            for data, addr in quic.datagrams_to_send(now=loop.time()):
+                transport.sendto(data, addr)
+            reply = await asyncio.wait_for(received.get(), WAIT)
+            quic.receive_datagram(reply, n.local_addr, now=loop.time())
+            events = []
+            for _ in range(10):  # the close surfaces when the draining period ends
+                while (e := quic.next_event()) is not None:
+                    events.append(e)
+                timer = quic.get_timer()
+                if any(isinstance(e, ConnectionTerminated) for e in events) or timer is None:
+                    break
+                quic.handle_timer(now=timer)
+            terminated = [e for e in events if isinstance(e, ConnectionTerminated)]
+            assert terminated and terminated[0].error_code == 0x0B
+        finally:
+            transport.close()
+        assert n._admission.counters.get("invalid token", 0) == 1
+        assert len(n._conns) == 2  # no state was created for the forger
+
+
+async def test_clean_shutdown_leaves_no_tasks_or_sockets() -> None:
+    before = {t for t in asyncio.all_tasks() if not t.done()}
+    async with endpoints(node_config(), node_config()) as (a, b):
+        peer = await connect(a, b)
+        pending = asyncio.ensure_future(a.send(peer, bytes(5_000_000), 1))
+        await asyncio.sleep(0)
+    outcome = await asyncio.wait_for(pending, WAIT)
+    assert isinstance(outcome, (SentUserMessage, UnsentUserMessage))
+    for ep in (a, b):
+        assert ep._transport is not None and ep._transport.is_closing()
+        assert not ep._tasks and not ep._conns and not ep._cids
+        assert [e for e in drain(ep)][-1] == Finish()
+    await asyncio.sleep(0)
+    after = {t for t in asyncio.all_tasks() if not t.done()}
+    assert after <= before | {asyncio.current_task()}
+
+
+def test_config_rejects_bad_values() -> None:
+    from quic_p2p import ConfigError
+
+    for kw in (
+        {"port": 70000},
+        {"ip": "not-an-ip"},
+        {"max_msg_size_allowed": 10},
+        {"idle_timeout_msec": -1},
+    ):
+        with pytest.raises(ConfigError):
+            Config(**kw)  # type: ignore[arg-type]
