@@ -15,6 +15,7 @@ Absolute times are never gated (shared, noisy machines); ratios are.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +24,15 @@ import pytest
 from quic_p2p import accel
 
 MIN_SPEEDUP = float(os.environ.get("QUIC_P2P_BENCH_MIN_SPEEDUP", "1.0"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Endpoints default to the user's cache directory: point it at a fresh
+    temporary one for the whole session (module-scoped endpoints included)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
 
 
 @pytest.fixture(params=["c", "py"])

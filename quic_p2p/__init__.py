@@ -17,6 +17,7 @@ from .config import (
     TrustMode,
 )
 from .endpoint import (
+    BootstrapError,
     ConnectionFailedError,
     EchoDisagreementError,
     EchoError,
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT_MSEC",
     "DEFAULT_KEEP_ALIVE_INTERVAL_MSEC",
     "DEFAULT_MAX_ALLOWED_MSG_SIZE",
+    "BootstrapError",
     "BootstrapFailure",
     "BootstrappedTo",
     "CompleteCert",

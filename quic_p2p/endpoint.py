@@ -25,10 +25,14 @@ from . import certs, tls
 from .accel import RetryTokens, classify_datagram
 from .accel.types import FRAME_MAX_BODY, DatagramError, Frame, FrameKind
 from .admission import Accept, Admission, Ignore, Reply
+from .bootstrap_cache import BootstrapCache
+from .cache_store import CacheStore
 from .channel import EventChannel
 from .config import CompleteCert, Config, OurType
 from .errors import QuicP2pError
 from .events import (
+    BootstrapFailure,
+    BootstrappedTo,
     ConnectedTo,
     ConnectionFailure,
     Event,
@@ -61,6 +65,12 @@ ECHO_QUORUM = 3
 MAX_PENDING_READS = 256
 #: Events waiting for the user before new user messages are refused (unsent).
 DEFAULT_EVENT_CAPACITY = 65_536
+#: Bootstrap contacts dialled at once.
+BOOTSTRAP_PARALLEL = 8
+#: A bootstrap gives up after this long, whatever is still in flight.
+BOOTSTRAP_TIMEOUT = 60.0
+#: Cache changes within this window are written to disk together.
+CACHE_SAVE_DELAY = 0.05
 #: Source addresses whose canonical form is remembered (cleared when full).
 ADDRESS_CACHE_SIZE = 4096
 #: Default cap on concurrent QUIC connections of one endpoint.
@@ -87,6 +97,15 @@ class EchoDisagreementError(EchoError):
         seen = ", ".join(f"{k[0]}:{k[1]} saw {v[0]}:{v[1]}" for k, v in answers.items())
         super().__init__(f"echo answers disagree: {seen}")
         self.answers = answers
+
+
+class BootstrapError(QuicP2pError):
+    """``bootstrap`` found no contact; ``reasons`` maps each tried address to why."""
+
+    def __init__(self, message: str, reasons: dict[Address, str]) -> None:
+        detail = "; ".join(f"{a[0]}:{a[1]}: {r}" for a, r in reasons.items())
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.reasons = reasons
 
 
 class EndpointClosedError(QuicP2pError):
@@ -143,11 +162,21 @@ class _Record:
     pending_sends: list[_Send] = field(default_factory=list)
     pending_reads: list[tuple[_Conn, Frame]] = field(default_factory=list)
     reverse_timer: asyncio.TimerHandle | None = None
+    bootstrap: _BootstrapGroup | None = None
+    failure: str = ""
 
     def peer(self) -> Peer:
         if self.kind is PeerKind.CLIENT:
             return Peer.client(self.addr)
         return Peer.node(NodeInfo(self.addr, self.cert))
+
+
+@dataclass(eq=False)
+class _BootstrapGroup:
+    """One ``bootstrap()`` call: the first member to connect wins."""
+
+    winner: asyncio.Future[NodeInfo]
+    members: list[_Record] = field(default_factory=list)
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -212,6 +241,10 @@ class QuicP2p:
         self._local_addr: Address | None = None
         #: Counters of dropped or refused input (garbage datagrams, admission).
         self.stats: dict[str, int] = {}
+        self._cache = BootstrapCache(hard_coded=self.config.hard_coded_contacts)
+        self._cache_store: CacheStore | None = None
+        self._cache_save: asyncio.TimerHandle | None = None
+        self._bootstrap: _BootstrapGroup | None = None
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> QuicP2p:
@@ -226,6 +259,9 @@ class QuicP2p:
         if self._transport is not None:
             raise QuicP2pError("endpoint already started")
         self._loop = asyncio.get_running_loop()
+        # Loaded before binding: a cache problem is a warning, never a failed start.
+        self._cache_store = CacheStore(self.config.bootstrap_cache_dir)
+        self._cache.merge(self._cache_store.load())
         transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _Protocol(self),
             local_addr=(self.config.bind_ip, self.config.bind_port),
@@ -253,6 +289,9 @@ class QuicP2p:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for conn in list(self._conns):
             self._forget(conn)
+        if self._cache_save is not None:
+            self._cache_save.cancel()
+            self._save_cache()
         if self._transport is not None:
             self._transport.close()
             # Let the transport finish closing its socket before we return.
@@ -303,7 +342,7 @@ class QuicP2p:
         record = self._connect(node, we_contacted=True)
         future: asyncio.Future[Peer] = self._running_loop().create_future()
         if record.dead:
-            raise ConnectionFailedError(node.peer_addr, "could not start the connection")
+            raise ConnectionFailedError(node.peer_addr, record.failure)
         record.waiters.append(future)
         self._flush_soon()
         return await future
@@ -328,6 +367,88 @@ class QuicP2p:
         self._submit(peer, s)
         self._flush_soon()
         return await s.future
+
+    def bootstrap_cache(self) -> list[NodeInfo]:
+        """Cached nodes, most recently connected first."""
+        return self._cache.peers()
+
+    async def bootstrap(self) -> NodeInfo:
+        """Joins the network: tries the cached nodes (healthy, most recent first)
+        and then the hard-coded contacts, ``BOOTSTRAP_PARALLEL`` at a time. The
+        first to complete the role handshake wins (``BootstrappedTo``); the
+        others are closed. Raises ``BootstrapError`` (and reports
+        ``BootstrapFailure``) with each contact's reason when all fail."""
+        self._check_running()
+        if self._bootstrap is not None:
+            raise QuicP2pError("a bootstrap is already in progress")
+        contacts = self._cache.bootstrap_order()
+        contacts += [c for c in self.config.hard_coded_contacts if c not in contacts]
+        if not contacts:
+            self._channel.push(BootstrapFailure({}))
+            raise BootstrapError(
+                "nothing to bootstrap from: no hard-coded contacts and an empty bootstrap cache",
+                {},
+            )
+        group = _BootstrapGroup(self._running_loop().create_future())
+        self._bootstrap = group
+        reasons: dict[Address, str] = {}
+        slots = asyncio.Semaphore(BOOTSTRAP_PARALLEL)
+
+        async def attempt(contact: NodeInfo) -> None:
+            async with slots:
+                if group.winner.done():
+                    return
+                try:
+                    await self._bootstrap_member(contact, group)
+                except ConnectionFailedError as exc:
+                    reasons[contact.peer_addr] = exc.reason
+                    if self._cache.record_failure(contact):
+                        self._schedule_cache_save()
+
+        tasks = [asyncio.ensure_future(attempt(c)) for c in contacts]
+        everyone = asyncio.gather(*tasks)
+        waitables: set[asyncio.Future[Any]] = {group.winner, everyone}
+        try:
+            await asyncio.wait(
+                waitables,
+                timeout=BOOTSTRAP_TIMEOUT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            self._bootstrap = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(everyone, return_exceptions=True)
+            for record in group.members:
+                if record.bootstrap is group and not record.connected:
+                    record.bootstrap = None
+                    self._fail(record, "bootstrap done", ErrorCode.NO_ERROR, report=False)
+            self._flush_soon()
+        if group.winner.done() and not group.winner.cancelled():
+            return group.winner.result()
+        for contact in contacts:
+            reasons.setdefault(contact.peer_addr, "no answer in time")
+        self._channel.push(BootstrapFailure(dict(reasons)))
+        raise BootstrapError("bootstrap failed", reasons)
+
+    async def _bootstrap_member(self, contact: NodeInfo, group: _BootstrapGroup) -> None:
+        existing = self._records.get(contact.peer_addr)
+        if existing is not None and existing.connected and existing.kind is PeerKind.NODE:
+            if not group.winner.done():
+                info = NodeInfo(existing.addr, existing.cert)
+                self._channel.push(BootstrappedTo(info))
+                group.winner.set_result(info)
+            return
+        record = self._connect(contact, we_contacted=True)
+        if record.dead:
+            raise ConnectionFailedError(contact.peer_addr, record.failure)
+        if record.bootstrap is None and not record.connected:
+            record.bootstrap = group
+            group.members.append(record)
+        waiter: asyncio.Future[Peer] = self._running_loop().create_future()
+        record.waiters.append(waiter)
+        self._flush_soon()
+        await waiter
 
     async def disconnect_from(self, peer_addr: Address) -> None:
         """Closes every connection with the peer (``ConnectionFailure`` if it was
@@ -358,10 +479,14 @@ class QuicP2p:
                         " contact) and we are bound to an unspecified address"
                     )
                 return self.node_info
+            early: list[str] = []
             for contact in contacts:
-                conn = self._dial(contact, echo_only=True)
-                if conn is not None:
-                    temporary.append(conn)
+                try:
+                    temporary.append(self._dial(contact, echo_only=True))
+                except ConnectionFailedError as exc:
+                    early.append(str(exc))
+            if not temporary:
+                raise EchoError("no contact to ask for our address: " + "; ".join(early))
             targets = temporary
         self._flush_soon()
         try:
@@ -403,7 +528,7 @@ class QuicP2p:
         elif peer.is_node and peer.node_info is not None:
             record = self._connect(peer.node_info, we_contacted=True)
             if record.dead:
-                self._resolve(s, False, "could not connect")
+                self._resolve(s, False, f"could not connect: {record.failure}")
             else:
                 record.pending_sends.append(s)
         else:
@@ -439,9 +564,10 @@ class QuicP2p:
         if record.to is ToPeer.NONE:
             if not record.cert:
                 record.cert = node.peer_cert_der
-            conn = self._dial(node, echo_only=False)
-            if conn is None:
-                self._fail(record, "could not start the connection", ErrorCode.REFUSED)
+            try:
+                conn = self._dial(node, echo_only=False)
+            except ConnectionFailedError as exc:
+                self._fail(record, exc.reason, ErrorCode.REFUSED)
                 return record
             record.to = ToPeer.CONNECTING
             record.out = conn
@@ -450,15 +576,17 @@ class QuicP2p:
                 record.frm = FromPeer.NOT_NEEDED
         return record
 
-    def _dial(self, node: NodeInfo, *, echo_only: bool) -> _Conn | None:
+    def _dial(self, node: NodeInfo, *, echo_only: bool) -> _Conn:
+        """Starts an outgoing connection; ``ConnectionFailedError`` when it
+        cannot even start (unusable certificate in the NodeInfo, limit)."""
         try:
             cfg = tls.client_configuration(self.config, node, connection_id_length=CID_LENGTH)
         except certs.CertificateError as exc:
-            self._report_failure(node.peer_addr, f"bad certificate in NodeInfo: {exc}")
-            return None
+            raise ConnectionFailedError(
+                node.peer_addr, f"bad certificate in NodeInfo: {exc}"
+            ) from None
         if len(self._conns) >= self.max_connections:
-            self._report_failure(node.peer_addr, "connection limit reached")
-            return None
+            raise ConnectionFailedError(node.peer_addr, "connection limit reached")
         quic = QuicConnection(configuration=cfg)
         conn = _Conn(
             quic,
@@ -819,8 +947,20 @@ class QuicP2p:
             record.reverse_timer.cancel()
             record.reverse_timer = None
         peer = record.peer()
+        group, record.bootstrap = record.bootstrap, None
+        if group is not None and group.winner.done():
+            # Another contact won this bootstrap first (the seed's "Connection
+            # already bootstrapped").
+            self._fail(record, "bootstrap already completed", ErrorCode.NO_ERROR, report=False)
+            return
         log.info("connected to %s %s:%d", peer.kind.value, *record.addr)
-        self._channel.push(ConnectedTo(peer))
+        if group is not None and peer.node_info is not None:
+            self._channel.push(BootstrappedTo(peer.node_info))
+            group.winner.set_result(peer.node_info)
+        else:
+            self._channel.push(ConnectedTo(peer))
+        if peer.node_info is not None and record.we_contacted and self._cache.add(peer.node_info):
+            self._schedule_cache_save()
         for waiter in record.waiters:
             if not waiter.done():
                 waiter.set_result(peer)
@@ -838,6 +978,7 @@ class QuicP2p:
         if record.dead:
             return
         record.dead = True
+        record.failure = reason
         if self._records.get(record.addr) is record:
             del self._records[record.addr]
         if record.reverse_timer is not None:
@@ -952,6 +1093,18 @@ class QuicP2p:
                         del conn.outstanding[msg_id]
                         self._resolve(s, False, "timed out waiting for the peer")
             self._flush_soon()
+
+    # ------------------------------------------------------------ the cache file
+    def _schedule_cache_save(self) -> None:
+        if self._cache_save is None and self._loop is not None and not self._closing:
+            self._cache_save = self._loop.call_later(CACHE_SAVE_DELAY, self._save_cache)
+
+    def _save_cache(self) -> None:
+        """Writes (merge, atomic replace) on the loop: a 200-entry save takes
+        about a millisecond, and doing it here keeps the cache single-threaded."""
+        self._cache_save = None
+        if self._cache_store is not None:
+            self._cache_store.save(self._cache)
 
     # ------------------------------------------------------------ helpers
     def _spawn(self, coro: Any) -> None:

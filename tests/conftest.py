@@ -26,6 +26,15 @@ def _get_impl(name: str) -> ModuleType:
     return mod
 
 
+@pytest.fixture(autouse=True)
+def _private_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Endpoints default to the user's cache directory: point it at a fresh
+    temporary one, so no test reads or writes a real bootstrap cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
 @pytest.fixture(params=["c", "py"])
 def impl(request: pytest.FixtureRequest) -> ModuleType:
     """Each implementation in turn."""

@@ -25,6 +25,7 @@ SANS_IO = [
     "quic_p2p.accel.cimpl.tokens",
     "quic_p2p.accel.cimpl.lru",
     "quic_p2p.admission",
+    "quic_p2p.bootstrap_cache",
     "quic_p2p.certs",
     "quic_p2p.config",
     "quic_p2p.errors",
@@ -59,6 +60,8 @@ def test_every_module_is_classified() -> None:
     """A new module must be added to SANS_IO or to the driver list here."""
     driver = {
         "quic_p2p.endpoint",
+        "quic_p2p.cache_store",
+        "quic_p2p.demo",
         "quic_p2p.channel",
         "quic_p2p.cli",
         "quic_p2p.__main__",

@@ -1,0 +1,117 @@
+"""bootstrap() and the bootstrap cache through the endpoint (seed tests, ported)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from quic_p2p import (
+    BootstrapError,
+    BootstrapFailure,
+    BootstrappedTo,
+    ConnectedTo,
+    NodeInfo,
+    OurType,
+    QuicP2p,
+)
+
+from netutil import WAIT, drain, endpoints, next_event, node_config, wait_for_event
+
+
+def cfg(cache: Path, **kw: object) -> object:
+    return node_config(bootstrap_cache_dir=cache, **kw)
+
+
+async def test_bootstrap_to_only_one_of_several_nodes(tmp_path: Path) -> None:
+    async with endpoints(*[cfg(tmp_path / f"n{i}") for i in range(4)]) as nodes:
+        contacts = tuple(n.node_info for n in nodes)
+        async with endpoints(cfg(tmp_path / "me", hard_coded_contacts=contacts)) as (me,):
+            info = await asyncio.wait_for(me.bootstrap(), WAIT)
+            assert info in contacts
+            assert (await next_event(me)) == BootstrappedTo(info)
+            await asyncio.sleep(0.3)
+            assert [p.peer_addr for p in me.connected_peers()] == [info.peer_addr]
+            assert not [e for e in drain(me) if isinstance(e, (ConnectedTo, BootstrappedTo))]
+            # Hard-coded contacts are never cached.
+            assert me.bootstrap_cache() == []
+            assert me.is_hard_coded_contact(info)
+
+
+async def test_bootstrap_with_nothing_to_try_fails_at_once(tmp_path: Path) -> None:
+    async with endpoints(cfg(tmp_path)) as (me,):
+        with pytest.raises(BootstrapError, match="no hard-coded contacts and an empty"):
+            await me.bootstrap()
+        assert isinstance(await next_event(me), BootstrapFailure)
+
+
+async def test_bootstrap_failure_lists_why_each_contact_failed(tmp_path: Path) -> None:
+    dead = NodeInfo(("127.0.0.1", 9))
+    invalid = NodeInfo(("127.0.0.1", 37692), b"\x01\x02\x03")
+    async with endpoints(
+        cfg(tmp_path, idle_timeout_msec=300, hard_coded_contacts=(dead, invalid))
+    ) as (me,):
+        with pytest.raises(BootstrapError) as err:
+            await asyncio.wait_for(me.bootstrap(), WAIT)
+        assert set(err.value.reasons) == {dead.peer_addr, invalid.peer_addr}
+        assert "certificate" in err.value.reasons[invalid.peer_addr]
+        ev, _ = await wait_for_event(me, BootstrapFailure)
+        assert set(ev.reasons) == {dead.peer_addr, invalid.peer_addr}
+
+
+@pytest.mark.parametrize("our_type", [OurType.NODE, OurType.CLIENT])
+async def test_bootstrap_through_a_hard_coded_contact(tmp_path: Path, our_type: OurType) -> None:
+    async with endpoints(cfg(tmp_path / "p")) as (peer1,):
+        me_cfg = cfg(tmp_path / "me", our_type=our_type, hard_coded_contacts=(peer1.node_info,))
+        async with endpoints(me_cfg) as (me,):
+            assert await asyncio.wait_for(me.bootstrap(), WAIT) == peer1.node_info
+            ev, _ = await wait_for_event(peer1, ConnectedTo)
+            assert ev.peer.is_node == (our_type is OurType.NODE)
+            assert ev.peer.peer_addr == me.local_addr
+
+
+async def test_successful_connection_is_cached_incoming_is_not(tmp_path: Path) -> None:
+    async with endpoints(cfg(tmp_path / "a"), cfg(tmp_path / "b")) as (a, b):
+        await asyncio.wait_for(a.connect_to(b.node_info), WAIT)
+        await wait_for_event(b, ConnectedTo)
+        assert a.bootstrap_cache() == [b.node_info]
+        assert b.bootstrap_cache() == []
+
+
+async def test_restarted_node_rejoins_through_its_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "me"
+    async with endpoints(cfg(tmp_path / "a"), cfg(tmp_path / "b")) as (a, b):
+        async with endpoints(cfg(cache)) as (me,):
+            await asyncio.wait_for(me.connect_to(a.node_info), WAIT)
+            await asyncio.wait_for(me.connect_to(b.node_info), WAIT)
+            assert me.bootstrap_cache() == [b.node_info, a.node_info]
+        # A new process, no hard-coded contacts: the cache on disk is enough.
+        async with endpoints(cfg(cache)) as (again,):
+            assert again.bootstrap_cache() == [b.node_info, a.node_info]
+            joined = await asyncio.wait_for(again.bootstrap(), WAIT)
+            assert joined in (a.node_info, b.node_info)
+            assert isinstance(await next_event(again), BootstrappedTo)
+
+
+async def test_cache_is_tried_first_and_failed_entries_are_demoted(tmp_path: Path) -> None:
+    cache = tmp_path / "me"
+    async with endpoints(cfg(tmp_path / "a"), cfg(tmp_path / "gone")) as (a, gone):
+        gone_info = gone.node_info
+        async with endpoints(cfg(cache)) as (me,):
+            await asyncio.wait_for(me.connect_to(a.node_info), WAIT)
+            await asyncio.wait_for(me.connect_to(gone_info), WAIT)
+        await gone.aclose()
+        async with endpoints(cfg(cache, idle_timeout_msec=500)) as (again,):
+            # Most recent first: the node that is gone is tried first...
+            assert again.bootstrap_cache() == [gone_info, a.node_info]
+            assert await asyncio.wait_for(again.bootstrap(), WAIT) == a.node_info
+            await asyncio.sleep(0.2)  # let the failed attempt finish and be recorded
+        # ...and after failing it is demoted, not deleted.
+        restarted = QuicP2p(cfg(cache))
+        await restarted.start()
+        try:
+            assert gone_info in restarted.bootstrap_cache()
+            assert restarted._cache.bootstrap_order()[0] == a.node_info
+        finally:
+            await restarted.aclose()

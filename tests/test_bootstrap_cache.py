@@ -1,0 +1,587 @@
+"""Bootstrap cache: in-memory rules (on both LRU implementations), the file
+codec, and the file store (real files, real subprocesses, bounded loops)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from itertools import count
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from cache_writer import node_for, write_forever
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quic_p2p import cache_store
+from quic_p2p.accel import sha256
+from quic_p2p.bootstrap_cache import (
+    MAGIC,
+    BootstrapCache,
+    CacheEntry,
+    CacheFormatError,
+    CacheState,
+    decode_state,
+    node_key,
+)
+from quic_p2p.cache_store import FILE_NAME, CacheStore, default_cache_dir
+from quic_p2p.peer import NodeInfo
+
+WRITER = str(Path(__file__).with_name("cache_writer.py"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def node(i: int, cert: bytes | None = None) -> NodeInfo:
+    return NodeInfo((f"127.0.{i >> 8}.{i & 255}", 5000 + i), cert or f"cert{i}".encode() * 20)
+
+
+def make(impl: ModuleType | None = None, **kw: Any) -> BootstrapCache:
+    if impl is not None:
+        kw["lru_factory"] = impl.LruIndex
+    return BootstrapCache(**kw)
+
+
+def corrupt_files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if ".corrupt-" in p.name)
+
+
+# ------------------------------------------------------------ in memory
+
+
+def test_seed_hard_coded_contact_is_not_cached(impl: ModuleType) -> None:
+    p1, p2 = node(1), node(2)
+    cache = make(impl, hard_coded=[p1])
+    assert cache.add(p1, 1.0) is False
+    assert cache.add(p2, 2.0) is True
+    assert cache.peers() == [p2]
+    assert p1 not in cache and cache.is_hard_coded(p1)
+
+
+def test_seed_caps_size_at_200(impl: ModuleType) -> None:
+    cache = make(impl)
+    for i in range(200):
+        cache.add(node(i), float(i))
+    assert len(cache) == 200
+    cache.add(node(200), 200.0)
+    assert len(cache) == 200
+    assert node(0) not in cache and node(200) in cache
+
+
+def test_seed_moves_given_node_to_the_top(impl: ModuleType) -> None:
+    p1, p2, p3 = node(1), node(2), node(3)
+    cache = make(impl)
+    for t, p in enumerate((p1, p2, p3)):
+        cache.add(p, float(t))
+    assert cache.peers() == [p3, p2, p1]  # most recent first
+    cache.add(p2, 10.0)
+    assert cache.peers() == [p2, p3, p1]
+
+
+def test_250_inserts_keep_newest_200_in_order(impl: ModuleType) -> None:
+    cache = make(impl)
+    for i in range(250):
+        cache.add(node(i), 1000.0 + i)
+    assert cache.peers() == [node(i) for i in range(249, 49, -1)]
+
+
+def test_same_node_at_new_address_is_another_entry(impl: ModuleType) -> None:
+    cert = b"same-cert" * 10
+    a, b = NodeInfo(("10.0.0.1", 1), cert), NodeInfo(("10.0.0.2", 1), cert)
+    cache = make(impl)
+    cache.add(a, 1.0)
+    cache.add(b, 2.0)
+    assert cache.peers() == [b, a]
+    assert node_key(a) != node_key(b) and len(node_key(a)) == 38
+
+
+def test_timestamps_never_decrease_along_the_order(impl: ModuleType) -> None:
+    """A clock going backwards still puts the latest add first, stamped no
+    earlier than the previous newest (so a merge keeps the order)."""
+    cache = make(impl)
+    cache.add(node(1), 100.0)
+    cache.add(node(2), 50.0)
+    stamps = [e.last_connected_ms for e in cache.entries()]
+    assert cache.peers() == [node(2), node(1)] and stamps == [100_000, 100_000]
+
+
+def test_failures_demote_then_remove_and_success_resets(impl: ModuleType) -> None:
+    p1, p2, p3 = node(1), node(2), node(3)
+    cache = make(impl)
+    for t, p in enumerate((p1, p2, p3)):
+        cache.add(p, float(t))
+    assert cache.record_failure(p3) is True
+    assert cache.bootstrap_order() == [p2, p1, p3]  # behind healthy ones
+    assert cache.peers() == [p3, p2, p1]  # recency is unchanged
+    cache.record_failure(p2)
+    cache.record_failure(p2)
+    assert cache.bootstrap_order() == [p1, p3, p2]  # fewer failures first
+    cache.add(p3, 5.0)  # a success resets
+    assert cache.entry(p3) == CacheEntry(p3, 5000, 0)
+    assert cache.bootstrap_order() == [p3, p1, p2]
+    assert cache.record_failure(p2) is True  # third in a row: removed
+    assert p2 not in cache and cache.peers() == [p3, p1]
+    assert cache.record_failure(p2) is False and cache.remove(p2) is False
+    assert cache.remove(p1) is True and cache.peers() == [p3]
+
+
+def test_merge_rules(impl: ModuleType) -> None:
+    a, b, c, d = node(1), node(2), node(3), node(4)
+    cache = make(impl)
+    cache.add(a, 10.0)
+    cache.add(b, 20.0)
+    cache.record_failure(b)
+    disk = CacheState(
+        [
+            CacheEntry(c, 30_000),  # only on disk, newest
+            CacheEntry(a, 15_000),  # newer than ours: wins
+            CacheEntry(b, 20_000, 2),  # same stamp: more failures win
+            CacheEntry(d, 5_000, 3),  # at max_failures: dropped
+        ]
+    )
+    cache.merge(disk)
+    assert cache.entries() == [
+        CacheEntry(c, 30_000),
+        CacheEntry(b, 20_000, 2),
+        CacheEntry(a, 15_000),
+    ]
+    cache.add(d, 1.0)  # clamped after the newest merged stamp
+    assert cache.peers()[0] == d and cache.entry(d) == CacheEntry(d, 30_000)
+
+
+def test_merge_caps_at_capacity_newest_first(impl: ModuleType) -> None:
+    cache = make(impl, capacity=10)
+    for i in range(10):
+        cache.add(node(i), float(2 * i))
+    other = CacheState([CacheEntry(node(100 + i), (2 * i + 1) * 1000) for i in range(9, -1, -1)])
+    cache.merge(other)
+    want = sorted(
+        [(2 * i, node(i)) for i in range(10)] + [(2 * i + 1, node(100 + i)) for i in range(10)]
+    )
+    assert cache.peers() == [n for _t, n in want[::-1][:10]]
+
+
+def test_tombstone_stops_resurrection_but_not_a_new_connection(impl: ModuleType) -> None:
+    x, y = node(1), node(2)
+    cache = make(impl)
+    cache.add(x, 10.0)
+    cache.add(y, 11.0)
+    stale = cache.state()  # another process's older copy
+    cache.remove(x)
+    cache.merge(stale)
+    assert cache.peers() == [y]
+    cache.add(x, 10.0)  # reconnected: stamped after the tombstone
+    cache.merge(stale)
+    assert cache.peers() == [x, y]
+
+
+def test_hard_coded_entries_from_a_file_are_dropped(impl: ModuleType) -> None:
+    cache = make(impl, hard_coded=[node(1)])
+    cache.merge(CacheState([CacheEntry(node(1), 5), CacheEntry(node(2), 4)]))
+    assert cache.peers() == [node(2)]
+
+
+def test_clear_removes_everything_and_tombstones_it(impl: ModuleType) -> None:
+    cache = make(impl)
+    for i in range(5):
+        cache.add(node(i), float(i))
+    old = cache.state()
+    cache.clear()
+    cache.merge(old)
+    assert len(cache) == 0 and cache.peers() == []
+
+
+# ---------------------------------------------------------------- codec
+
+
+def test_codec_round_trip(impl: ModuleType) -> None:
+    cache = make(impl)
+    cache.add(NodeInfo(("::1", 443), b""), 1.0)
+    cache.add(node(1), 2.0)
+    cache.add(node(2), 3.0)
+    cache.record_failure(node(1))
+    cache.add(node(3), 4.0)
+    cache.remove(node(3))
+    data = cache.encode()
+    assert data.startswith(MAGIC) and data[-32:] == sha256(data[:-32])
+    state = BootstrapCache.decode(data)
+    assert state.entries == cache.entries() and state.removed == cache.state().removed
+    fresh = make(impl)
+    fresh.merge(state)
+    assert fresh.entries() == cache.entries() and fresh.encode() == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_decode_arbitrary_bytes_only_raises_cache_format_error(data: bytes) -> None:
+    for blob in (data, MAGIC + data, MAGIC + b"\x01\x00" + data):
+        with contextlib.suppress(CacheFormatError):
+            decode_state(blob)
+
+
+def _with_checksum(body: bytes) -> bytes:
+    return body + sha256(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 3), st.integers(0, 3))
+def test_decode_checksummed_garbage_only_raises_cache_format_error(
+    body: bytes, n_entries: int, n_removed: int
+) -> None:
+    """Past the checksum, the bounds checks alone must hold."""
+    header = struct.pack("<8sHHII", MAGIC, 1, 0, n_entries, n_removed)
+    with contextlib.suppress(CacheFormatError):
+        decode_state(_with_checksum(header + body))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_flipped_byte_is_detected(data: st.DataObject) -> None:
+    cache = BootstrapCache()
+    for i in range(3):
+        cache.add(node(i), float(i))
+    blob = bytearray(cache.encode())
+    pos = data.draw(st.integers(0, len(blob) - 1))
+    blob[pos] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(CacheFormatError):
+        decode_state(bytes(blob))
+
+
+def test_decode_rejects_huge_counts_without_allocating() -> None:
+    header = struct.pack("<8sHHII", MAGIC, 1, 0, 0xFFFF_FFFF, 0)
+    with pytest.raises(CacheFormatError, match="out of range"):
+        decode_state(_with_checksum(header))
+
+
+# ---------------------------------------------------------------- store
+
+
+def test_seed_ten_adds_are_persisted_and_reloaded(tmp_path: Path) -> None:
+    store, cache = CacheStore(tmp_path), BootstrapCache()
+    peers = [node(i) for i in range(10)]
+    for t, p in enumerate(peers):
+        cache.add(p, float(t))
+        assert store.save(cache)  # every change, not every 10th
+    fresh = BootstrapCache()
+    fresh.merge(CacheStore(tmp_path).load())
+    assert fresh.peers() == peers[::-1]
+
+
+def test_reload_order_equals_saved_order(tmp_path: Path) -> None:
+    store, cache = CacheStore(tmp_path), BootstrapCache()
+    rnd = random.Random(1)
+    for t in range(400):
+        cache.add(node(rnd.randrange(300)), float(t))
+        if t % 7 == 0:
+            cache.record_failure(node(rnd.randrange(300)))
+    store.save(cache)
+    fresh = BootstrapCache()
+    fresh.merge(store.load())
+    assert fresh.entries() == cache.entries() and len(fresh) == 200
+    assert fresh.bootstrap_order() == cache.bootstrap_order()
+
+
+def test_file_is_written_atomically_and_temps_are_cleaned(tmp_path: Path) -> None:
+    store, cache = CacheStore(tmp_path), BootstrapCache()
+    dead, young = tmp_path / ".bootstrap_cache.dead.tmp", tmp_path / ".bootstrap_cache.live.tmp"
+    dead.write_bytes(b"half a file")  # a killed writer's
+    os.utime(dead, (time.time() - 60, time.time() - 60))
+    young.write_bytes(b"being written")  # maybe a live writer's, going on unlocked
+    cache.add(node(1), 1.0)
+    store.save(cache)
+    young.unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bootstrap_cache.bin",
+        "bootstrap_cache.lock",
+    ]
+
+
+def test_save_without_merge_replaces_the_file(tmp_path: Path) -> None:
+    a = BootstrapCache()
+    a.add(node(1), 1.0)
+    CacheStore(tmp_path).save(a)
+    b = BootstrapCache()
+    b.add(node(2), 2.0)
+    CacheStore(tmp_path).save(b, merge=False)
+    assert [e.info for e in CacheStore(tmp_path).load().entries] == [node(2)]
+
+
+def test_removal_in_one_process_is_not_undone_by_another(tmp_path: Path) -> None:
+    x, y = node(1), node(2)
+    sa, sb = CacheStore(tmp_path), CacheStore(tmp_path)
+    a = BootstrapCache()
+    a.add(x, 1.0)
+    a.add(y, 2.0)
+    sa.save(a)
+    b = BootstrapCache()
+    b.merge(sb.load())
+    for _ in range(3):
+        a.record_failure(x)
+        sa.save(a)
+    sb.save(b)  # b still holds x in memory
+    assert b.peers() == [y]
+    assert [e.info for e in sa.load().entries] == [y]
+
+
+CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
+    "flipped-byte": lambda good: good[:40] + bytes([good[40] ^ 0x10]) + good[41:],
+    "truncated": lambda good: good[: len(good) // 2],
+    "empty": lambda good: b"",
+    "garbage": lambda good: random.Random(3).randbytes(5000),
+    # The Rust seed's bincode: u64 count + entries.
+    "foreign-bincode": lambda good: struct.pack("<Q", 1) + bytes(30),
+    "wrong-version": lambda good: _with_checksum(
+        MAGIC + struct.pack("<HHII", 2, 0, 0, 0) + good[20:-32]
+    ),
+    "too-big": lambda good: good + bytes(9 << 20),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_corrupt_file_is_moved_aside(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = BootstrapCache()
+    for i in range(5):
+        cache.add(node(i), float(i))
+    CacheStore(tmp_path).save(cache)
+    path = tmp_path / FILE_NAME
+    bad = CORRUPTIONS[kind](path.read_bytes())
+    path.write_bytes(bad)
+    store = CacheStore(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="quic_p2p.cache_store"):
+        state = store.load()
+    assert state.entries == [] and state.removed == {}
+    assert any("moved to" in r.getMessage() for r in caplog.records)
+    (aside,) = corrupt_files(tmp_path)
+    assert (tmp_path / aside).read_bytes() == bad and not path.exists()
+    fresh = BootstrapCache()
+    fresh.merge(state)
+    fresh.add(node(9), 9.0)
+    assert store.save(fresh)
+    assert [e.info for e in store.load().entries] == [node(9)]
+
+
+def test_only_the_newest_corrupt_files_are_kept(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path)
+    for _ in range(8):
+        (tmp_path / FILE_NAME).write_bytes(b"junk")
+        store.load()
+    assert len(corrupt_files(tmp_path)) == 5
+
+
+def test_path_that_is_a_file_keeps_the_cache_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="quic_p2p.cache_store"):
+        store = CacheStore(blocker)
+        assert store.load().entries == []
+        cache = BootstrapCache()
+        for i in range(3):
+            cache.add(node(i), float(i))
+            assert store.save(cache) is False
+    assert not store.writable and cache.peers() == [node(2), node(1), node(0)]
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1  # once
+    assert blocker.read_bytes() == b"x"
+
+
+def test_unwritable_directory_keeps_the_cache_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = tmp_path / "ro"
+    d.mkdir()
+    good = BootstrapCache()
+    good.add(node(1), 1.0)
+    CacheStore(d).save(good)
+    (d / "bootstrap_cache.lock").unlink()
+    d.chmod(0o500)
+    try:
+        if os.access(d, os.W_OK):
+            pytest.skip("chmod does not stop this user (root) from writing")
+        store = CacheStore(d)
+        cache = BootstrapCache()
+        with caplog.at_level(logging.WARNING, logger="quic_p2p.cache_store"):
+            cache.merge(store.load())  # reading still works, without the lock
+            cache.add(node(2), 2.0)
+            assert store.save(cache) is False
+            cache.add(node(3), 3.0)
+            assert store.save(cache) is False
+        assert cache.peers() == [node(3), node(2), node(1)] and not store.writable
+        assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    finally:
+        d.chmod(0o700)
+    assert store.save(cache) and store.writable  # writable again: persisted
+
+
+def test_failing_writes_warn_once_and_recover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The unwritable-directory path, reproducible as root: writes fail with
+    EACCES, the cache keeps working in memory, and persists once writes work."""
+    store, cache = CacheStore(tmp_path), BootstrapCache()
+
+    def denied(*_a: object, **_k: object) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with caplog.at_level(logging.INFO, logger="quic_p2p.cache_store"):
+        for i in range(3):
+            cache.add(node(i), float(i))
+            assert store.save(cache) is False
+        assert not store.writable and len(cache) == 3
+        monkeypatch.undo()
+        assert store.save(cache) and store.writable
+    levels = [r.levelno for r in caplog.records]
+    assert levels == [logging.WARNING, logging.INFO]  # once down, once back up
+    assert len(store.load().entries) == 3
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    if sys.platform in ("win32", "darwin"):
+        pytest.skip("Linux/XDG layout")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "quic-p2p"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "quic-p2p"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    store = CacheStore()
+    assert store.path == tmp_path / "xdg" / "quic-p2p" / FILE_NAME and store.writable
+
+
+def _hold_lock(directory: Path) -> int:
+    fd = os.open(directory / "bootstrap_cache.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX advisory lock")
+def test_save_waits_for_the_lock(tmp_path: Path) -> None:
+    store, cache = CacheStore(tmp_path), BootstrapCache()
+    fd = _hold_lock(tmp_path)
+    threading.Timer(0.05, os.close, (fd,)).start()
+    cache.add(node(1), 1.0)
+    t0 = time.monotonic()
+    assert store.save(cache)
+    assert 0.04 < time.monotonic() - t0 < 2.0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX advisory lock")
+def test_stuck_lock_holder_does_not_hang_saves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(cache_store, "LOCK_TIMEOUT", 0.1)
+    store, cache = CacheStore(tmp_path), BootstrapCache()
+    fd = _hold_lock(tmp_path)  # e.g. a holder stopped with SIGSTOP
+    try:
+        with caplog.at_level(logging.WARNING, logger="quic_p2p.cache_store"):
+            cache.add(node(1), 1.0)
+            assert store.save(cache)  # unlocked, still atomic
+            t0 = time.monotonic()
+            cache.add(node(2), 2.0)
+            assert store.save(cache)  # no second wait while the holder is stuck
+            assert time.monotonic() - t0 < 0.09
+        assert sum("lock busy" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 5
+    while store._stuck is not None and not store._stuck.done():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    fd = _hold_lock(tmp_path)  # the abandoned waiter released what it got
+    os.close(fd)
+    assert [e.info for e in store.load().entries] == [node(2), node(1)]
+
+
+# ------------------------------------------------------- multi-process
+
+
+def _writer(directory: Path, tag: int, count: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, WRITER, str(directory), str(tag), count],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
+    )
+
+
+@pytest.mark.parametrize("per_process", [100, 150])
+def test_two_processes_writing_concurrently_lose_nothing(tmp_path: Path, per_process: int) -> None:
+    procs = [_writer(tmp_path, tag, str(per_process)) for tag in (1, 2)]
+    for p in procs:
+        assert p.wait(timeout=60) == 0
+    entries = CacheStore(tmp_path).load().entries
+    names = {e.info for e in entries}
+    assert len(entries) == 200 and not corrupt_files(tmp_path)
+    stamps = [e.last_connected_ms for e in entries]
+    assert stamps == sorted(stamps, reverse=True)
+    kept = 0
+    for tag in (1, 2):
+        mine = [i for i in range(per_process) if node_for(tag, i) in names]
+        # Only each process's oldest entries may have been evicted.
+        assert mine == list(range(per_process - len(mine), per_process))
+        kept += len(mine)
+    assert kept == 200
+
+
+def test_sigkill_mid_write_always_leaves_a_loadable_file(tmp_path: Path) -> None:
+    """100 writers SIGKILLed at random moments, 3 running at once on one
+    directory: every load in between succeeds and nothing is moved aside."""
+    ctx = multiprocessing.get_context("fork")
+    rnd = random.Random(5)
+    start, kills, tags = time.monotonic(), 0, count()
+
+    def spawn() -> multiprocessing.process.BaseProcess:
+        ready = ctx.Event()
+        proc = ctx.Process(target=write_forever, args=(str(tmp_path), next(tags), ready.set))
+        proc.start()
+        assert ready.wait(timeout=20), "writer never saved"
+        return proc
+
+    procs = [spawn() for _ in range(3)]
+    try:
+        while kills < 100:
+            assert time.monotonic() - start < 60, f"only {kills} kills in 60 s"
+            k = rnd.randrange(len(procs))
+            time.sleep(rnd.uniform(0.0, 0.015))  # a save takes a few ms: kill inside one
+            pid = procs[k].pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            procs[k].join(timeout=10)
+            assert procs[k].exitcode == -signal.SIGKILL
+            kills += 1
+            state = CacheStore(tmp_path).load()
+            assert 0 < len(state.entries) <= 200
+            assert not corrupt_files(tmp_path)
+            procs[k] = spawn()
+    finally:
+        for p in procs:
+            p.kill()
+            p.join(timeout=10)
+    elapsed = time.monotonic() - start
+    temps = list(tmp_path.glob("*.tmp"))  # writers killed between mkstemp and rename
+    for temp in temps:
+        os.utime(temp, (time.time() - 60, time.time() - 60))
+    CacheStore(tmp_path).load()
+    assert list(tmp_path.glob("*.tmp")) == [] and not corrupt_files(tmp_path)
+    print(f"{kills} SIGKILLs in {elapsed:.1f} s, {len(temps)} inside a write")
