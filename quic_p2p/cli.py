@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import __version__
+from .errors import QuicP2pError
 
 
 def _cmd_selfcheck(args: argparse.Namespace) -> int:
@@ -48,6 +53,101 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _cmd_node(args: argparse.Namespace) -> int:
+    from .cli_node import run_node
+
+    return asyncio.run(run_node(args))
+
+
+def _cmd_echo(args: argparse.Namespace) -> int:
+    from .cli_node import run_echo
+
+    return asyncio.run(run_echo(args))
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from . import certs
+
+    if args.certs_command == "inspect":
+        data = _read_file(args.file)
+        described = [certs.describe_certificate(der) for der in certs.load_certificates(data)]
+        if args.json:
+            print(json.dumps(described, indent=2))
+        else:
+            for i, d in enumerate(described):
+                if i:
+                    print()
+                for key, value in d.items():
+                    shown = ", ".join(value) if isinstance(value, list) else value
+                    print(f"{key:<13}{shown}")
+        return 0
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.certs_command == "create-ca":
+        made = certs.create_ca(args.name, valid_days=args.days)
+    elif args.certs_command == "self-signed":
+        made = certs.generate_self_signed(args.name, valid_days=args.days)
+    else:  # issue
+        ca = certs.load_complete_cert(_read_file(args.ca_cert), _read_file(args.ca_key))
+        made = certs.issue_certificate(
+            ca, args.name, dns_names=args.dns, ip_addresses=args.ip, valid_days=args.days
+        )
+    stem = args.file_stem or args.name.replace(" ", "-")
+    cert_path, key_path = out / f"{stem}.pem", out / f"{stem}.key"
+    chain = b"".join(certs.to_pem(d) for d in (made.cert_der, *made.chain_der))
+    certs.write_certificate_file(cert_path, chain, overwrite=args.force)
+    certs.write_private_key_file(key_path, certs.key_to_pem(made.key_der), overwrite=args.force)
+    print(f"certificate: {cert_path}")
+    print(f"private key: {key_path} (mode 0600)")
+    print(f"sha256:      {certs.fingerprint(made.cert_der).hex()}")
+    return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from .bootstrap_cache import BootstrapCache
+    from .cache_store import CacheStore
+
+    store = CacheStore(args.cache_dir)
+    cache = BootstrapCache()
+    cache.merge(store.load())
+    if args.cache_command == "clear":
+        removed = len(cache)
+        cache.clear()
+        if not store.save(cache, merge=False):
+            raise QuicP2pError(f"cannot write {store.path}")
+        print(f"cleared {removed} entries from {store.path}")
+    elif args.cache_command == "export":
+        text = json.dumps([e.info.to_dict() for e in cache.entries()], indent=2)
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+            print(f"exported {len(cache)} entries to {args.output}")
+        else:
+            print(text)
+    else:  # show
+        from .peer import format_address
+
+        print(f"{store.path}: {len(cache)} entries, most recently connected first")
+        for e in cache.entries():
+            fails = f"  ({e.failures} failed attempts)" if e.failures else ""
+            print(
+                f"  {format_address(e.info.peer_addr):<24} cert {_fp(e.info.peer_cert_der)}{fails}"
+            )
+    return 0
+
+
+def _fp(der: bytes) -> str:
+    from .certs import fingerprint
+
+    return fingerprint(der).hex()[:16] if der else "-"
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise QuicP2pError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+
+
 def _positive(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -66,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="quic-p2p", description="Peer-to-peer networking over QUIC."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
         "selfcheck",
@@ -95,12 +196,109 @@ def build_parser() -> argparse.ArgumentParser:
         help="certificate checks (private-ca creates a CA for the run)",
     )
     d.set_defaults(func=_cmd_demo)
+
+    from .cli_node import add_config_arguments
+
+    n = sub.add_parser(
+        "node",
+        help="run one node or client: print its contact info, log events, chat on stdin",
+        description="Run one endpoint. It prints its contact info as a JSON line (give it to "
+        "others as --contact), connects to the contacts (or bootstraps with --bootstrap), "
+        "logs events, and sends every line typed on stdin to all connected peers. "
+        "Stops on Ctrl-C / SIGTERM.",
+    )
+    add_config_arguments(n, default_ip="0.0.0.0")
+    n.add_argument("--bootstrap", action="store_true", help="bootstrap instead of connecting")
+    n.add_argument("--no-stdin", action="store_true", help="do not read stdin (a server)")
+    n.add_argument("--exit-on-eof", action="store_true", help="stop when stdin ends")
+    n.set_defaults(func=_cmd_node)
+
+    e = sub.add_parser(
+        "echo",
+        help="ask a running node which address it sees for us",
+        description="Connect to CONTACT and print our address as it sees us.",
+    )
+    e.add_argument(
+        "contact_to_ask",
+        metavar="CONTACT",
+        help="HOST:PORT, HOST:PORT@CERTFILE, node JSON or @JSONFILE",
+    )
+    e.add_argument("--ip", default="0.0.0.0", help="IP to bind (default 0.0.0.0)")
+    e.add_argument(
+        "--trust-mode", choices=["public-ca", "private-ca", "unverified"], default="unverified"
+    )
+    e.add_argument("--ca", action="append", default=[], help="CA certificate file")
+    e.set_defaults(func=_cmd_echo)
+
+    c = sub.add_parser(
+        "certs",
+        help="create a private CA, issue node certificates, inspect",
+        description="Certificates for the three trust modes. Keys are written "
+        "with mode 0600; existing files are kept unless --force.",
+    )
+    csub = c.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    for name, what in (
+        ("create-ca", "a private CA for your network"),
+        ("self-signed", "a self-signed node certificate"),
+        ("issue", "a node certificate signed by your CA"),
+    ):
+        cp = csub.add_parser(name, help=f"create {what}", description=f"Create {what}.")
+        cp.add_argument("--name", required=True, help="common name")
+        cp.add_argument("--out-dir", default=".", help="where to write NAME.pem and NAME.key")
+        cp.add_argument("--file-stem", help="file name without extension (default: NAME)")
+        cp.add_argument("--days", type=_positive(1), default=825 if name == "issue" else 3650)
+        cp.add_argument("--force", action="store_true", help="overwrite existing files")
+        if name == "issue":
+            cp.add_argument("--ca-cert", required=True, help="the CA certificate (PEM/DER)")
+            cp.add_argument("--ca-key", required=True, help="the CA private key (PEM/DER)")
+            cp.add_argument("--dns", action="append", default=[], help="DNS name (repeatable)")
+            cp.add_argument("--ip", action="append", default=[], help="IP address (repeatable)")
+        cp.set_defaults(func=_cmd_certs)
+    ip = csub.add_parser(
+        "inspect",
+        help="describe a certificate file",
+        description="Describe every certificate in a PEM or DER file.",
+    )
+    ip.add_argument("file")
+    ip.add_argument("--json", action="store_true", help="JSON output")
+    ip.set_defaults(func=_cmd_certs)
+
+    k = sub.add_parser(
+        "cache",
+        help="show, export or clear the bootstrap cache",
+        description="The bootstrap cache: nodes to re-join through.",
+    )
+    ksub = k.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    for name, what in (
+        ("show", "list the cached nodes"),
+        ("export", "write the cached nodes as JSON contacts"),
+        ("clear", "remove every cached node"),
+    ):
+        kp = ksub.add_parser(name, help=what, description=what.capitalize() + ".")
+        kp.add_argument("--cache-dir", help="cache directory (default: user cache dir)")
+        if name == "export":
+            kp.add_argument("-o", "--output", help="file to write (default: stdout)")
+        kp.set_defaults(func=_cmd_cache)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (QuicP2pError, OSError) as exc:
+        # A user mistake or an unreachable peer: one line, no traceback
+        # (-v shows the details in the debug log).
+        logging.getLogger(__name__).debug("command failed", exc_info=True)
+        print(f"quic-p2p: error: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

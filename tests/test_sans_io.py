@@ -64,6 +64,7 @@ def test_every_module_is_classified() -> None:
         "quic_p2p.demo",
         "quic_p2p.channel",
         "quic_p2p.cli",
+        "quic_p2p.cli_node",
         "quic_p2p.__main__",
         "quic_p2p.selfcheck",
         "quic_p2p",

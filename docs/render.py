@@ -1,0 +1,117 @@
+"""Renders the tables in docs/*.md from the code, between marker comments:
+
+<!-- BEGIN name -->  ...generated...  <!-- END name -->
+
+python docs/render.py          rewrite the docs
+python docs/render.py --check  exit 1 if a doc is out of date (tests run this)
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from quic_p2p import wire
+from quic_p2p.accel import types
+from quic_p2p.roles import ON_CLIENT_HANDSHAKE, ON_NODE_HANDSHAKE, ON_OUTGOING_UP
+
+DOCS = Path(__file__).resolve().parent
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _decision(d: tuple[object, object]) -> str:
+    action, code = d
+    name = getattr(action, "name", str(action))
+    return f"{name}" + (f" ({getattr(code, 'name', code)})" if code is not None else "")
+
+
+def role_tables() -> str:
+    parts = []
+    for title, table, state in (
+        ("A Node handshake arrives on a new incoming connection", ON_NODE_HANDSHAKE, "to-peer"),
+        ("A Client handshake arrives on a new incoming connection", ON_CLIENT_HANDSHAKE, "to-peer"),
+        ("Our outgoing connection is up and our handshake sent", ON_OUTGOING_UP, "from-peer"),
+    ):
+        rows = [[f"`{getattr(k, 'name', k)}`", _decision(v)] for k, v in table.items()]
+        parts.append(f"**{title}** (by our {state} state):\n\n" + _table([state, "then"], rows))
+    parts.append(
+        "Any role handshake on an incoming connection whose from-peer side is already "
+        "established is rejected with `DUPLICATE_HANDSHAKE`."
+    )
+    return "\n\n".join(parts)
+
+
+def frame_kinds() -> str:
+    bodies = {
+        "HANDSHAKE_NODE": "the sender's certificate (DER)",
+        "HANDSHAKE_CLIENT": "empty",
+        "ECHO_REQUEST": "empty; `msg_id` correlates the answer",
+        "ECHO_RESPONSE": "the requester's address as seen: 4 or 16 IP octets + 2-byte port",
+        "USER_MESSAGE": "the user's bytes; `msg_id` is acknowledged",
+        "ACK": "the `msg_id`s received, 8 bytes each",
+        "REJECT": "one byte, the reason; `msg_id` is the refused message",
+    }
+    rows = [[str(int(k)), f"`{k.name}`", bodies.get(k.name, "")] for k in types.FrameKind]
+    return _table(["kind", "name", "body"], rows)
+
+
+def error_codes() -> str:
+    rows = [[f"`{int(c):#04x}`", f"`{c.name}`"] for c in wire.ErrorCode]
+    rows += [[f"`{int(r)}`", f"reject reason `{r.name}`"] for r in wire.RejectReason]
+    return _table(["code", "meaning"], rows)
+
+
+def constants() -> str:
+    rows = [
+        ["frame header", f"{types.FRAME_HEADER_SIZE} bytes, version {types.FRAME_VERSION}"],
+        ["small message (control stream) up to", f"{wire.SMALL_MESSAGE_MAX} bytes"],
+        ["control frame at most", f"{wire.CONTROL_FRAME_MAX} bytes"],
+        ["ids per ACK frame at most", str(wire.ACK_BATCH_MAX)],
+        [
+            "retry token",
+            f"{types.TOKEN_FIXED}..{types.TOKEN_MAX} bytes, version {types.TOKEN_VERSION}",
+        ],
+    ]
+    return _table(["what", "value"], rows)
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "role-tables": role_tables,
+    "frame-kinds": frame_kinds,
+    "error-codes": error_codes,
+    "wire-constants": constants,
+}
+
+
+def render(text: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        return f"<!-- BEGIN {name} -->\n{RENDERERS[name]()}\n<!-- END {name} -->"
+
+    return re.sub(r"<!-- BEGIN ([\w-]+) -->.*?<!-- END \1 -->", sub, text, flags=re.S)
+
+
+def main(check: bool) -> int:
+    stale = []
+    for doc in sorted(DOCS.glob("*.md")):
+        old = doc.read_text()
+        new = render(old)
+        if new != old:
+            stale.append(doc.name)
+            if not check:
+                doc.write_text(new)
+    if check and stale:
+        print("out of date (run python docs/render.py):", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("--check" in sys.argv))

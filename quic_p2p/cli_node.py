@@ -1,0 +1,225 @@
+"""``quic-p2p node`` and ``quic-p2p echo``: one endpoint on the command line.
+
+``node`` prints our contact info (one JSON line), optionally bootstraps or
+connects to contacts, logs events, and sends each line typed on stdin to every
+connected peer: a small chat. It runs until SIGINT/SIGTERM (or stdin ends, with
+``--exit-on-eof``) and shuts down cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+
+from .certs import load_certificate, load_certificates, load_complete_cert
+from .config import CompleteCert, Config, OurType, TrustMode
+from .endpoint import QuicP2p
+from .errors import QuicP2pError
+from .events import (
+    BootstrapFailure,
+    BootstrappedTo,
+    ConnectedTo,
+    ConnectionFailure,
+    Event,
+    Finish,
+    NewMessage,
+    UnsentUserMessage,
+)
+from .peer import InvalidContactError, NodeInfo, format_address, parse_address
+
+#: Messages longer than this are reported by size instead of printed.
+PRINT_LIMIT = 512
+
+
+class CliError(QuicP2pError):
+    """A user mistake or an unusable input: printed as one line, exit code 1."""
+
+
+def parse_contact(text: str) -> NodeInfo:
+    """A contact as ``HOST:PORT``, ``HOST:PORT@CERTFILE`` (PEM or DER), the JSON a
+    node prints about itself, or ``@FILE`` holding that JSON."""
+    text = text.strip()
+    if text.startswith("@"):
+        text = _read(Path(text[1:]), "contact file").decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        return NodeInfo.from_json(text)
+    addr_text, sep, cert_path = text.partition("@")
+    cert = load_certificate(_read(Path(cert_path), "certificate")) if sep else b""
+    return NodeInfo(parse_address(addr_text), cert)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def add_config_arguments(p: argparse.ArgumentParser, *, default_ip: str) -> None:
+    """Options mirroring ``Config``."""
+    g = p.add_argument_group("endpoint configuration (mirrors Config)")
+    g.add_argument("--ip", default=default_ip, help=f"IP to bind (default {default_ip})")
+    g.add_argument("--port", type=int, default=0, help="UDP port to bind (default: any)")
+    g.add_argument("--type", choices=["node", "client"], default="node", help="our role")
+    g.add_argument(
+        "--contact",
+        action="append",
+        default=[],
+        metavar="CONTACT",
+        help="hard-coded contact: HOST:PORT, HOST:PORT@CERTFILE, node JSON, or @JSONFILE "
+        "(repeatable)",
+    )
+    g.add_argument("--cert", help="our certificate (PEM or DER); default: a fresh self-signed one")
+    g.add_argument("--key", help="the private key of --cert (PEM or DER)")
+    g.add_argument(
+        "--trust-mode",
+        choices=[m.value for m in TrustMode],
+        default=TrustMode.UNVERIFIED.value,
+        help="how peers' certificates are checked (default unverified)",
+    )
+    g.add_argument("--ca", action="append", default=[], help="CA certificate file (repeatable)")
+    g.add_argument("--server-name", help="CA modes: the name every peer's certificate must carry")
+    g.add_argument("--max-msg-size", type=int, help="largest accepted message (bytes)")
+    g.add_argument("--idle-timeout-msec", type=int, help="QUIC idle timeout (0 disables)")
+    g.add_argument("--keep-alive-interval-msec", type=int, help="keep-alive PINGs (0 disables)")
+    g.add_argument("--cache-dir", help="bootstrap cache directory (default: user cache dir)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    contacts = tuple(parse_contact(c) for c in args.contact)
+    our_cert: CompleteCert | None = None
+    if args.cert or args.key:
+        if not (args.cert and args.key):
+            raise CliError("--cert and --key go together")
+        our_cert = load_complete_cert(
+            _read(Path(args.cert), "certificate"), _read(Path(args.key), "key")
+        )
+    cas: list[bytes] = []
+    for path in args.ca:
+        cas.extend(load_certificates(_read(Path(path), "CA certificate")))
+    optional = {
+        "max_msg_size_allowed": args.max_msg_size,
+        "idle_timeout_msec": args.idle_timeout_msec,
+        "keep_alive_interval_msec": args.keep_alive_interval_msec,
+    }
+    return Config(
+        hard_coded_contacts=contacts,
+        ip=args.ip,
+        port=args.port,
+        our_type=OurType.parse(args.type),
+        our_complete_cert=our_cert,
+        trust_mode=TrustMode(args.trust_mode),
+        ca_certs_der=tuple(cas),
+        tls_server_name=args.server_name,
+        bootstrap_cache_dir=args.cache_dir,
+        **{k: v for k, v in optional.items() if v is not None},
+    )
+
+
+def _describe(event: Event) -> str | None:
+    if isinstance(event, NewMessage):
+        if len(event.msg) > PRINT_LIMIT:
+            return f"[{format_address(event.peer_addr)}] received {len(event.msg)} bytes"
+        return f"[{format_address(event.peer_addr)}] {event.msg.decode('utf-8', 'replace')}"
+    if isinstance(event, ConnectedTo):
+        return f"connected to {event.peer.kind.value} {format_address(event.peer.peer_addr)}"
+    if isinstance(event, BootstrappedTo):
+        return f"bootstrapped to {format_address(event.node.peer_addr)}"
+    if isinstance(event, ConnectionFailure):
+        return f"connection with {format_address(event.peer_addr)} failed: {event.error}"
+    if isinstance(event, UnsentUserMessage):
+        return f"not delivered to {format_address(event.peer_addr)}: {event.reason}"
+    if isinstance(event, BootstrapFailure):
+        return "bootstrap failed"
+    return None  # SentUserMessage and Finish are not worth a line
+
+
+async def run_node(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with QuicP2p(config) as node:
+        info = node.node_info
+        if config.bind_ip in ("0.0.0.0", "::") and config.hard_coded_contacts:
+            try:
+                info = await node.our_connection_info()
+            except QuicP2pError as exc:
+                print(f"note: could not learn our external address: {exc}", file=sys.stderr)
+        print("Our connection info:", json.dumps(info.to_dict()), flush=True)
+        tasks = [asyncio.ensure_future(_print_events(node))]
+        if args.bootstrap:
+            try:
+                joined = await node.bootstrap()
+                print(f"bootstrapped through {format_address(joined.peer_addr)}", flush=True)
+            except QuicP2pError as exc:
+                print(f"bootstrap failed: {exc}", file=sys.stderr, flush=True)
+        else:
+            for contact in config.hard_coded_contacts:
+                tasks.append(asyncio.ensure_future(_connect(node, contact)))
+        if not args.no_stdin:
+            tasks.append(asyncio.ensure_future(_chat(node, stop, args.exit_on_eof)))
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return 0
+
+
+async def _connect(node: QuicP2p, contact: NodeInfo) -> None:
+    with contextlib.suppress(QuicP2pError):  # reported as a ConnectionFailure event
+        await node.connect_to(contact)
+
+
+async def _print_events(node: QuicP2p) -> None:
+    async for event in node.events():
+        line = _describe(event)
+        if line is not None:
+            print(line, flush=True)
+        if isinstance(event, Finish):
+            return
+
+
+async def _chat(node: QuicP2p, stop: asyncio.Event, exit_on_eof: bool) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            if exit_on_eof:
+                stop.set()
+            return
+        text = line.rstrip(b"\r\n")
+        if not text:
+            continue
+        peers = node.connected_peers()
+        if not peers:
+            print("no connected peer to send to", file=sys.stderr, flush=True)
+        await asyncio.gather(*(node.send(p, text) for p in peers))
+
+
+async def run_echo(args: argparse.Namespace) -> int:
+    try:
+        contact = parse_contact(args.contact_to_ask)
+    except InvalidContactError as exc:
+        raise CliError(str(exc)) from None
+    config = Config(
+        ip=args.ip,
+        our_type=OurType.CLIENT,
+        hard_coded_contacts=(contact,),
+        trust_mode=TrustMode(args.trust_mode),
+        ca_certs_der=tuple(
+            c for path in args.ca for c in load_certificates(_read(Path(path), "CA certificate"))
+        ),
+    )
+    async with QuicP2p(config) as ep:
+        info = await ep.our_connection_info()
+    print(format_address(info.peer_addr))
+    return 0
