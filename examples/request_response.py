@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import json
 
-from quic_p2p import Config, NewMessage, OurType, Peer, QuicP2p
+from quic_p2p import Config, NewMessage, OurType, Peer, QuicP2p, SentUserMessage
 
 
 async def serve(server: QuicP2p) -> None:
@@ -43,11 +43,15 @@ class RpcClient:
 
     async def call(self, op: str, *args: object) -> dict[str, object]:
         rid = next(self.ids)
-        self.waiting[rid] = asyncio.get_running_loop().create_future()
-        await self.client.send(
-            self.server, json.dumps({"id": rid, "op": op, "args": args}).encode()
-        )
-        return await asyncio.wait_for(self.waiting[rid], 10)
+        # Keep our own reference: the reply can arrive before send() returns
+        # (send waits for the server's acknowledgement, the reply may beat it).
+        answer = self.waiting[rid] = asyncio.get_running_loop().create_future()
+        request = json.dumps({"id": rid, "op": op, "args": args}).encode()
+        outcome = await self.client.send(self.server, request)
+        if not isinstance(outcome, SentUserMessage):
+            self.waiting.pop(rid, None)
+            raise ConnectionError(f"request {rid} not delivered: {outcome.reason}")
+        return await asyncio.wait_for(answer, 10)
 
 
 async def main() -> None:

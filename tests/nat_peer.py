@@ -1,0 +1,88 @@
+"""An endpoint driven by JSON lines, for tests that run peers in other network
+namespaces (``ip netns exec NS python tests/nat_peer.py ...``).
+
+Prints ``{"ready": <NodeInfo dict>}`` once bound, then answers each command
+line on stdin with one JSON line:
+  {"op": "connect", "contact": {...}}  -> {"ok": "<peer addr>"} | {"error": "..."}
+  {"op": "echo"}                        -> {"ok": "<our addr as seen>"} | {"error": ...}
+  {"op": "send", "to": {...}, "msg": s} -> {"ok": "sent"} | {"error": "<unsent reason>"}
+  {"op": "peers"}                       -> {"ok": ["addr", ...]}
+  {"op": "quit"}                        -> exits 0
+Every command is bounded by --timeout seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from quic_p2p import (
+    Config,
+    NodeInfo,
+    OurType,
+    QuicP2p,
+    QuicP2pError,
+    SentUserMessage,
+)
+from quic_p2p.peer import format_address
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ip", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--type", default="node")
+    parser.add_argument("--contact", action="append", default=[])
+    parser.add_argument("--timeout", type=float, default=20.0)
+    args = parser.parse_args()
+    config = Config(
+        ip=args.ip,
+        port=args.port,
+        our_type=OurType.parse(args.type),
+        hard_coded_contacts=tuple(NodeInfo.from_json(c) for c in args.contact),
+        idle_timeout_msec=5000,
+        bootstrap_cache_dir="/tmp/qp2p-nat-peer-cache",
+    )
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def say(obj: object) -> None:
+        print(json.dumps(obj), flush=True)
+
+    async with QuicP2p(config) as ep:
+        say({"ready": ep.node_info.to_dict()})
+        while line := await reader.readline():
+            cmd = json.loads(line)
+            try:
+                async with asyncio.timeout(args.timeout):
+                    say({"ok": await run(ep, cmd)})
+            except (QuicP2pError, TimeoutError) as exc:
+                say({"error": str(exc) or type(exc).__name__})
+            if cmd["op"] == "quit":
+                return
+
+
+async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
+    op = cmd["op"]
+    if op == "connect":
+        peer = await ep.connect_to(NodeInfo.from_dict(cmd["contact"]))
+        return format_address(peer.peer_addr)
+    if op == "echo":
+        return format_address((await ep.our_connection_info()).peer_addr)
+    if op == "send":
+        out = await ep.send(NodeInfo.from_dict(cmd["to"]), str(cmd["msg"]).encode())
+        if isinstance(out, SentUserMessage):
+            return "sent"
+        raise QuicP2pError(out.reason)
+    if op == "peers":
+        return [format_address(p.peer_addr) for p in ep.connected_peers()]
+    if op == "quit":
+        return "bye"
+    raise QuicP2pError(f"unknown op {op!r}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
