@@ -1,0 +1,602 @@
+"""Adversarial peers speaking our protocol (issue 7, scenario 7).
+
+Two kinds of attacker:
+- ``RawPeer``: a raw aioquic client ``QuicConnection`` on its own UDP socket,
+  writing our frames by hand on whatever stream it likes (a Client-like peer:
+  it accepts no incoming connections);
+- a real ``QuicP2p`` driven through its internals, where the attacker must be
+  a Node (accept the reverse connection, present a certificate).
+
+Each case checks the exact ``quic_p2p.wire.ErrorCode`` the victim closes the
+connection with, that a ``ConnectionFailure`` is reported exactly when the
+victim's application knew the peer, and that nothing escapes the endpoint (no
+exception into the event loop, the victim keeps serving others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from quic_p2p import (
+    ConnectedTo,
+    ConnectionFailedError,
+    ConnectionFailure,
+    NewMessage,
+    NodeInfo,
+    OurType,
+    Peer,
+    QuicP2p,
+    SentUserMessage,
+)
+from quic_p2p.accel.types import FrameKind
+from quic_p2p.tls import ALPN
+from quic_p2p.wire import CONTROL_FRAME_MAX, ErrorCode, encode_ack, frame
+
+from netutil import WAIT, drain, endpoints, node_config, wait_for_event
+
+#: QUIC CRYPTO_ERROR for TLS alert 42 (bad_certificate): how a pinned
+#: certificate mismatch ends a handshake (the pin is checked inside TLS).
+TLS_BAD_CERTIFICATE = 0x100 + 42
+
+
+@pytest.fixture(autouse=True)
+async def no_loop_errors(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
+    """Nothing may escape into the event loop; aioquic's safety net must not fire."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
+    assert not errors, f"exceptions escaped into the event loop: {errors[:3]}"
+    failed = [r for r in caplog.records if "aioquic failed" in r.getMessage()]
+    assert not failed, failed[0].getMessage()
+
+
+# ------------------------------------------------------------------ raw peer
+def header(kind: int, msg_id: int = 0, length: int = 0, version: int = 1, flags: int = 0) -> bytes:
+    """A frame header built field by field (csrc/qp2p.h), independent of the encoder."""
+    return (
+        version.to_bytes(1, "big")
+        + kind.to_bytes(1, "big")
+        + flags.to_bytes(2, "big")
+        + length.to_bytes(4, "big")
+        + msg_id.to_bytes(8, "big")
+    )
+
+
+CONTROL = 2  # a client's first unidirectional stream: its control stream
+
+
+@dataclass(eq=False)
+class RawPeer(asyncio.DatagramProtocol):
+    """An aioquic client connection we drive by hand."""
+
+    target: tuple[str, int]
+    quic: QuicConnection = field(init=False)
+    events: list[qe.QuicEvent] = field(default_factory=list)
+    transport: asyncio.DatagramTransport | None = None
+    timer: asyncio.TimerHandle | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        cfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=0)
+        self.quic = QuicConnection(configuration=cfg)
+
+    @classmethod
+    async def connect(cls, target: tuple[str, int]) -> RawPeer:
+        loop = asyncio.get_running_loop()
+        _, peer = await loop.create_datagram_endpoint(
+            lambda: cls(target), local_addr=("127.0.0.1", 0)
+        )
+        peer.quic.connect(target, now=loop.time())
+        peer.flush()
+        await peer.wait(lambda: any(isinstance(e, qe.HandshakeCompleted) for e in peer.events))
+        return peer
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return (host, port)
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.quic.receive_datagram(data, addr, now=asyncio.get_running_loop().time())
+        self.flush()
+
+    def flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (ev := self.quic.next_event()) is not None:
+            self.events.append(ev)
+            self.changed.set()
+        if self.transport is not None and not self.transport.is_closing():
+            for data, addr in self.quic.datagrams_to_send(now=loop.time()):
+                self.transport.sendto(data, addr)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        at = self.quic.get_timer()
+        if at is not None:
+            self.timer = loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.quic.handle_timer(now=asyncio.get_running_loop().time())
+        self.flush()
+
+    async def wait(self, pred: Callable[[], bool], timeout: float = WAIT) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while not pred():
+                self.changed.clear()
+                await self.changed.wait()
+
+    def send(self, stream_id: int, data: bytes, end: bool = False) -> None:
+        self.quic.send_stream_data(stream_id, data, end_stream=end)
+        self.flush()
+
+    def new_stream(self) -> int:
+        return self.quic.get_next_available_stream_id(is_unidirectional=True)
+
+    async def closed_with(self, timeout: float = WAIT) -> int:  # noqa: ASYNC109
+        """The error code the victim closed the connection with."""
+        await self.wait(lambda: self.terminated is not None, timeout)
+        assert self.terminated is not None
+        return self.terminated.error_code
+
+    @property
+    def terminated(self) -> qe.ConnectionTerminated | None:
+        for e in self.events:
+            if isinstance(e, qe.ConnectionTerminated):
+                return e
+        return None
+
+    def received(self) -> bytes:
+        return b"".join(
+            e.data for e in self.events if isinstance(e, qe.StreamDataReceived) and e.stream_id == 3
+        )
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def raw_peer(victim: QuicP2p, *, client_handshake: bool) -> RawPeer:
+    peer = await RawPeer.connect(victim.local_addr)
+    if client_handshake:
+        peer.send(CONTROL, frame(FrameKind.HANDSHAKE_CLIENT))
+        ev, _ = await wait_for_event(victim, ConnectedTo)
+        assert ev.peer == Peer.client(peer.addr)
+    return peer
+
+
+# ------------------------------------------------------------------ raw cases
+def _big_user_header() -> bytes:
+    return header(FrameKind.USER_MESSAGE, 7, 20_000)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    #: Sends the hostile input (the peer has done its client handshake when
+    #: ``after_handshake``).
+    attack: Callable[[RawPeer], None]
+    code: ErrorCode
+    after_handshake: bool = True
+
+
+def _two_messages_on_one_stream(p: RawPeer) -> None:
+    sid = p.new_stream()
+    body = b"m" * 17_000
+    p.send(
+        sid,
+        header(FrameKind.USER_MESSAGE, 1, len(body))
+        + body
+        + header(FrameKind.USER_MESSAGE, 2, len(body))
+        + body,
+        end=True,
+    )
+
+
+def _stream(data: bytes, end: bool = True) -> Callable[[RawPeer], None]:
+    def attack(p: RawPeer) -> None:
+        p.send(p.new_stream(), data, end=end)
+
+    return attack
+
+
+def _control(data: bytes, end: bool = False) -> Callable[[RawPeer], None]:
+    return lambda p: p.send(CONTROL, data, end=end)
+
+
+CASES = [
+    Case("bad frame version", _control(header(5, version=9)), ErrorCode.BAD_FRAME),
+    Case("frame version 0", _control(header(5, version=0)), ErrorCode.BAD_FRAME),
+    Case("unknown frame kind", _control(header(99)), ErrorCode.BAD_FRAME),
+    Case("frame kind 0", _control(header(0)), ErrorCode.BAD_FRAME),
+    Case("non-zero flags", _control(header(5, flags=0x8000)), ErrorCode.BAD_FRAME),
+    Case(
+        "control frame above its limit",
+        _control(header(FrameKind.USER_MESSAGE, 1, CONTROL_FRAME_MAX + 1)),
+        ErrorCode.BAD_FRAME,
+    ),
+    Case(
+        "length 2**32-1 on the control stream",
+        _control(header(FrameKind.USER_MESSAGE, 1, 2**32 - 1)),
+        ErrorCode.BAD_FRAME,
+    ),
+    Case(
+        "truncated header, control stream ends",
+        _control(header(5)[:7], end=True),
+        ErrorCode.BAD_FRAME,
+    ),
+    Case(
+        "truncated body, control stream ends",
+        _control(header(FrameKind.USER_MESSAGE, 1, 100) + b"x" * 10, end=True),
+        ErrorCode.BAD_FRAME,
+    ),
+    Case("truncated large message", _stream(_big_user_header() + b"x" * 100), ErrorCode.BAD_FRAME),
+    Case(
+        "truncated header on a message stream", _stream(_big_user_header()[:9]), ErrorCode.BAD_FRAME
+    ),
+    Case(
+        "small message on its own stream",
+        _stream(header(FrameKind.USER_MESSAGE, 1, 5) + b"small"),
+        ErrorCode.BAD_FRAME,
+    ),
+    Case("two messages on one stream", _two_messages_on_one_stream, ErrorCode.BAD_FRAME),
+    Case("ACK on a message stream", _stream(encode_ack([1])), ErrorCode.BAD_FRAME),
+    Case(
+        "ACK body not a multiple of 8",
+        _control(header(FrameKind.ACK, 0, 7) + bytes(7)),
+        ErrorCode.BAD_FRAME,
+    ),
+    Case(
+        "ACK above its batch limit",
+        _control(header(FrameKind.ACK, 0, 8 * 1025) + bytes(8 * 1025)),
+        ErrorCode.BAD_FRAME,
+    ),
+    Case(
+        "REJECT with an unknown reason",
+        _control(header(FrameKind.REJECT, 1, 1) + b"\x09"),
+        ErrorCode.BAD_FRAME,
+    ),
+    Case(
+        "REJECT with an empty body", _control(header(FrameKind.REJECT, 1, 0)), ErrorCode.BAD_FRAME
+    ),
+    Case(
+        "bidirectional stream",
+        lambda p: p.send(0, frame(FrameKind.USER_MESSAGE, b"x", 1)),
+        ErrorCode.BIDI_STREAM,
+    ),
+    Case(
+        "second handshake",
+        _control(frame(FrameKind.HANDSHAKE_CLIENT)),
+        ErrorCode.DUPLICATE_HANDSHAKE,
+    ),
+    Case(
+        "user message before the handshake",
+        _control(frame(FrameKind.USER_MESSAGE, b"early", 1)),
+        ErrorCode.PROTOCOL_VIOLATION,
+        after_handshake=False,
+    ),
+    Case(
+        "ACK before the handshake",
+        _control(encode_ack([1]) + frame(FrameKind.USER_MESSAGE, b"x", 1)),
+        ErrorCode.PROTOCOL_VIOLATION,
+        after_handshake=False,
+    ),
+    Case(
+        "Node handshake with an unparsable certificate",
+        _control(frame(FrameKind.HANDSHAKE_NODE, b"\x30\x03junk")),
+        ErrorCode.BAD_HANDSHAKE,
+        after_handshake=False,
+    ),
+    Case(
+        "Node handshake with an empty certificate",
+        _control(frame(FrameKind.HANDSHAKE_NODE)),
+        ErrorCode.BAD_HANDSHAKE,
+        after_handshake=False,
+    ),
+    Case(
+        "Client handshake with a body",
+        _control(frame(FrameKind.HANDSHAKE_CLIENT, b"me")),
+        ErrorCode.BAD_HANDSHAKE,
+        after_handshake=False,
+    ),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+async def test_raw_peer_violation_is_closed_with_its_code(case: Case) -> None:
+    async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (victim, good):
+        good_peer = await asyncio.wait_for(good.connect_to(victim.node_info), WAIT)
+        await wait_for_event(victim, ConnectedTo)
+        bad = await raw_peer(victim, client_handshake=case.after_handshake)
+        try:
+            case.attack(bad)
+            code = await bad.closed_with()
+            assert code == case.code, f"closed with {code:#x}, expected {case.code!r}"
+            await asyncio.sleep(0.05)
+            failures = [e for e in drain(victim) if isinstance(e, ConnectionFailure)]
+            if case.after_handshake:  # the application knew this peer
+                assert [f.peer_addr for f in failures] == [bad.addr]
+            else:
+                assert failures == []
+            assert Peer.client(bad.addr) not in victim.connected_peers()
+            assert not [
+                c for c in victim._conns if c.link.peer_addr == bad.addr and c.link.down is None
+            ]
+        finally:
+            bad.close()
+        # The victim keeps serving others.
+        out = await asyncio.wait_for(good.send(good_peer, b"still fine", 1), WAIT)
+        assert isinstance(out, SentUserMessage)
+        ev, _ = await wait_for_event(victim, NewMessage)
+        assert ev.msg == b"still fine"
+
+
+async def test_tolerated_oddities_keep_the_connection() -> None:
+    """Inputs that are odd but not violations: acks and rejects for unknown
+    messages, an unsolicited echo response, an echo request, an empty stream.
+    The connection must survive them and keep delivering."""
+    async with endpoints(node_config()) as (victim,):
+        p = await raw_peer(victim, client_handshake=True)
+        try:
+            p.send(CONTROL, encode_ack([12345, 2**64 - 1]))
+            p.send(CONTROL, header(FrameKind.REJECT, 999, 1) + b"\x01")
+            p.send(CONTROL, frame(FrameKind.ECHO_RESPONSE, b"garbage!", 77))
+            p.send(CONTROL, frame(FrameKind.ECHO_REQUEST, b"", 5))
+            p.send(p.new_stream(), b"", end=True)
+            p.send(CONTROL, frame(FrameKind.USER_MESSAGE, b"after oddities", 1))
+            ev, _ = await wait_for_event(victim, NewMessage)
+            assert ev.msg == b"after oddities"
+            # The echo request was answered with our address as the victim saw it,
+            # and message 1 was acknowledged.
+            await p.wait(lambda: len(p.received()) >= 2 * 16 + 6 + 8)
+            data = p.received()
+            assert (
+                frame(
+                    FrameKind.ECHO_RESPONSE, bytes([127, 0, 0, 1]) + p.addr[1].to_bytes(2, "big"), 5
+                )
+                in data
+            )
+            assert encode_ack([1]) in data
+            assert p.terminated is None
+        finally:
+            p.close()
+
+
+@pytest.mark.timeout(60)
+async def test_random_junk_on_the_control_stream_closes_with_our_codes() -> None:
+    """Seeded random bytes after a valid handshake: whatever happens, the
+    connection is closed with one of our codes or survives, and the victim
+    never raises."""
+    codes: dict[str, int] = {}
+    rng = random.Random(17)
+    async with endpoints(node_config()) as (victim,):
+        for i in range(25):
+            p = await raw_peer(victim, client_handshake=True)
+            try:
+                junk = rng.randbytes(rng.randint(1, 64))
+                if i % 3 == 0:  # a valid-looking header with a junk body
+                    junk = header(rng.randint(1, 7), rng.randrange(2**64), len(junk)) + junk
+                end = rng.random() < 0.5
+                p.send(CONTROL, junk, end=end)
+                if not end:  # then something valid, if the junk left it parseable
+                    p.send(CONTROL, frame(FrameKind.USER_MESSAGE, b"x", 1))
+                try:
+                    code = await p.closed_with(timeout=0.5)
+                    name = ErrorCode(code).name
+                except TimeoutError:
+                    name = "survived"
+                codes[name] = codes.get(name, 0) + 1
+            finally:
+                p.close()
+            drain(victim)
+        assert sum(codes.values()) == 25
+    print(f"\nFIGURE random control junk: {dict(sorted(codes.items()))}")
+
+
+# ------------------------------------------------------------------ QuicP2p attackers
+async def _until(pred: Callable[[], bool], limit: float = WAIT) -> None:
+    for _ in range(int(limit / 0.02) + 1):
+        if pred():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"condition not met within {limit} s")
+
+
+async def _connect(a: QuicP2p, b: QuicP2p) -> Peer:
+    peer = await asyncio.wait_for(a.connect_to(b.node_info), WAIT)
+    await wait_for_event(b, ConnectedTo)
+    return peer
+
+
+async def test_handshake_from_the_accepting_side_is_bad_handshake() -> None:
+    async with endpoints(node_config(), node_config()) as (victim, bad):
+        await _connect(victim, bad)
+        drain(victim)
+        # The connection the victim dialled: the attacker accepted it, and now
+        # sends a role handshake on it, which only a dialler may do.
+        conn = bad._records[victim.local_addr].inn
+        assert conn is not None and not conn.outgoing
+        victim_out = victim._records[bad.local_addr].out
+        assert victim_out is not None
+        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, bad.our_certificate))
+        bad._dirty.add(conn)
+        bad._flush()
+        ev, _ = await wait_for_event(victim, ConnectionFailure)
+        assert ev.peer_addr == bad.local_addr and "handshake from the accepting side" in ev.error
+        # The victim closed its connection with BAD_HANDSHAKE (the attacker's
+        # view may show DISCONNECTED: the victim also closes the pair's other
+        # connection, and whichever close arrives first wins).
+        assert victim_out.link.down is not None
+        assert victim_out.link.down.error_code == ErrorCode.BAD_HANDSHAKE
+        await _until(lambda: conn.link.down is not None)
+        assert conn.link.down is not None
+        assert conn.link.down.error_code in (ErrorCode.BAD_HANDSHAKE, ErrorCode.DISCONNECTED)
+        assert victim.connected_peers() == []
+
+
+async def test_node_whose_reverse_connection_presents_another_certificate() -> None:
+    """The attacker claims a third node's certificate in its Node handshake;
+    the victim's reverse connection finds the attacker's own certificate."""
+    async with endpoints(node_config(), node_config(), node_config()) as (victim, bad, third):
+        before = set(bad._conns)
+        conn = bad._dial(victim.node_info, echo_only=True)  # no automatic handshake
+        bad._flush()
+        await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)  # type: ignore[arg-type]
+        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, third.our_certificate))
+        bad._dirty.add(conn)
+        bad._flush()
+        reverse: list[Any] = []
+
+        def reverse_down() -> bool:
+            reverse.extend(c for c in bad._conns - before if not c.outgoing and c not in reverse)
+            return bool(reverse) and all(c.link.down is not None for c in reverse)
+
+        await _until(lambda: conn.link.down is not None and reverse_down())
+        assert conn.link.down is not None
+        assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
+        # The pin is enforced inside TLS: the victim's client aborts the
+        # handshake with bad_certificate (CRYPTO_ERROR 0x100 + alert 42).
+        assert [c.link.down.error_code for c in reverse] == [TLS_BAD_CERTIFICATE]
+        # Never visible to the victim's application: no peer, no failure event.
+        assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
+        assert victim.connected_peers() == []
+
+
+async def test_dialling_a_node_that_presents_another_certificate() -> None:
+    async with endpoints(node_config(), node_config(), node_config()) as (victim, bad, third):
+        before = set(bad._conns)
+        with pytest.raises(ConnectionFailedError, match="certificate"):
+            await asyncio.wait_for(
+                victim.connect_to(NodeInfo(bad.local_addr, third.our_certificate)), WAIT
+            )
+        ev, _ = await wait_for_event(victim, ConnectionFailure)  # the application asked
+        assert ev.peer_addr == bad.local_addr and "certificate" in ev.error
+        assert f"{TLS_BAD_CERTIFICATE:#x}" in ev.error
+        new = [c for c in bad._conns - before]
+        await _until(lambda: all(c.link.down is not None for c in new))
+        assert [c.link.down.error_code for c in new] == [TLS_BAD_CERTIFICATE]
+        assert bad.connected_peers() == [] and victim.connected_peers() == []
+
+
+async def test_client_claiming_to_be_a_node_fails_with_reverse_connect_failed() -> None:
+    async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (victim, liar):
+        conn = liar._dial(victim.node_info, echo_only=True)
+        liar._flush()
+        await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)  # type: ignore[arg-type]
+        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, liar.our_certificate))
+        liar._dirty.add(conn)
+        liar._flush()
+        await _until(lambda: conn.link.down is not None)
+        assert conn.link.down is not None
+        assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
+        assert liar._admission.counters.get("refused") == 1  # it refused the reverse dial
+        assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
+
+
+async def test_client_where_a_node_is_being_dialled_is_role_mismatch() -> None:
+    """We are dialling a Node at an address; a Client handshake arrives from
+    that same address: ROLE_MISMATCH, and our own attempt is unaffected."""
+    async with endpoints(node_config(idle_timeout_msec=2_000)) as (victim,):
+        p = await RawPeer.connect(victim.local_addr)
+        try:
+            dial = asyncio.ensure_future(victim.connect_to(NodeInfo(p.addr)))
+            await _until(lambda: p.addr in victim._records)
+            p.send(CONTROL, frame(FrameKind.HANDSHAKE_CLIENT))
+            assert await p.closed_with() == ErrorCode.ROLE_MISMATCH
+            assert not dial.done()
+            await victim.disconnect_from(p.addr)
+            with pytest.raises(ConnectionFailedError):
+                await asyncio.wait_for(dial, WAIT)
+            assert not [e for e in drain(victim) if isinstance(e, ConnectedTo)]
+        finally:
+            p.close()
+
+
+async def test_second_connection_from_a_connected_node_is_a_duplicate() -> None:
+    async with endpoints(node_config(), node_config()) as (victim, bad):
+        await _connect(bad, victim)
+        drain(victim)
+        extra = bad._dial(victim.node_info, echo_only=True)
+        bad._flush()
+        await asyncio.wait_for(asyncio.shield(extra.up_future), WAIT)  # type: ignore[arg-type]
+        extra.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, bad.our_certificate))
+        bad._dirty.add(extra)
+        bad._flush()
+        await _until(lambda: extra.link.down is not None)
+        assert extra.link.down is not None
+        assert extra.link.down.error_code == ErrorCode.DUPLICATE_HANDSHAKE
+        # Only the extra connection is closed: no second peer, and the
+        # established one keeps working.
+        assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
+        assert victim.connected_peers() == [Peer.node(bad.node_info)]
+        out = await asyncio.wait_for(bad.send(Peer.node(victim.node_info), b"ok", 1), WAIT)
+        assert isinstance(out, SentUserMessage)
+
+
+async def test_ca_issued_node_presenting_another_certificate_is_certificate_mismatch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CA-issued certificates cannot be pinned inside TLS (UNVERIFIED mode
+    accepts any chain), so the pin is checked after the handshake: the dialler
+    closes with CERTIFICATE_MISMATCH and reports the failure."""
+    from quic_p2p.certs import create_ca, issue_certificate
+
+    caplog.set_level(logging.INFO, logger="quic_p2p")
+    ca = create_ca("adversarial test CA")
+    cfgs = [node_config(our_complete_cert=issue_certificate(ca, f"n{i}")) for i in range(3)]
+    async with endpoints(*cfgs) as (victim, bad, third):
+        with pytest.raises(ConnectionFailedError, match="does not match"):
+            await asyncio.wait_for(
+                victim.connect_to(NodeInfo(bad.local_addr, third.our_certificate)), WAIT
+            )
+        ev, _ = await wait_for_event(victim, ConnectionFailure)
+        assert ev.peer_addr == bad.local_addr and "does not match" in ev.error
+        # And a Node claiming a certificate that is not its own, at the reverse step.
+        before = set(bad._conns)
+        conn = bad._dial(victim.node_info, echo_only=True)
+        bad._flush()
+        await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)  # type: ignore[arg-type]
+        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, third.our_certificate))
+        bad._dirty.add(conn)
+        bad._flush()
+        reverse: list[Any] = []
+
+        def reverse_down() -> bool:
+            reverse.extend(c for c in bad._conns - before if not c.outgoing and c not in reverse)
+            return bool(reverse) and all(c.link.down is not None for c in reverse)
+
+        await _until(lambda: conn.link.down is not None and reverse_down())
+        assert conn.link.down is not None
+        assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
+        # The victim closes its reverse connection with CERTIFICATE_MISMATCH; the
+        # attacker may only see APPLICATION_ERROR (0x0c): a close sent before the
+        # handshake is confirmed also goes out in Handshake packets, where RFC
+        # 9000 §10.2.3 replaces application codes with it.
+        assert any("does not match the pinned one" in r.getMessage() for r in caplog.records)
+        assert [c.link.down.error_code for c in reverse] in (
+            [ErrorCode.CERTIFICATE_MISMATCH],
+            [0x0C],
+        )
+        assert victim.connected_peers() == []
