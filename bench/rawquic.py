@@ -1,6 +1,8 @@
 """Raw aioquic reference for endpoint benchmarks: the same bytes on a single
-stream, with the same TLS and flow-control settings our endpoint uses, and no
-framing, roles or acknowledgements of ours."""
+stream, with the same TLS, flow-control and datagram-size settings our
+endpoint uses (``quic_p2p.tls`` builds both configurations), and no framing,
+roles or acknowledgements of ours. aioquic's own ``serve()``/``connect()``
+drive it (one socket per connection, transmit after every datagram)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,11 @@ class _Sink(QuicConnectionProtocol):
                 self.transmit()
 
 
+def _cfg() -> Config:
+    # No idle timeout: the connection waits, unused, while other benchmarks run.
+    return Config(ip="127.0.0.1", idle_timeout_msec=0)
+
+
 class RawPair:
     """A server and a connected client, on loopback."""
 
@@ -39,26 +46,36 @@ class RawPair:
         self.client: QuicConnectionProtocol | None = None
         self._client_cm: Any = None
 
+    @property
+    def port(self) -> int:
+        port: int = self.server._transport.get_extra_info("sockname")[1]
+        return port
+
     async def start(self) -> None:
-        # No idle timeout: the connection waits, unused, while other benchmarks run.
-        cfg = Config(ip="127.0.0.1", idle_timeout_msec=0)
         self.server = await serve(
             "127.0.0.1",
             0,
-            configuration=server_configuration(cfg, generate_self_signed()),
+            configuration=server_configuration(_cfg(), generate_self_signed()),
             create_protocol=_Sink,
         )
-        port = self.server._transport.get_extra_info("sockname")[1]
-        self._client_cm = connect("127.0.0.1", port, configuration=client_configuration(cfg, None))
+        self._client_cm = connect(
+            "127.0.0.1", self.port, configuration=client_configuration(_cfg(), None)
+        )
         self.client = await self._client_cm.__aenter__()
 
-    async def handshake_once(self) -> None:
-        """A bare handshake: a fresh client connection to the same server."""
-        port = self.server._transport.get_extra_info("sockname")[1]
-        async with connect(
-            "127.0.0.1", port, configuration=client_configuration(Config(), None)
-        ) as client:
-            await client.ping()
+    async def handshake(self) -> Any:
+        """A bare handshake: a fresh client connection to the same server, up
+        once the client's handshake completed and one PING round trip (so the
+        server has completed too). Returns the open connection's context
+        manager; close it with :meth:`close_handshake` (not part of the timing)."""
+        cm = connect("127.0.0.1", self.port, configuration=client_configuration(_cfg(), None))
+        client = await cm.__aenter__()
+        await client.ping()
+        return cm
+
+    @staticmethod
+    async def close_handshake(cm: Any) -> None:
+        await cm.__aexit__(None, None, None)
 
     async def send_messages(self, messages: list[bytes]) -> None:
         """All messages, back to back, on one new stream; waits for the reply

@@ -85,10 +85,12 @@ class Admission:
         now: float,
         *,
         accepting: bool = True,
+        skip_retry: bool = False,
     ) -> Decision:
         """``accepting=False`` (we are a Client, or at the connection limit)
         refuses Initials with CONNECTION_REFUSED instead of letting the peer
-        time out."""
+        time out. ``skip_retry``: the caller has validated this address
+        otherwise (RFC 9000 §8.1), so a tokenless Initial is accepted."""
         if info.packet_type == PacketType.UNKNOWN_VERSION:
             return self._count(
                 Reply(
@@ -109,7 +111,7 @@ class Admission:
                 info.version, info.dcid, info.scid, QuicErrorCode.CONNECTION_REFUSED
             )
             return self._count(Reply(close, "refused"))
-        if not self.retry or (not info.token and not self._under_load(now)):
+        if not self.retry or (not info.token and (skip_retry or not self._under_load(now))):
             return self._count(Accept(info.dcid, None))
         addr_key = address_bytes(addr[0], addr[1])
         now_ms = int(now * 1000)

@@ -11,7 +11,9 @@ adapter loop: feed it, drain its events, transmit, re-arm its one timer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from typing import Any
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicErrorCode
 
 from . import certs, tls
 from .accel import RetryTokens, classify_datagram
@@ -75,6 +78,16 @@ CACHE_SAVE_DELAY = 0.05
 ADDRESS_CACHE_SIZE = 4096
 #: Default cap on concurrent QUIC connections of one endpoint.
 DEFAULT_MAX_CONNECTIONS = 1_000
+#: Datagrams read per wake-up: asyncio's datagram transport reads one per
+#: readiness event, then the loop selects again; we drain what is queued (up
+#: to this many) and transmit once, so a burst of packets is answered with one
+#: flush (coalesced ACKs) instead of one per datagram.
+RECV_BATCH = 64
+#: Largest UDP payload we read (IPv4/IPv6 maximum).
+RECV_BUFFER = 65_535
+#: Socket buffers asked for (the kernel caps them at net.core.[rw]mem_max): a
+#: full congestion window arriving between two reads must not be dropped.
+SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 class ConnectionFailedError(QuicP2pError):
@@ -162,6 +175,9 @@ class _Record:
     pending_sends: list[_Send] = field(default_factory=list)
     pending_reads: list[tuple[_Conn, Frame]] = field(default_factory=list)
     reverse_timer: asyncio.TimerHandle | None = None
+    #: The one Initial we accept without a Retry from this address while we
+    #: wait for its reverse connection has arrived (see _skip_retry).
+    reverse_admitted: bool = False
     bootstrap: _BootstrapGroup | None = None
     failure: str = ""
 
@@ -184,7 +200,23 @@ class _Protocol(asyncio.DatagramProtocol):
         self.endpoint = endpoint
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.endpoint._datagram_received(data, addr)
+        endpoint = self.endpoint
+        endpoint._datagram_received(data, addr)
+        # Drain what else is queued on the socket, then transmit once.
+        sock = endpoint._sock
+        if sock is not None:
+            receive = endpoint._datagram_received
+            recvfrom = sock.recvfrom
+            for _ in range(RECV_BATCH - 1):
+                try:
+                    data, addr = recvfrom(RECV_BUFFER)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    self.error_received(exc)
+                    break
+                receive(data, addr)
+        endpoint._flush()
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (e.g. port unreachable) arrive here; QUIC's own timers
@@ -229,6 +261,8 @@ class QuicP2p:
                 self.config, self._cert, connection_id_length=CID_LENGTH
             )
         self._transport: asyncio.DatagramTransport | None = None
+        #: A duplicate of the transport's socket, to drain queued datagrams.
+        self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cids: dict[bytes, _Conn] = {}
         self._conns: set[_Conn] = set()
@@ -268,6 +302,7 @@ class QuicP2p:
         )
         self._transport = transport
         self._local_addr = normalize_address(transport.get_extra_info("sockname"))
+        self._sock = _drain_socket(transport)
         if self.config.keep_alive_interval_msec > 0 or self.send_timeout:
             self._spawn(self._housekeeping())
         log.info("endpoint %s bound to %s:%d", self.config.our_type.value, *self._local_addr)
@@ -292,6 +327,9 @@ class QuicP2p:
         if self._cache_save is not None:
             self._cache_save.cancel()
             self._save_cache()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         if self._transport is not None:
             self._transport.close()
             # Let the transport finish closing its socket before we return.
@@ -634,8 +672,9 @@ class QuicP2p:
                 self._bump("dropped: unknown connection")
                 return
             accepting = self._server_cfg is not None and len(self._conns) < self.max_connections
+            skip_retry = not info.token and self._skip_retry(addr)
             decision = self._admission.decide(
-                info, len(data), addr, self._now(), accepting=accepting
+                info, len(data), addr, self._now(), accepting=accepting, skip_retry=skip_retry
             )
             if isinstance(decision, Reply):
                 assert self._transport is not None
@@ -645,14 +684,51 @@ class QuicP2p:
                 self._bump(f"dropped: {decision.reason}")
                 return
             conn = self._accept(decision, info.dcid, addr)
+            fresh = True
+        else:
+            fresh = False
         try:
             conn.quic.receive_datagram(data, addr, now=self._now())
         except Exception:  # aioquic closes on bad packets; this is a safety net
             log.exception("aioquic failed on a datagram from %s", addr)
             self._bump("dropped: aioquic error")
+        if fresh and not self._answers(conn):
+            # An Initial that does not decrypt elicits nothing: keep no state
+            # for it (with retry off, junk would otherwise hold a slot).
+            self._forget(conn)
+            self._bump("dropped: undecryptable Initial")
+            return
         self._dirty.add(conn)
         self._process(conn)
-        self._flush_soon()
+        # (The protocol transmits once the socket is drained.)
+
+    def _answers(self, conn: _Conn) -> bool:
+        """Sends what a new connection has to say; False when it has nothing."""
+        datagrams = conn.quic.datagrams_to_send(now=self._now())
+        if self._transport is not None:
+            for data, addr in datagrams:
+                self._transport.sendto(data, addr)
+        return bool(datagrams)
+
+    def _skip_retry(self, addr: Address) -> bool:
+        """A Node we dialled, whose certificate we verified, must now connect
+        back to us from the very address we reached it at: that address is
+        already validated by our own handshake with it (RFC 9000 §8.1 lets a
+        server skip the Retry then). Its first Initial is accepted directly,
+        saving a round trip and a second ClientHello on its side; once only,
+        so a spoofer of that address gains at most one connection attempt."""
+        record = self._records.get(addr)
+        if (
+            record is None
+            or record.reverse_timer is None
+            or record.connected
+            or record.dead
+            or record.reverse_admitted
+        ):
+            return False
+        record.reverse_admitted = True
+        self._bump("retry skipped: awaited reverse connection")
+        return True
 
     def _accept(self, decision: Accept, dcid: bytes, addr: Address) -> _Conn:
         assert self._server_cfg is not None
@@ -1128,6 +1204,24 @@ class QuicP2p:
         self.stats[key] = self.stats.get(key, 0) + 1
 
 
+def _drain_socket(transport: asyncio.DatagramTransport) -> socket.socket | None:
+    """Enlarges the socket buffers and returns a non-blocking duplicate of the
+    transport's socket (asyncio exposes no read call on it), or ``None`` if the
+    loop's transport has no socket (then we read one datagram per wake-up)."""
+    tsock = transport.get_extra_info("socket")
+    if tsock is None:
+        return None
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):  # a platform refusing is harmless
+            tsock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+    try:
+        sock: socket.socket = tsock.dup()
+    except (AttributeError, OSError):  # pragma: no cover
+        return None
+    sock.setblocking(False)
+    return sock
+
+
 def _claim_matches(record: _Record, claimed: bytes) -> bool:
     """A Node's claimed certificate must be the one we know for that address:
     pinned when we dialled it, or presented on our own connection to it."""
@@ -1140,13 +1234,29 @@ def _claim_matches(record: _Record, claimed: bytes) -> bool:
 
 
 def _describe_close(ev: LinkDown) -> str:
-    """A human reason for a closed connection, naming our codes."""
-    who = "peer" if ev.by_peer else "we"
-    try:
-        name = ErrorCode(ev.error_code).name.lower().replace("_", " ")
-    except ValueError:
-        name = f"code {ev.error_code:#x}"
-    if ev.error_code == ErrorCode.REVERSE_CONNECT_FAILED:
-        return "the peer could not connect back to us (we are not reachable as a Node)"
+    """A human reason for a closed connection: our application codes by name,
+    QUIC transport codes (and TLS alerts) by theirs."""
     detail = f": {ev.reason}" if ev.reason else ""
-    return f"{who} closed the connection ({name}){detail}"
+    if ev.application:
+        if ev.error_code == ErrorCode.REVERSE_CONNECT_FAILED:
+            return "the peer could not connect back to us (we are not reachable as a Node)"
+        try:
+            name = ErrorCode(ev.error_code).name.lower().replace("_", " ")
+        except ValueError:
+            name = f"code {ev.error_code:#x}"
+        return f"{'peer' if ev.by_peer else 'we'} closed the connection ({name}){detail}"
+    if ev.reason == "Idle timeout":
+        return "idle timeout: no packets from the peer in time"
+    if ev.error_code == QuicErrorCode.CONNECTION_REFUSED:
+        return "the peer refused the connection (its connection limit, or it is a Client)"
+    if ev.error_code == QuicErrorCode.INVALID_TOKEN:
+        return "the peer rejected our retry token"
+    if 0x100 <= ev.error_code <= 0x1FF:
+        return (
+            f"TLS handshake failed (alert {ev.error_code - 0x100}, code {ev.error_code:#x}){detail}"
+        )
+    try:
+        name = QuicErrorCode(ev.error_code).name
+    except ValueError:
+        name = f"{ev.error_code:#x}"
+    return f"connection closed by QUIC ({name}){detail}"

@@ -66,11 +66,15 @@ class LinkRefused:
 
 @dataclass(frozen=True)
 class LinkDown:
-    """The connection ended. ``error_code`` is QUIC's (transport or application)."""
+    """The connection ended. ``application`` tells an application error code
+    (ours, ``ErrorCode``) from a QUIC transport one (``QuicErrorCode``, TLS
+    alerts at 0x100 + alert). ``by_peer``: the peer sent the close; a transport
+    close may also be aioquic's own (idle timeout, a certificate we rejected)."""
 
     error_code: int
     reason: str
     by_peer: bool
+    application: bool = True
 
 
 LinkEvent = LinkUp | LinkFrame | LinkAcked | LinkRefused | LinkDown
@@ -177,7 +181,15 @@ class Link:
             return []
         if isinstance(event, qe.ConnectionTerminated) and self.down is None:
             # (When we closed it ourselves, LinkDown was reported at close().)
-            self.down = LinkDown(event.error_code, event.reason_phrase, by_peer=True)
+            # aioquic reports application closes with frame_type None; it only
+            # ever receives those, whereas transport closes may be its own.
+            application = event.frame_type is None
+            self.down = LinkDown(
+                event.error_code,
+                event.reason_phrase,
+                by_peer=application,
+                application=application,
+            )
             return [self.down]
         return []
 

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netlab import PUB2_ADDR, RDV_ADDR, NetLab, missing_capability
 
 import quic_p2p
+
+from netlab import PUB2_ADDR, RDV_ADDR, NetLab, missing_capability
 
 pytestmark = [
     pytest.mark.netns,
