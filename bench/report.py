@@ -248,7 +248,11 @@ def render(json_path: Path, out: Path, command: str) -> str:
             pairs.setdefault(key, {})[r["param"]] = r["median"]
     for group, m in sorted(pairs.items()):
         if "c" in m and "py" in m:
-            note = " (info: one call, cffi crossing)" if group.startswith("info-") else ""
+            note = (
+                " (info: reported, not gated; see its docstring)"
+                if group.startswith("info-")
+                else ""
+            )
             lines.append(
                 f"| {group}{note} | {_t(m['c'])} | {_t(m['py'])} | {m['py'] / m['c']:.2f}x |"
             )
