@@ -73,7 +73,9 @@
 #define QP2P_KIND_USER_MESSAGE     5  /* body: the user's bytes; msg_id set */
 #define QP2P_KIND_ACK              6  /* body: msg_ids received (8 bytes each) */
 #define QP2P_KIND_REJECT           7  /* msg_id refused; body: u8 reason */
-#define QP2P_KIND_MAX              7
+#define QP2P_KIND_PUNCH_REQUEST    8  /* to a rendezvous; body: target address */
+#define QP2P_KIND_PUNCH_INFO       9  /* from a rendezvous; body: see wire.py */
+#define QP2P_KIND_MAX              9
 
 typedef struct {
     uint64_t msg_id;

@@ -57,6 +57,10 @@ def frame_kinds() -> str:
         "USER_MESSAGE": "the user's bytes; `msg_id` is acknowledged",
         "ACK": "the `msg_id`s received, 8 bytes each",
         "REJECT": "one byte, the reason; `msg_id` is the refused message",
+        "PUNCH_REQUEST": "to a rendezvous: the target's address; `msg_id` correlates the answer",
+        "PUNCH_INFO": "from a rendezvous: u16 start delay (ms), u8 address length, the other "
+        "side's address as the rendezvous sees it, its certificate; `msg_id` of the request, "
+        "or 0 for the target",
     }
     rows = [[str(int(k)), f"`{k.name}`", bodies.get(k.name, "")] for k in types.FrameKind]
     return _table(["kind", "name", "body"], rows)

@@ -47,7 +47,17 @@ from .events import (
 from .link import Link, LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
 from .peer import Address, NodeInfo, Peer, PeerKind, normalize_address
 from .roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_up
-from .wire import ErrorCode, RejectReason, decode_address, encode_address, encode_reject, frame
+from .wire import (
+    ErrorCode,
+    RejectReason,
+    WireError,
+    decode_address,
+    decode_punch_info,
+    encode_address,
+    encode_punch_info,
+    encode_reject,
+    frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,16 @@ ECHO_QUORUM = 3
 MAX_PENDING_READS = 256
 #: Events waiting for the user before new user messages are refused (unsent).
 DEFAULT_EVENT_CAPACITY = 65_536
+#: Hole punching: attempts per connect_to(via=...), the QUIC handshake
+#: timeout of each (Initials are retransmitted within it), the pause between
+#: attempts (doubled each time), and the common start delay the rendezvous
+#: gives both sides (a fixed margin: aioquic exposes no RTT estimate).
+PUNCH_ATTEMPTS = 3
+PUNCH_HANDSHAKE_TIMEOUT = 3.0
+PUNCH_BACKOFF = 0.25
+PUNCH_START_DELAY_MS = 50
+#: Punches a node will join at once when a rendezvous asks (abuse bound).
+PUNCH_MAX_PENDING = 16
 #: Bootstrap contacts dialled at once.
 BOOTSTRAP_PARALLEL = 8
 #: A bootstrap gives up after this long, whatever is still in flight.
@@ -149,8 +169,13 @@ class _Conn:
     target: NodeInfo | None = None
     handshake: FrameKind | None = None
     echo_only: bool = False
+    #: The QUIC handshake deadline (seconds) of an outgoing connection.
+    timeout: float = HANDSHAKE_TIMEOUT
     outstanding: dict[int, _Send] = field(default_factory=dict)
     echo_waiters: dict[int, asyncio.Future[Address]] = field(default_factory=dict)
+    punch_waiters: dict[int, asyncio.Future[tuple[int, Address, bytes]]] = field(
+        default_factory=dict
+    )
     up_future: asyncio.Future[None] | None = None
     deadline: asyncio.TimerHandle | None = None
     next_echo_id: int = 1
@@ -279,6 +304,7 @@ class QuicP2p:
         self._cache_store: CacheStore | None = None
         self._cache_save: asyncio.TimerHandle | None = None
         self._bootstrap: _BootstrapGroup | None = None
+        self._punches_pending = 0
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> QuicP2p:
@@ -368,22 +394,78 @@ class QuicP2p:
     async def next_event(self) -> Event:
         return await self._channel.get()
 
-    async def connect_to(self, node: NodeInfo) -> Peer:
+    async def connect_to(
+        self, node: NodeInfo, *, via: NodeInfo | Peer | Address | None = None
+    ) -> Peer:
         """Connects to a Node; returns once it is connected (for a Node peer:
-        both directions proven). Raises ``ConnectionFailedError``."""
+        both directions proven). Raises ``ConnectionFailedError``.
+
+        ``via``: a Node we are connected to that is also connected to ``node``
+        (a rendezvous). It tells each side the other's address as it sees
+        them and a common start time, and both dial at once from their one
+        socket, so NAT mappings open both ways (hole punching). ``node`` is
+        given as the rendezvous knows it; both sides must be Nodes."""
         self._check_running()
         if not isinstance(node, NodeInfo):
             raise TypeError("connect_to takes a NodeInfo")
         record = self._records.get(node.peer_addr)
         if record is not None and record.connected:
             return record.peer()
-        record = self._connect(node, we_contacted=True)
-        future: asyncio.Future[Peer] = self._running_loop().create_future()
+        if via is not None:
+            return await self._connect_via(node, via)
+        return await self._connect_and_wait(node, HANDSHAKE_TIMEOUT)
+
+    async def _connect_and_wait(self, node: NodeInfo, handshake_timeout: float) -> Peer:
+        record = self._connect(node, we_contacted=True, timeout=handshake_timeout)
         if record.dead:
             raise ConnectionFailedError(node.peer_addr, record.failure)
+        future: asyncio.Future[Peer] = self._running_loop().create_future()
         record.waiters.append(future)
         self._flush_soon()
         return await future
+
+    async def _connect_via(self, node: NodeInfo, via: NodeInfo | Peer | Address) -> Peer:
+        via_addr = via.peer_addr if isinstance(via, (NodeInfo, Peer)) else normalize_address(via)
+        if self.config.our_type is not OurType.NODE:
+            raise QuicP2pError("hole punching connects Nodes; a Client connects directly")
+        reasons: list[str] = []
+        for attempt in range(PUNCH_ATTEMPTS):
+            rendezvous = self._records.get(via_addr)
+            conn = None if rendezvous is None else (rendezvous.out or rendezvous.inn)
+            if rendezvous is None or not rendezvous.connected or conn is None:
+                raise ConnectionFailedError(node.peer_addr, "not connected to the rendezvous")
+            msg_id = conn.next_echo_id
+            conn.next_echo_id += 1
+            answer: asyncio.Future[tuple[int, Address, bytes]] = (
+                self._running_loop().create_future()
+            )
+            conn.punch_waiters[msg_id] = answer
+            conn.link.send_frame(
+                frame(FrameKind.PUNCH_REQUEST, encode_address(node.peer_addr), msg_id)
+            )
+            self._dirty.add(conn)
+            self._flush_soon()
+            try:
+                delay_ms, addr, cert = await asyncio.wait_for(answer, ECHO_TIMEOUT)
+            except TimeoutError:
+                reasons.append("the rendezvous did not answer")
+                continue
+            except EchoError as exc:
+                raise ConnectionFailedError(node.peer_addr, str(exc)) from None
+            finally:
+                conn.punch_waiters.pop(msg_id, None)
+            await asyncio.sleep(delay_ms / 1000)
+            target = NodeInfo(addr, node.peer_cert_der or cert)
+            try:
+                return await self._connect_and_wait(target, PUNCH_HANDSHAKE_TIMEOUT)
+            except ConnectionFailedError as exc:
+                reasons.append(f"attempt {attempt + 1}: {exc.reason}")
+            await asyncio.sleep(PUNCH_BACKOFF * 2**attempt)
+        raise ConnectionFailedError(
+            node.peer_addr,
+            f"hole punching failed after {PUNCH_ATTEMPTS} attempts (a NAT that maps each "
+            "destination to a new port, i.e. symmetric, cannot be punched): " + "; ".join(reasons),
+        )
 
     async def send(
         self, peer: Peer | NodeInfo, msg: bytes, token: int = 0
@@ -573,8 +655,8 @@ class QuicP2p:
             self._resolve(s, False, "not connected to that client")
 
     def _send_on(self, record: _Record, s: _Send) -> None:
-        conn = record.out if record.out is not None else record.inn
-        if conn is None or conn.link.down is not None:
+        conn = self._send_conn(record)
+        if conn is None:
             self._resolve(s, False, "connection lost")
             return
         msg_id = conn.link.send_user_message(s.msg)
@@ -594,7 +676,9 @@ class QuicP2p:
         s.future.set_result(outcome)
 
     # ------------------------------------------------------------ connecting
-    def _connect(self, node: NodeInfo, *, we_contacted: bool) -> _Record:
+    def _connect(
+        self, node: NodeInfo, *, we_contacted: bool, timeout: float = HANDSHAKE_TIMEOUT
+    ) -> _Record:
         record = self._records.get(node.peer_addr)
         if record is None:
             record = self._records[node.peer_addr] = _Record(node.peer_addr)
@@ -603,7 +687,7 @@ class QuicP2p:
             if not record.cert:
                 record.cert = node.peer_cert_der
             try:
-                conn = self._dial(node, echo_only=False)
+                conn = self._dial(node, echo_only=False, timeout=timeout)
             except ConnectionFailedError as exc:
                 self._fail(record, exc.reason, ErrorCode.REFUSED)
                 return record
@@ -614,7 +698,9 @@ class QuicP2p:
                 record.frm = FromPeer.NOT_NEEDED
         return record
 
-    def _dial(self, node: NodeInfo, *, echo_only: bool) -> _Conn:
+    def _dial(
+        self, node: NodeInfo, *, echo_only: bool, timeout: float = HANDSHAKE_TIMEOUT
+    ) -> _Conn:
         """Starts an outgoing connection; ``ConnectionFailedError`` when it
         cannot even start (unusable certificate in the NodeInfo, limit)."""
         try:
@@ -640,7 +726,8 @@ class QuicP2p:
         )
         loop = self._running_loop()
         conn.up_future = loop.create_future()
-        conn.deadline = loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout, conn)
+        conn.timeout = timeout
+        conn.deadline = loop.call_later(timeout, self._handshake_timeout, conn)
         self._register(conn, quic.host_cid)
         quic.connect(node.peer_addr, now=self._now())
         self._dirty.add(conn)
@@ -837,6 +924,10 @@ class QuicP2p:
                 s = conn.outstanding.pop(msg_id, None)
                 if s is not None:
                     self._resolve(s, True)
+        elif isinstance(ev, LinkRefused) and ev.reason is RejectReason.UNKNOWN_PEER:
+            waiter = conn.punch_waiters.get(ev.msg_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(EchoError("the rendezvous is not connected to that peer"))
         elif isinstance(ev, LinkRefused):
             s = conn.outstanding.pop(ev.msg_id, None)
             if s is not None:
@@ -926,14 +1017,16 @@ class QuicP2p:
             if waiter is not None and not waiter.done():
                 try:
                     waiter.set_result(decode_address(f.body))
-                except QuicP2pError as exc:  # WireError is remote, but report it
-                    waiter.set_exception(EchoError(str(exc)))
-                except Exception as exc:
+                except (WireError, ValueError) as exc:
                     waiter.set_exception(EchoError(f"bad echo response: {exc}"))
         elif kind in (FrameKind.HANDSHAKE_NODE, FrameKind.HANDSHAKE_CLIENT):
             self._on_handshake(conn, f)
         elif kind == FrameKind.USER_MESSAGE:
             self._on_user_message(conn, f)
+        elif kind == FrameKind.PUNCH_REQUEST:
+            self._on_punch_request(conn, f)
+        elif kind == FrameKind.PUNCH_INFO:
+            self._on_punch_info(conn, f)
         else:
             self._violation(conn, ErrorCode.BAD_FRAME, f"unexpected frame kind {kind}")
 
@@ -988,6 +1081,71 @@ class QuicP2p:
             self._connect(NodeInfo(addr, f.body), we_contacted=False)
         elif action is Action.COMPLETE:
             self._complete(record)
+
+    def _on_punch_request(self, conn: _Conn, f: Frame) -> None:
+        """As the rendezvous: tell both sides where the other is, as we see them."""
+        asker = conn.record
+        if asker is None or not asker.connected:
+            self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, "punch request before handshake")
+            return
+        try:
+            target = self._records.get(decode_address(f.body))
+        except WireError as exc:
+            self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
+            return
+        to_asker = conn  # the answer goes back where the asker waits for it
+        to_target = None if target is None else self._send_conn(target)
+        if (
+            target is None
+            or not target.connected
+            or target.kind is not PeerKind.NODE
+            or asker.kind is not PeerKind.NODE
+            or to_target is None
+        ):
+            self._refuse(conn, f.msg_id, RejectReason.UNKNOWN_PEER)
+            return
+        delay = PUNCH_START_DELAY_MS
+        to_asker.link.send_frame(encode_punch_info(f.msg_id, delay, target.addr, target.cert))
+        to_target.link.send_frame(encode_punch_info(0, delay, asker.addr, asker.cert))
+        self._dirty.update((to_asker, to_target))
+        self._bump("punches relayed")
+
+    def _on_punch_info(self, conn: _Conn, f: Frame) -> None:
+        try:
+            delay_ms, addr, cert = decode_punch_info(f.body)
+        except WireError as exc:
+            self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
+            return
+        if f.msg_id:  # the answer to our own request
+            waiter = conn.punch_waiters.get(f.msg_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result((delay_ms, addr, cert))
+            return
+        # A rendezvous we are connected to asks us to dial the other side too.
+        rendezvous = conn.record
+        if (
+            rendezvous is None
+            or not rendezvous.connected
+            or rendezvous.kind is not PeerKind.NODE
+            or self.config.our_type is not OurType.NODE
+            or self._punches_pending >= PUNCH_MAX_PENDING
+            or addr in self._records
+        ):
+            self._bump("punches declined")
+            return
+        self._punches_pending += 1
+        self._running_loop().call_later(delay_ms / 1000, self._punch, NodeInfo(addr, cert))
+
+    def _punch(self, node: NodeInfo) -> None:
+        self._punches_pending -= 1
+        if not self._closing and node.peer_addr not in self._records:
+            self._connect(node, we_contacted=False, timeout=PUNCH_HANDSHAKE_TIMEOUT)
+            self._flush_soon()
+
+    def _send_conn(self, record: _Record) -> _Conn | None:
+        """The connection we send to a connected peer on."""
+        conn = record.out if record.out is not None else record.inn
+        return conn if conn is not None and conn.link.down is None else None
 
     def _on_user_message(self, conn: _Conn, f: Frame) -> None:
         record = conn.record
@@ -1107,7 +1265,7 @@ class QuicP2p:
         if conn.link.down is not None:
             return
         if conn.outgoing and not conn.link.up:
-            reason = f"no answer within {HANDSHAKE_TIMEOUT:g} s"
+            reason = f"no answer within {conn.timeout:g} s"
         elif not conn.outgoing and conn.handshake is None:
             reason = "no role handshake"
         else:

@@ -15,6 +15,11 @@ Bodies:
   USER_MESSAGE      the user's bytes (msg_id: the sender's id, acknowledged)
   ACK               msg_ids received, 8 bytes each, big-endian
   REJECT            one byte: RejectReason (msg_id: the refused message)
+  PUNCH_REQUEST     the target's address (as the rendezvous knows it); msg_id
+                    correlates the answer
+  PUNCH_INFO        u16 start delay (ms) | u8 address length | the other side's
+                    address as the rendezvous sees it | its certificate (DER,
+                    may be empty); msg_id: the request's, or 0 for the target
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class ErrorCode(IntEnum):
 class RejectReason(IntEnum):
     TOO_LARGE = 1  # above the receiver's max_msg_size_allowed
     BUSY = 2  # the receiver's user is not reading events fast enough
+    UNKNOWN_PEER = 3  # a rendezvous is not connected to the punch target
 
 
 class WireError(RemoteProtocolError):
@@ -109,3 +115,17 @@ def decode_reject(f: Frame) -> RejectReason:
         return RejectReason(reason)
     except ValueError:
         raise WireError("REJECT body must be one known reason byte") from None
+
+
+def encode_punch_info(msg_id: int, delay_ms: int, addr: Address, cert_der: bytes) -> bytes:
+    packed = encode_address(addr)
+    body = min(delay_ms, 0xFFFF).to_bytes(2, "big") + bytes([len(packed)]) + packed + cert_der
+    return frame(FrameKind.PUNCH_INFO, body, msg_id)
+
+
+def decode_punch_info(body: bytes) -> tuple[int, Address, bytes]:
+    """(start delay in ms, address, certificate)."""
+    if len(body) < 3 or len(body) < 3 + body[2]:
+        raise WireError("PUNCH_INFO body too short")
+    alen = body[2]
+    return int.from_bytes(body[:2], "big"), decode_address(body[3 : 3 + alen]), body[3 + alen :]

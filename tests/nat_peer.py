@@ -3,7 +3,10 @@ namespaces (``ip netns exec NS python tests/nat_peer.py ...``).
 
 Prints ``{"ready": <NodeInfo dict>}`` once bound, then answers each command
 line on stdin with one JSON line:
-  {"op": "connect", "contact": {...}}  -> {"ok": "<peer addr>"} | {"error": "..."}
+  {"op": "connect", "contact": {...}, "via": "host:port"?}
+                                        -> {"ok": "<peer addr>"} | {"error": "..."}
+  {"op": "restart"}                     -> a new endpoint on a new port, connected
+                                           to the --contact nodes again; {"ok": info}
   {"op": "echo"}                        -> {"ok": "<our addr as seen>"} | {"error": ...}
   {"op": "send", "to": {...}, "msg": s} -> {"ok": "sent"} | {"error": "<unsent reason>"}
   {"op": "peers"}                       -> {"ok": ["addr", ...]}
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import replace
 
 from quic_p2p import (
     Config,
@@ -26,7 +30,7 @@ from quic_p2p import (
     QuicP2pError,
     SentUserMessage,
 )
-from quic_p2p.peer import format_address
+from quic_p2p.peer import format_address, parse_address
 
 
 async def main() -> None:
@@ -43,6 +47,7 @@ async def main() -> None:
         our_type=OurType.parse(args.type),
         hard_coded_contacts=tuple(NodeInfo.from_json(c) for c in args.contact),
         idle_timeout_msec=5000,
+        keep_alive_interval_msec=1000,
         bootstrap_cache_dir="/tmp/qp2p-nat-peer-cache",
     )
     loop = asyncio.get_running_loop()
@@ -52,23 +57,42 @@ async def main() -> None:
     def say(obj: object) -> None:
         print(json.dumps(obj), flush=True)
 
-    async with QuicP2p(config) as ep:
+    ep = QuicP2p(config)
+    await ep.start()
+    try:
+        for contact in config.hard_coded_contacts:
+            await ep.connect_to(contact)
         say({"ready": ep.node_info.to_dict()})
         while line := await reader.readline():
             cmd = json.loads(line)
             try:
                 async with asyncio.timeout(args.timeout):
-                    say({"ok": await run(ep, cmd)})
+                    if cmd["op"] == "restart":
+                        # A fresh socket on a new port: new NAT mappings.
+                        await ep.aclose()
+                        ep = QuicP2p(replace(config, port=0))
+                        await ep.start()
+                        for contact in config.hard_coded_contacts:
+                            await ep.connect_to(contact)
+                        say({"ok": ep.node_info.to_dict()})
+                    else:
+                        say({"ok": await run(ep, cmd)})
             except (QuicP2pError, TimeoutError) as exc:
                 say({"error": str(exc) or type(exc).__name__})
             if cmd["op"] == "quit":
                 return
+    finally:
+        await ep.aclose()
 
 
 async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
     op = cmd["op"]
     if op == "connect":
-        peer = await ep.connect_to(NodeInfo.from_dict(cmd["contact"]))
+        via = cmd.get("via")
+        peer = await ep.connect_to(
+            NodeInfo.from_dict(cmd["contact"]),
+            via=parse_address(str(via)) if via else None,
+        )
         return format_address(peer.peer_addr)
     if op == "echo":
         return format_address((await ep.our_connection_info()).peer_addr)
@@ -77,6 +101,15 @@ async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
         if isinstance(out, SentUserMessage):
             return "sent"
         raise QuicP2pError(out.reason)
+    if op == "stats":
+        return {
+            "stats": ep.stats,
+            "admission": ep._admission.counters,
+            "records": {
+                format_address(a): [r.to.name, r.frm.name, r.connected]
+                for a, r in ep._records.items()
+            },
+        }
     if op == "peers":
         return [format_address(p.peer_addr) for p in ep.connected_peers()]
     if op == "quit":

@@ -20,6 +20,8 @@ rewrites the source with nftables, by behaviour:
 - ``symmetric``: ``masquerade fully-random`` — a new random public port for
   every destination (address-and-port-dependent mapping).
 
+Every NAT drops unsolicited inbound packets addressed to itself (no ICMP).
+
 Run as a script (``ci/netlab up|down|status``) or through the ``netlab``
 pytest fixture (tests/conftest.py). Needs root, ``ip netns`` and ``nft``;
 :func:`missing_capability` says what is missing so tests can skip cleanly.
@@ -195,6 +197,17 @@ class NetLab:
                 "  }",
             ]
         rules.append("}")
+        # Unsolicited inbound packets are dropped, as a home router does (not
+        # answered with ICMP). Dropped in the input hook, their conntrack entry
+        # is never confirmed, so one arriving before our own outgoing packet
+        # does not claim the port mapping a hole punch is about to use.
+        rules += [
+            "table ip filter {",
+            "  chain input { type filter hook input priority filter;",
+            f'    iifname "{wan}" ct state new drop',
+            "  }",
+            "}",
+        ]
         self.ns_run(h.nat_ns, "nft", "-f", "-", input="\n".join(rules) + "\n")
 
     # ------------------------------------------------------------ use

@@ -429,3 +429,30 @@ def test_config_rejects_bad_values() -> None:
     ):
         with pytest.raises(ConfigError):
             Config(**kw)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ hole punching (loopback)
+async def test_connect_via_a_rendezvous() -> None:
+    """On loopback there is no NAT, but the exchange is the same: the
+    rendezvous tells both sides, both dial, one pair of connections results."""
+    async with endpoints(node_config(), node_config(), node_config()) as (r, a, b):
+        await connect(a, r)
+        await connect(b, r)
+        drain(a)
+        drain(b)
+        peer = await asyncio.wait_for(a.connect_to(b.node_info, via=r.node_info), WAIT)
+        assert peer == Peer.node(b.node_info)
+        ev, _ = await wait_for_event(b, ConnectedTo)
+        assert ev.peer == Peer.node(a.node_info)
+        assert r.stats.get("punches relayed") == 1
+        assert isinstance(await a.send(peer, b"direct", 1), SentUserMessage)
+        assert (await wait_for_event(b, NewMessage))[0].msg == b"direct"
+
+
+async def test_connect_via_a_rendezvous_that_does_not_know_the_peer() -> None:
+    async with endpoints(node_config(), node_config()) as (r, a):
+        await connect(a, r)
+        with pytest.raises(ConnectionFailedError, match="not connected to that peer"):
+            await asyncio.wait_for(a.connect_to(NodeInfo(("127.0.0.1", 9)), via=r.local_addr), WAIT)
+        with pytest.raises(ConnectionFailedError, match="not connected to the rendezvous"):
+            await a.connect_to(NodeInfo(("127.0.0.1", 9)), via=("127.0.0.1", 1))

@@ -12,6 +12,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ pytestmark = [
 ]
 
 PEER = Path(__file__).resolve().parent / "nat_peer.py"
+PUNCH_ATTEMPTS_PER_PAIR = int(os.environ.get("QUIC_P2P_PUNCH_ATTEMPTS", "20"))
 ENV = {
     **os.environ,
     "PYTHONUNBUFFERED": "1",
@@ -169,3 +171,69 @@ def test_node_behind_nat_proof_and_third_party_reachability(
     pub2 = agent(lab, lab.pub2, "--ip", PUB2_ADDR, "--port", "4433")
     result = pub2.ask("connect", contact=as_seen, timeout=60)
     assert ("ok" in result) == third_party_reaches, result
+
+
+def _punch_lab(lab: NetLab) -> tuple[Agent, Agent, Agent]:
+    """A rendezvous Node on the public side and a Node behind each NAT, both
+    connected to it (the proof rides the mapping their dial created)."""
+    rdv = agent(lab, lab.rdv, "--ip", RDV_ADDR, "--port", "4433")
+    contact = json.dumps(rdv.info)
+    a = agent(lab, lab.hosts[0].ns, "--ip", "0.0.0.0", "--contact", contact, "--timeout", "60")
+    b = agent(lab, lab.hosts[1].ns, "--ip", "0.0.0.0", "--contact", contact, "--timeout", "60")
+    return rdv, a, b
+
+
+def _attempt(rdv: Agent, a: Agent, b: Agent, host_b_public: str) -> tuple[bool, float, str]:
+    """One punch from a to b via the rendezvous: (direct, seconds, detail)."""
+    seen: list[str] = []
+    for _ in range(50):  # until the rendezvous has dropped b's previous socket
+        seen = [str(p) for p in rdv.ask("peers")["ok"] if str(p).startswith(host_b_public + ":")]  # type: ignore[union-attr]
+        if len(seen) == 1:
+            break
+        time.sleep(0.1)
+    assert len(seen) == 1, seen
+    target = {"peer_addr": seen[0], "peer_cert_der": b.info["peer_cert_der"]}
+    started = time.monotonic()
+    result = a.ask("connect", contact=target, via=f"{RDV_ADDR}:4433", timeout=90)
+    return "ok" in result, time.monotonic() - started, str(result)
+
+
+def _fresh(*agents: Agent) -> None:
+    for x in agents:
+        answer = x.ask("restart", timeout=60)
+        assert "ok" in answer, answer
+        x.info = answer["ok"]  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("lab", [("cone", "cone")], indirect=True, ids=["cone-cone"])
+def test_hole_punching_between_cone_nats(lab: NetLab) -> None:
+    """20 punches, each from fresh sockets (new NAT mappings): direct
+    connections between two Nodes behind port-restricted cone NATs."""
+    rdv, a, b = _punch_lab(lab)
+    results = []
+    for i in range(PUNCH_ATTEMPTS_PER_PAIR):
+        if i:
+            _fresh(a, b)
+        results.append(_attempt(rdv, a, b, lab.hosts[1].public_address))
+    ok = [r for r in results if r[0]]
+    times = sorted(r[1] for r in ok)
+    median = times[len(times) // 2] if times else float("nan")
+    print(f"\ncone x cone: {len(ok)}/{len(results)} direct, median time to direct {median:.2f} s")
+    assert len(ok) >= 0.95 * len(results), [r[2] for r in results if not r[0]]
+    # The last punched pair carries messages both ways, directly.
+    a_port = str(a.info["peer_addr"]).rsplit(":", 1)[1]
+    to_a = {
+        "peer_addr": f"{lab.hosts[0].public_address}:{a_port}",
+        "peer_cert_der": a.info["peer_cert_der"],
+    }
+    assert b.ask("send", to=to_a, msg="punched") == {"ok": "sent"}
+
+
+@pytest.mark.parametrize("lab", [("symmetric", "symmetric")], indirect=True, ids=["symm-symm"])
+def test_hole_punching_between_symmetric_nats_fails_clearly_in_bounded_time(lab: NetLab) -> None:
+    rdv, a, b = _punch_lab(lab)
+    direct, seconds, detail = _attempt(rdv, a, b, lab.hosts[1].public_address)
+    print(f"\nsymmetric x symmetric: direct={direct} after {seconds:.1f} s: {detail}")
+    assert not direct
+    assert "hole punching failed" in detail and "symmetric" in detail
+    assert seconds < 30

@@ -27,6 +27,8 @@ class FrameKind(IntEnum):
     USER_MESSAGE = 5
     ACK = 6
     REJECT = 7
+    PUNCH_REQUEST = 8
+    PUNCH_INFO = 9
 
 
 KIND_MAX = max(FrameKind)
