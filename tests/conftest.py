@@ -7,8 +7,11 @@ Where the C module is not built the ``c`` case is skipped, unless
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -49,3 +52,21 @@ def c_impl() -> ModuleType:
 @pytest.fixture
 def py_impl() -> ModuleType:
     return accel.IMPLEMENTATIONS["py"]
+
+
+@pytest.fixture
+async def no_loop_errors(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
+    """Fails the test if anything escaped into the event loop (an exception in
+    a callback or task) or the endpoint's aioquic safety net fired. Modules
+    with endpoints use it: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
+    assert not errors, f"exceptions escaped into the event loop: {errors[:3]}"
+    failed = [r for r in caplog.records if "aioquic failed" in r.getMessage()]
+    assert not failed, f"aioquic raised on a datagram: {failed[0].getMessage()}"

@@ -27,6 +27,9 @@ from quic_p2p.wire import frame
 
 from netutil import WAIT, drain, endpoints, next_event, node_config, wait_for_event
 
+# Nothing may escape into the event loop; aioquic's safety net must not fire.
+pytestmark = pytest.mark.usefixtures("no_loop_errors")
+
 
 async def connect(a: QuicP2p, b: QuicP2p) -> Peer:
     peer = await asyncio.wait_for(a.connect_to(b.node_info), WAIT)

@@ -50,6 +50,9 @@ from quic_p2p import (
 from netutil import WAIT, drain, endpoints, node_config, wait_for_event
 from relay import Impairment, LossyRelay
 
+# Nothing may escape into the event loop; aioquic's safety net must not fire.
+pytestmark = pytest.mark.usefixtures("no_loop_errors")
+
 PEER_PROCESS = str(Path(__file__).with_name("peer_process.py"))
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,23 +65,6 @@ def report(scenario: str, **figures: Any) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"scenario": scenario, **figures}) + "\n")
-
-
-@pytest.fixture(autouse=True)
-async def no_loop_errors(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
-    """Fails the test if anything escaped into the event loop (an exception in
-    a callback or task) or the endpoint's aioquic safety net fired."""
-    loop = asyncio.get_running_loop()
-    errors: list[dict[str, Any]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
-    try:
-        yield
-    finally:
-        loop.set_exception_handler(previous)
-    assert not errors, f"exceptions escaped into the event loop: {errors[:3]}"
-    failed = [r for r in caplog.records if "aioquic failed" in r.getMessage()]
-    assert not failed, f"aioquic raised on a datagram: {failed[0].getMessage()}"
 
 
 async def until(pred: Callable[[], bool], limit: float = WAIT, interval: float = 0.001) -> None:
