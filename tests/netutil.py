@@ -4,6 +4,7 @@ bounded waits for events."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -65,3 +66,28 @@ def drain(ep: QuicP2p) -> list[Event]:
     while len(ep._channel):
         out.append(ep._channel._items.popleft())
     return out
+
+
+async def until(pred: Callable[[], bool], limit: float = WAIT, interval: float = 0.001) -> None:
+    """Polls ``pred`` until it holds; fails after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    for _ in range(10**7):
+        if pred():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {limit} s")
+        await asyncio.sleep(interval)
+    raise AssertionError("condition not met")
+
+
+async def dial_with_handshake(ep: QuicP2p, target: Any, handshake: bytes) -> Any:
+    """A connection from ``ep`` to ``target`` that sends ``handshake`` (frame
+    bytes of our choosing) instead of ``ep``'s own role handshake: how tests
+    play a peer that lies about its role or certificate. Returns the _Conn."""
+    conn = ep._dial(target, echo_only=True)  # echo-only: no automatic handshake
+    ep._flush()
+    await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)
+    conn.link.send_frame(handshake)
+    ep._dirty.add(conn)
+    ep._flush()
+    return conn

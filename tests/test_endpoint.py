@@ -25,7 +25,16 @@ from quic_p2p import (
 from quic_p2p.accel.types import FrameKind
 from quic_p2p.wire import frame
 
-from netutil import WAIT, drain, endpoints, next_event, node_config, wait_for_event
+from netutil import (
+    WAIT,
+    dial_with_handshake,
+    drain,
+    endpoints,
+    next_event,
+    node_config,
+    until,
+    wait_for_event,
+)
 
 # Nothing may escape into the event loop; aioquic's safety net must not fire.
 pytestmark = pytest.mark.usefixtures("no_loop_errors")
@@ -170,17 +179,10 @@ async def test_a_client_claiming_to_be_a_node_fails_the_reachability_proof() -> 
     async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (victim, liar):
         # A Client cannot accept the victim's reverse connection, so sending a
         # Node handshake from it must not produce a Node peer.
-        conn = liar._dial(victim.node_info, echo_only=True)
-        assert conn is not None
-        liar._flush()
-        await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)  # type: ignore[arg-type]
-        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, liar.our_certificate))
-        liar._dirty.add(conn)
-        liar._flush()
-        for _ in range(200):
-            if conn.link.down is not None:
-                break
-            await asyncio.sleep(0.05)
+        conn = await dial_with_handshake(
+            liar, victim.node_info, frame(FrameKind.HANDSHAKE_NODE, liar.our_certificate)
+        )
+        await until(lambda: conn.link.down is not None)
         assert conn.link.down is not None
         assert conn.link.down.error_code == 0x14  # REVERSE_CONNECT_FAILED
         assert liar._admission.counters.get("refused") == 1

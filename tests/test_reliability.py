@@ -28,7 +28,7 @@ import struct
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from quic_p2p import (
     UnsentUserMessage,
 )
 
-from netutil import WAIT, drain, endpoints, node_config, wait_for_event
+from netutil import WAIT, drain, endpoints, node_config, until, wait_for_event
 from relay import Impairment, LossyRelay
 
 # Nothing may escape into the event loop; aioquic's safety net must not fire.
@@ -65,18 +65,6 @@ def report(scenario: str, **figures: Any) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"scenario": scenario, **figures}) + "\n")
-
-
-async def until(pred: Callable[[], bool], limit: float = WAIT, interval: float = 0.001) -> None:
-    """Polls ``pred`` until it holds; fails after ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    for _ in range(10**7):
-        if pred():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {limit} s")
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not met")
 
 
 def payload(tag: int, index: int, size: int) -> bytes:

@@ -42,7 +42,7 @@ from quic_p2p.accel.types import FrameKind
 from quic_p2p.tls import ALPN
 from quic_p2p.wire import CONTROL_FRAME_MAX, ErrorCode, encode_ack, frame
 
-from netutil import WAIT, drain, endpoints, node_config, wait_for_event
+from netutil import WAIT, dial_with_handshake, drain, endpoints, node_config, until, wait_for_event
 
 # Nothing may escape into the event loop; aioquic's safety net must not fire.
 pytestmark = pytest.mark.usefixtures("no_loop_errors")
@@ -403,12 +403,20 @@ async def test_random_junk_on_the_control_stream_closes_with_our_codes() -> None
 
 
 # ------------------------------------------------------------------ QuicP2p attackers
-async def _until(pred: Callable[[], bool], limit: float = WAIT) -> None:
-    for _ in range(int(limit / 0.02) + 1):
-        if pred():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"condition not met within {limit} s")
+async def claim_certificate(bad: QuicP2p, victim: QuicP2p, cert: bytes) -> tuple[Any, list[Any]]:
+    """``bad`` dials ``victim`` claiming ``cert`` in its Node handshake; waits until
+    that connection and the victim's reverse connection(s) to ``bad`` are down.
+    Returns (bad's connection, the reverse connections as ``bad`` accepted them)."""
+    before = set(bad._conns)
+    conn = await dial_with_handshake(bad, victim.node_info, frame(FrameKind.HANDSHAKE_NODE, cert))
+    reverse: list[Any] = []
+
+    def reverse_down() -> bool:
+        reverse.extend(c for c in bad._conns - before if not c.outgoing and c not in reverse)
+        return bool(reverse) and all(c.link.down is not None for c in reverse)
+
+    await until(lambda: conn.link.down is not None and reverse_down())
+    return conn, reverse
 
 
 async def _connect(a: QuicP2p, b: QuicP2p) -> Peer:
@@ -437,7 +445,7 @@ async def test_handshake_from_the_accepting_side_is_bad_handshake() -> None:
         # connection, and whichever close arrives first wins).
         assert victim_out.link.down is not None
         assert victim_out.link.down.error_code == ErrorCode.BAD_HANDSHAKE
-        await _until(lambda: conn.link.down is not None)
+        await until(lambda: conn.link.down is not None)
         assert conn.link.down is not None
         assert conn.link.down.error_code in (ErrorCode.BAD_HANDSHAKE, ErrorCode.DISCONNECTED)
         assert victim.connected_peers() == []
@@ -447,20 +455,7 @@ async def test_node_whose_reverse_connection_presents_another_certificate() -> N
     """The attacker claims a third node's certificate in its Node handshake;
     the victim's reverse connection finds the attacker's own certificate."""
     async with endpoints(node_config(), node_config(), node_config()) as (victim, bad, third):
-        before = set(bad._conns)
-        conn = bad._dial(victim.node_info, echo_only=True)  # no automatic handshake
-        bad._flush()
-        await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)  # type: ignore[arg-type]
-        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, third.our_certificate))
-        bad._dirty.add(conn)
-        bad._flush()
-        reverse: list[Any] = []
-
-        def reverse_down() -> bool:
-            reverse.extend(c for c in bad._conns - before if not c.outgoing and c not in reverse)
-            return bool(reverse) and all(c.link.down is not None for c in reverse)
-
-        await _until(lambda: conn.link.down is not None and reverse_down())
+        conn, reverse = await claim_certificate(bad, victim, third.our_certificate)
         assert conn.link.down is not None
         assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
         # The pin is enforced inside TLS: the victim's client aborts the
@@ -482,20 +477,17 @@ async def test_dialling_a_node_that_presents_another_certificate() -> None:
         assert ev.peer_addr == bad.local_addr and "certificate" in ev.error
         assert f"{TLS_BAD_CERTIFICATE:#x}" in ev.error
         new = [c for c in bad._conns - before]
-        await _until(lambda: all(c.link.down is not None for c in new))
+        await until(lambda: all(c.link.down is not None for c in new))
         assert [c.link.down.error_code for c in new] == [TLS_BAD_CERTIFICATE]
         assert bad.connected_peers() == [] and victim.connected_peers() == []
 
 
 async def test_client_claiming_to_be_a_node_fails_with_reverse_connect_failed() -> None:
     async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (victim, liar):
-        conn = liar._dial(victim.node_info, echo_only=True)
-        liar._flush()
-        await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)  # type: ignore[arg-type]
-        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, liar.our_certificate))
-        liar._dirty.add(conn)
-        liar._flush()
-        await _until(lambda: conn.link.down is not None)
+        conn = await dial_with_handshake(
+            liar, victim.node_info, frame(FrameKind.HANDSHAKE_NODE, liar.our_certificate)
+        )
+        await until(lambda: conn.link.down is not None)
         assert conn.link.down is not None
         assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
         assert liar._admission.counters.get("refused") == 1  # it refused the reverse dial
@@ -509,7 +501,7 @@ async def test_client_where_a_node_is_being_dialled_is_role_mismatch() -> None:
         p = await RawPeer.connect(victim.local_addr)
         try:
             dial = asyncio.ensure_future(victim.connect_to(NodeInfo(p.addr)))
-            await _until(lambda: p.addr in victim._records)
+            await until(lambda: p.addr in victim._records)
             p.send(CONTROL, frame(FrameKind.HANDSHAKE_CLIENT))
             assert await p.closed_with() == ErrorCode.ROLE_MISMATCH
             assert not dial.done()
@@ -525,13 +517,10 @@ async def test_second_connection_from_a_connected_node_is_a_duplicate() -> None:
     async with endpoints(node_config(), node_config()) as (victim, bad):
         await _connect(bad, victim)
         drain(victim)
-        extra = bad._dial(victim.node_info, echo_only=True)
-        bad._flush()
-        await asyncio.wait_for(asyncio.shield(extra.up_future), WAIT)  # type: ignore[arg-type]
-        extra.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, bad.our_certificate))
-        bad._dirty.add(extra)
-        bad._flush()
-        await _until(lambda: extra.link.down is not None)
+        extra = await dial_with_handshake(
+            bad, victim.node_info, frame(FrameKind.HANDSHAKE_NODE, bad.our_certificate)
+        )
+        await until(lambda: extra.link.down is not None)
         assert extra.link.down is not None
         assert extra.link.down.error_code == ErrorCode.DUPLICATE_HANDSHAKE
         # Only the extra connection is closed: no second peer, and the
@@ -561,20 +550,7 @@ async def test_ca_issued_node_presenting_another_certificate_is_certificate_mism
         ev, _ = await wait_for_event(victim, ConnectionFailure)
         assert ev.peer_addr == bad.local_addr and "does not match" in ev.error
         # And a Node claiming a certificate that is not its own, at the reverse step.
-        before = set(bad._conns)
-        conn = bad._dial(victim.node_info, echo_only=True)
-        bad._flush()
-        await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)  # type: ignore[arg-type]
-        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, third.our_certificate))
-        bad._dirty.add(conn)
-        bad._flush()
-        reverse: list[Any] = []
-
-        def reverse_down() -> bool:
-            reverse.extend(c for c in bad._conns - before if not c.outgoing and c not in reverse)
-            return bool(reverse) and all(c.link.down is not None for c in reverse)
-
-        await _until(lambda: conn.link.down is not None and reverse_down())
+        conn, reverse = await claim_certificate(bad, victim, third.our_certificate)
         assert conn.link.down is not None
         assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
         # The victim closes its reverse connection with CERTIFICATE_MISMATCH; the
