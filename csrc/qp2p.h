@@ -75,7 +75,11 @@
 #define QP2P_KIND_REJECT           7  /* msg_id refused; body: u8 reason */
 #define QP2P_KIND_PUNCH_REQUEST    8  /* to a rendezvous; body: target address */
 #define QP2P_KIND_PUNCH_INFO       9  /* from a rendezvous; body: see wire.py */
-#define QP2P_KIND_MAX              9
+#define QP2P_KIND_RELAY_REQUEST   10  /* to a relay; body: target address */
+#define QP2P_KIND_RELAY_OPEN      11  /* from a relay; body: see wire.py */
+#define QP2P_KIND_RELAY_PACKET    12  /* msg_id: session; body: one QUIC datagram */
+#define QP2P_KIND_RELAY_CLOSE     13  /* msg_id: session; body: u8 code + reason */
+#define QP2P_KIND_MAX             13
 
 typedef struct {
     uint64_t msg_id;

@@ -61,8 +61,18 @@ def frame_kinds() -> str:
         "PUNCH_INFO": "from a rendezvous: u16 start delay (ms), u8 address length, the other "
         "side's address as the rendezvous sees it, its certificate; `msg_id` of the request, "
         "or 0 for the target",
+        "RELAY_REQUEST": "to a relay: the target's address; `msg_id` correlates the answer",
+        "RELAY_OPEN": "from a relay: u32 session, u8 address length, the other side's address "
+        "as the relay sees it, its certificate; `msg_id` of the request, or 0 for the target",
+        "RELAY_PACKET": "one QUIC datagram of the two sides' own connection; `msg_id`: the "
+        "session, with bit 63 set when the relay sends it",
+        "RELAY_CLOSE": "u8 `DIRECT` (the sender now sends directly) or `CLOSED`, then a UTF-8 "
+        "reason; `msg_id` as for `RELAY_PACKET`",
     }
-    rows = [[str(int(k)), f"`{k.name}`", bodies.get(k.name, "")] for k in types.FrameKind]
+    missing = {k.name for k in types.FrameKind} - set(bodies)
+    if missing:
+        raise SystemExit(f"docs/render.py: describe the body of {sorted(missing)}")
+    rows = [[str(int(k)), f"`{k.name}`", bodies[k.name]] for k in types.FrameKind]
     return _table(["kind", "name", "body"], rows)
 
 

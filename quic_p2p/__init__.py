@@ -14,6 +14,7 @@ from .config import (
     Config,
     ConfigError,
     OurType,
+    RelayPolicy,
     TrustMode,
 )
 from .endpoint import (
@@ -35,6 +36,7 @@ from .events import (
     NewMessage,
     SentUserMessage,
     UnsentUserMessage,
+    UpgradedToDirect,
 )
 from .peer import InvalidContactError, NodeInfo, Peer, PeerKind
 
@@ -66,9 +68,11 @@ __all__ = [
     "PeerKind",
     "QuicP2p",
     "QuicP2pError",
+    "RelayPolicy",
     "RemoteProtocolError",
     "SentUserMessage",
     "TrustMode",
     "UnsentUserMessage",
+    "UpgradedToDirect",
     "__version__",
 ]

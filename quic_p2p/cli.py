@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .config import RelayPolicy
 from .errors import QuicP2pError
 
 
@@ -209,6 +210,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(n, default_ip="0.0.0.0")
     n.add_argument("--bootstrap", action="store_true", help="bootstrap instead of connecting")
+    r = n.add_argument_group("relaying for Nodes that cannot punch through their NATs")
+    r.add_argument("--relay", action="store_true", help="offer to relay (off by default)")
+    r.add_argument(
+        "--relay-max-sessions",
+        type=_positive(1),
+        default=RelayPolicy.max_sessions,
+        metavar="N",
+        help="sessions relayed at once",
+    )
+    r.add_argument(
+        "--relay-max-mb",
+        type=_positive(1),
+        default=RelayPolicy.max_bytes // 2**20,
+        metavar="MB",
+        help="bytes per session, both ways (MiB)",
+    )
+    r.add_argument(
+        "--relay-max-seconds",
+        type=_positive(1),
+        default=int(RelayPolicy.max_seconds),
+        metavar="S",
+        help="lifetime of a session",
+    )
     n.add_argument("--no-stdin", action="store_true", help="do not read stdin (a server)")
     n.add_argument("--exit-on-eof", action="store_true", help="stop when stdin ends")
     n.set_defaults(func=_cmd_node)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .certs import load_certificate, load_certificates, load_complete_cert
-from .config import CompleteCert, Config, OurType, TrustMode
+from .config import CompleteCert, Config, OurType, RelayPolicy, TrustMode
 from .endpoint import QuicP2p
 from .errors import QuicP2pError
 from .events import (
@@ -29,6 +29,7 @@ from .events import (
     Finish,
     NewMessage,
     UnsentUserMessage,
+    UpgradedToDirect,
 )
 from .peer import InvalidContactError, NodeInfo, format_address, parse_address
 
@@ -127,7 +128,15 @@ def _describe(event: Event) -> str | None:
             return f"[{format_address(event.peer_addr)}] received {len(event.msg)} bytes"
         return f"[{format_address(event.peer_addr)}] {event.msg.decode('utf-8', 'replace')}"
     if isinstance(event, ConnectedTo):
-        return f"connected to {event.peer.kind.value} {format_address(event.peer.peer_addr)}"
+        line = f"connected to {event.peer.kind.value} {format_address(event.peer.peer_addr)}"
+        if event.relay is not None:
+            line += f" (relayed via {format_address(event.relay)})"
+        return line
+    if isinstance(event, UpgradedToDirect):
+        return (
+            f"{format_address(event.peer_addr)} is now reached directly "
+            f"(was relayed via {format_address(event.relay)})"
+        )
     if isinstance(event, BootstrappedTo):
         return f"bootstrapped to {format_address(event.node.peer_addr)}"
     if isinstance(event, ConnectionFailure):
@@ -145,7 +154,14 @@ async def run_node(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with QuicP2p(config) as node:
+    relay = None
+    if args.relay:
+        relay = RelayPolicy(
+            max_sessions=args.relay_max_sessions,
+            max_bytes=args.relay_max_mb * 2**20,
+            max_seconds=float(args.relay_max_seconds),
+        )
+    async with QuicP2p(config, relay=relay) as node:
         info = node.node_info
         if config.bind_ip in ("0.0.0.0", "::") and config.hard_coded_contacts:
             try:

@@ -149,6 +149,27 @@ class Config:
         return self.port if self.port is not None else 0
 
 
+@dataclass(frozen=True)
+class RelayPolicy:
+    """A Node's offer to relay between two Nodes connected to it whose hole
+    punching failed (``QuicP2p(relay=RelayPolicy())``; off by default). The
+    relay forwards their QUIC packets: it sees sizes and timing, never
+    plaintext, and each session ends at the first limit reached."""
+
+    #: Sessions relayed at once.
+    max_sessions: int = 32
+    #: Bytes forwarded per session, both directions together.
+    max_bytes: int = 64 * 1024 * 1024
+    #: Lifetime of one session.
+    max_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        _check_int("max_sessions", self.max_sessions, 1, 1_000_000)
+        _check_int("max_bytes", self.max_bytes, 1, 2**62)
+        if not isinstance(self.max_seconds, (int, float)) or not self.max_seconds > 0:
+            raise ConfigError(f"max_seconds must be positive, got {self.max_seconds!r}")
+
+
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")

@@ -31,7 +31,7 @@ from .admission import Accept, Admission, Ignore, Reply
 from .bootstrap_cache import BootstrapCache
 from .cache_store import CacheStore
 from .channel import EventChannel
-from .config import CompleteCert, Config, OurType
+from .config import CompleteCert, Config, OurType, RelayPolicy
 from .errors import QuicP2pError
 from .events import (
     BootstrapFailure,
@@ -43,6 +43,7 @@ from .events import (
     NewMessage,
     SentUserMessage,
     UnsentUserMessage,
+    UpgradedToDirect,
 )
 from .link import Link, LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
 from .peer import Address, NodeInfo, Peer, PeerKind, normalize_address
@@ -50,12 +51,17 @@ from .roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_
 from .wire import (
     ErrorCode,
     RejectReason,
+    RelayClose,
     WireError,
     decode_address,
     decode_punch_info,
+    decode_relay_close,
+    decode_relay_open,
     encode_address,
     encode_punch_info,
     encode_reject,
+    encode_relay_close,
+    encode_relay_open,
     frame,
 )
 
@@ -80,14 +86,25 @@ MAX_PENDING_READS = 256
 DEFAULT_EVENT_CAPACITY = 65_536
 #: Hole punching: attempts per connect_to(via=...), the QUIC handshake
 #: timeout of each (Initials are retransmitted within it), the pause between
-#: attempts (doubled each time), and the common start delay the rendezvous
-#: gives both sides (a fixed margin: aioquic exposes no RTT estimate).
+#: attempts (doubled each time), and the margin the rendezvous adds to the
+#: start delays it derives from its round-trip times to both sides.
 PUNCH_ATTEMPTS = 3
 PUNCH_HANDSHAKE_TIMEOUT = 3.0
 PUNCH_BACKOFF = 0.25
 PUNCH_START_DELAY_MS = 50
 #: Punches a node will join at once when a rendezvous asks (abuse bound).
 PUNCH_MAX_PENDING = 16
+#: A relayed peer: after the first punch failed and the relay connected,
+#: the remaining punches are tried in the background at these delays
+#: (seconds, one after the other), then less often; a success moves the
+#: connection to the direct path (UpgradedToDirect).
+RELAY_UPGRADE_DELAYS = (0.25, 0.5, 30.0, 60.0, 120.0, 240.0)
+#: Relay sessions we take part in at once (as either side, not as relay).
+RELAY_MAX_PATHS = 64
+#: Bit set in the session id of RELAY_PACKET/RELAY_CLOSE frames sent by the
+#: relay, so a peer that relays for us while we relay for it never confuses
+#: the two directions.
+FROM_RELAY = 1 << 63
 #: Bootstrap contacts dialled at once.
 BOOTSTRAP_PARALLEL = 8
 #: A bootstrap gives up after this long, whatever is still in flight.
@@ -145,6 +162,11 @@ class EndpointClosedError(QuicP2pError):
     """The endpoint is not running (not started, or closed)."""
 
 
+class _NoRendezvous(ConnectionFailedError):
+    """The rendezvous cannot help at all (not connected, does not know the
+    peer): no further punch or relay attempt is made."""
+
+
 @dataclass
 class _Send:
     peer_addr: Address
@@ -172,14 +194,14 @@ class _Conn:
     #: The QUIC handshake deadline (seconds) of an outgoing connection.
     timeout: float = HANDSHAKE_TIMEOUT
     outstanding: dict[int, _Send] = field(default_factory=dict)
-    echo_waiters: dict[int, asyncio.Future[Address]] = field(default_factory=dict)
-    punch_waiters: dict[int, asyncio.Future[tuple[int, Address, bytes]]] = field(
-        default_factory=dict
-    )
+    #: Our requests (echo, punch, relay) awaiting the answer frame, by msg_id.
+    requests: dict[int, asyncio.Future[Frame]] = field(default_factory=dict)
     up_future: asyncio.Future[None] | None = None
     deadline: asyncio.TimerHandle | None = None
-    next_echo_id: int = 1
+    next_request_id: int = 1
     finished: bool = False
+    #: The relay session our packets travel through; None: the socket.
+    relay: _RelayPath | None = None
 
 
 @dataclass(eq=False)
@@ -205,11 +227,42 @@ class _Record:
     reverse_admitted: bool = False
     bootstrap: _BootstrapGroup | None = None
     failure: str = ""
+    #: Set while our connections to this peer send through a relay.
+    relay: _RelayPath | None = None
 
     def peer(self) -> Peer:
         if self.kind is PeerKind.CLIENT:
             return Peer.client(self.addr)
         return Peer.node(NodeInfo(self.addr, self.cert))
+
+
+@dataclass(eq=False)
+class _RelayPath:
+    """Our side of a relay session: our connections with ``peer_addr`` send
+    their QUIC packets inside RELAY_PACKET frames to ``relay``, which
+    forwards them; TLS runs end to end, so the relay sees no plaintext."""
+
+    relay: _Record
+    session: int
+    peer_addr: Address  # the other side, as the relay sees it
+    conns: set[_Conn] = field(default_factory=set)  # those sending through it
+    record: _Record | None = None  # the peer reached through it
+    #: We send directly now; packets still arriving through the relay are taken.
+    direct: bool = False
+    closed: bool = False
+    deadline: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class _RelaySession:
+    """As the relay: packets between two Nodes connected to us."""
+
+    id: int
+    a: _Record
+    b: _Record
+    bytes: int = 0
+    direct: set[Address] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(eq=False)
@@ -265,10 +318,17 @@ class QuicP2p:
         stateless_retry: bool = True,
         retry_above_rate: float = 0.0,
         send_timeout: float | None = None,
+        relay: RelayPolicy | None = None,
     ) -> None:
         self.config = config if config is not None else Config()
         if event_capacity < 1 or max_connections < 1:
             raise QuicP2pError("event_capacity and max_connections must be positive")
+        if relay is not None and not isinstance(relay, RelayPolicy):
+            raise TypeError("relay must be a RelayPolicy (or None: do not relay)")
+        if relay is not None and self.config.our_type is not OurType.NODE:
+            raise QuicP2pError("only a Node can relay")
+        #: Our offer to relay for others (None: we refuse relay requests).
+        self.relay_policy = relay
         self._channel = EventChannel(event_capacity)
         self.max_connections = max_connections
         self.send_timeout = send_timeout
@@ -305,6 +365,9 @@ class QuicP2p:
         self._cache_save: asyncio.TimerHandle | None = None
         self._bootstrap: _BootstrapGroup | None = None
         self._punches_pending = 0
+        self._relay_paths: dict[tuple[Address, int], _RelayPath] = {}
+        self._relay_sessions: dict[int, _RelaySession] = {}
+        self._next_relay_session = 1
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> QuicP2p:
@@ -341,6 +404,10 @@ class QuicP2p:
         self._closing = True
         for record in list(self._records.values()):
             self._fail(record, "endpoint closed", ErrorCode.SHUTDOWN, report=False)
+        for path in list(self._relay_paths.values()):
+            self._close_path(path, "endpoint closed", notify=False)
+        for session in list(self._relay_sessions.values()):
+            self._end_relay_session(session, "endpoint closed")
         for conn in list(self._conns):
             self._close_conn(conn, ErrorCode.SHUTDOWN, "endpoint closed")
         self._flush()
@@ -385,6 +452,15 @@ class QuicP2p:
     def connected_peers(self) -> list[Peer]:
         return [r.peer() for r in self._records.values() if r.connected]
 
+    def relayed_via(self, peer: Peer | NodeInfo | Address) -> Address | None:
+        """The relay our packets to a connected ``peer`` go through, or None
+        when they go directly (or we are not connected to it)."""
+        addr = peer.peer_addr if isinstance(peer, (Peer, NodeInfo)) else normalize_address(peer)
+        record = self._records.get(addr)
+        if record is None or not record.connected or record.relay is None:
+            return None
+        return record.relay.relay.addr
+
     # ------------------------------------------------------------ public API
     async def events(self) -> AsyncIterator[Event]:
         """Every event in order; ends after ``Finish``."""
@@ -395,28 +471,51 @@ class QuicP2p:
         return await self._channel.get()
 
     async def connect_to(
-        self, node: NodeInfo, *, via: NodeInfo | Peer | Address | None = None
+        self,
+        node: NodeInfo,
+        *,
+        via: NodeInfo | Peer | Address | None = None,
+        punch: bool = True,
+        relay: bool = True,
     ) -> Peer:
         """Connects to a Node; returns once it is connected (for a Node peer:
         both directions proven). Raises ``ConnectionFailedError``.
 
         ``via``: a Node we are connected to that is also connected to ``node``
-        (a rendezvous). It tells each side the other's address as it sees
-        them and a common start time, and both dial at once from their one
-        socket, so NAT mappings open both ways (hole punching). ``node`` is
-        given as the rendezvous knows it; both sides must be Nodes."""
+        (a rendezvous; ``node`` is given as the rendezvous knows it). Both
+        sides must be Nodes. With ``punch``, the rendezvous tells each side
+        the other's address as it sees them and a common start time, and both
+        dial at once from their one socket, so NAT mappings open both ways
+        (hole punching). With ``relay``, if the first punch fails (or
+        ``punch`` is off), packets go through the rendezvous when it offers to
+        relay (``RelayPolicy``): the peer is connected, ``relayed_via`` names
+        the relay, and the remaining punches run in the background; one that
+        succeeds moves the connection to the direct path (``UpgradedToDirect``).
+        Called again for a relayed peer, it tries one punch now and returns
+        the peer, direct or still relayed."""
         self._check_running()
         if not isinstance(node, NodeInfo):
             raise TypeError("connect_to takes a NodeInfo")
         record = self._records.get(node.peer_addr)
+        if via is None:
+            if record is not None and record.connected:
+                return record.peer()
+            return await self._connect_and_wait(node, HANDSHAKE_TIMEOUT)
+        if not (punch or relay):
+            raise QuicP2pError("connect_to via a rendezvous needs punch or relay (or both)")
+        if self.config.our_type is not OurType.NODE:
+            raise QuicP2pError("punching and relaying connect Nodes; a Client connects directly")
+        via_addr = via.peer_addr if isinstance(via, (NodeInfo, Peer)) else normalize_address(via)
         if record is not None and record.connected:
+            if record.relay is not None and punch:
+                await self._try_upgrade(record, via_addr)
             return record.peer()
-        if via is not None:
-            return await self._connect_via(node, via)
-        return await self._connect_and_wait(node, HANDSHAKE_TIMEOUT)
+        return await self._connect_via(node, via_addr, punch=punch, relay=relay)
 
-    async def _connect_and_wait(self, node: NodeInfo, handshake_timeout: float) -> Peer:
-        record = self._connect(node, we_contacted=True, timeout=handshake_timeout)
+    async def _connect_and_wait(
+        self, node: NodeInfo, handshake_timeout: float, relay: _RelayPath | None = None
+    ) -> Peer:
+        record = self._connect(node, we_contacted=True, timeout=handshake_timeout, relay=relay)
         if record.dead:
             raise ConnectionFailedError(node.peer_addr, record.failure)
         future: asyncio.Future[Peer] = self._running_loop().create_future()
@@ -424,48 +523,174 @@ class QuicP2p:
         self._flush_soon()
         return await future
 
-    async def _connect_via(self, node: NodeInfo, via: NodeInfo | Peer | Address) -> Peer:
-        via_addr = via.peer_addr if isinstance(via, (NodeInfo, Peer)) else normalize_address(via)
-        if self.config.our_type is not OurType.NODE:
-            raise QuicP2pError("hole punching connects Nodes; a Client connects directly")
+    async def _connect_via(
+        self, node: NodeInfo, via_addr: Address, *, punch: bool, relay: bool
+    ) -> Peer:
+        """Punches (up to PUNCH_ATTEMPTS) and falls back to the relay after
+        the first failed punch; ``_NoRendezvous`` ends it at once."""
         reasons: list[str] = []
-        for attempt in range(PUNCH_ATTEMPTS):
-            rendezvous = self._records.get(via_addr)
-            conn = None if rendezvous is None else (rendezvous.out or rendezvous.inn)
-            if rendezvous is None or not rendezvous.connected or conn is None:
-                raise ConnectionFailedError(node.peer_addr, "not connected to the rendezvous")
-            msg_id = conn.next_echo_id
-            conn.next_echo_id += 1
-            answer: asyncio.Future[tuple[int, Address, bytes]] = (
-                self._running_loop().create_future()
+        punches_left = PUNCH_ATTEMPTS if punch else 0
+        relay_tried = not relay
+        attempt = 0
+        while True:
+            if punches_left:
+                punches_left -= 1
+                attempt += 1
+                try:
+                    return await self._punch_once(node, via_addr)
+                except _NoRendezvous:
+                    raise
+                except ConnectionFailedError as exc:
+                    reasons.append(f"punch {attempt}: {exc.reason}")
+            if not relay_tried:
+                relay_tried = True
+                try:
+                    peer = await self._connect_relayed(node, via_addr)
+                except _NoRendezvous:
+                    raise
+                except ConnectionFailedError as exc:
+                    reasons.append(f"relay: {exc.reason}")
+                else:
+                    record = self._records.get(peer.peer_addr)
+                    if punch and record is not None and record.relay is not None:
+                        self._spawn(self._upgrade_loop(record, via_addr))
+                    return peer
+            if not punches_left:
+                break
+            await asyncio.sleep(PUNCH_BACKOFF * 2 ** (attempt - 1))
+        if punch:
+            summary = (
+                f"hole punching failed after {attempt} attempts (a NAT that maps each "
+                "destination to a new port, i.e. symmetric, cannot be punched)"
             )
-            conn.punch_waiters[msg_id] = answer
-            conn.link.send_frame(
-                frame(FrameKind.PUNCH_REQUEST, encode_address(node.peer_addr), msg_id)
-            )
-            self._dirty.add(conn)
-            self._flush_soon()
-            try:
-                delay_ms, addr, cert = await asyncio.wait_for(answer, ECHO_TIMEOUT)
-            except TimeoutError:
-                reasons.append("the rendezvous did not answer")
-                continue
-            except EchoError as exc:
-                raise ConnectionFailedError(node.peer_addr, str(exc)) from None
-            finally:
-                conn.punch_waiters.pop(msg_id, None)
-            await asyncio.sleep(delay_ms / 1000)
-            target = NodeInfo(addr, node.peer_cert_der or cert)
-            try:
-                return await self._connect_and_wait(target, PUNCH_HANDSHAKE_TIMEOUT)
-            except ConnectionFailedError as exc:
-                reasons.append(f"attempt {attempt + 1}: {exc.reason}")
-            await asyncio.sleep(PUNCH_BACKOFF * 2**attempt)
-        raise ConnectionFailedError(
-            node.peer_addr,
-            f"hole punching failed after {PUNCH_ATTEMPTS} attempts (a NAT that maps each "
-            "destination to a new port, i.e. symmetric, cannot be punched): " + "; ".join(reasons),
+            if relay:
+                summary += " and the rendezvous did not relay"
+        else:
+            summary = "the rendezvous did not relay"
+        raise ConnectionFailedError(node.peer_addr, f"{summary}: " + "; ".join(reasons))
+
+    def _rendezvous_conn(self, via_addr: Address, target: Address) -> tuple[_Record, _Conn]:
+        rendezvous = self._records.get(via_addr)
+        conn = None if rendezvous is None else self._send_conn(rendezvous)
+        if rendezvous is None or not rendezvous.connected or conn is None:
+            raise _NoRendezvous(target, "not connected to the rendezvous")
+        if rendezvous.relay is not None:
+            raise _NoRendezvous(target, "the rendezvous is itself reached through a relay")
+        return rendezvous, conn
+
+    async def _ask(self, conn: _Conn, kind: FrameKind, body: bytes) -> Frame:
+        """Sends a request frame and waits (ECHO_TIMEOUT) for the answer frame
+        with the same msg_id. Raises ``ConnectionFailedError`` (refused, lost,
+        no answer)."""
+        if conn.up_future is not None and not conn.up_future.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(conn.up_future), ECHO_TIMEOUT)
+        if conn.link.down is not None or not conn.link.up:
+            raise ConnectionFailedError(conn.link.peer_addr, "connection closed")
+        msg_id = conn.next_request_id
+        conn.next_request_id += 1
+        answer: asyncio.Future[Frame] = self._running_loop().create_future()
+        conn.requests[msg_id] = answer
+        conn.link.send_frame(frame(kind, body, msg_id))
+        self._dirty.add(conn)
+        self._flush_soon()
+        try:
+            return await asyncio.wait_for(answer, ECHO_TIMEOUT)
+        except TimeoutError:
+            raise ConnectionFailedError(conn.link.peer_addr, "no answer in time") from None
+        finally:
+            conn.requests.pop(msg_id, None)
+
+    async def _ask_rendezvous(self, via_addr: Address, kind: FrameKind, target: Address) -> Frame:
+        """A punch or relay request about ``target``; ``_NoRendezvous`` when the
+        rendezvous cannot help at all."""
+        _, conn = self._rendezvous_conn(via_addr, target)
+        try:
+            return await self._ask(conn, kind, encode_address(target))
+        except ConnectionFailedError as exc:
+            if exc.reason == _REQUEST_REFUSALS[RejectReason.UNKNOWN_PEER]:
+                raise _NoRendezvous(target, exc.reason) from None
+            if exc.reason in _REQUEST_REFUSALS.values():
+                raise ConnectionFailedError(target, exc.reason) from None
+            raise ConnectionFailedError(target, f"rendezvous: {exc.reason}") from None
+
+    async def _punch_once(self, node: NodeInfo, via_addr: Address) -> Peer:
+        answer = await self._ask_rendezvous(via_addr, FrameKind.PUNCH_REQUEST, node.peer_addr)
+        try:
+            delay_ms, addr, cert = decode_punch_info(answer.body)
+        except WireError as exc:
+            raise ConnectionFailedError(node.peer_addr, f"bad answer: {exc}") from None
+        await asyncio.sleep(delay_ms / 1000)
+        return await self._connect_and_wait(
+            NodeInfo(addr, node.peer_cert_der or cert), PUNCH_HANDSHAKE_TIMEOUT
         )
+
+    async def _connect_relayed(self, node: NodeInfo, via_addr: Address) -> Peer:
+        answer = await self._ask_rendezvous(via_addr, FrameKind.RELAY_REQUEST, node.peer_addr)
+        try:
+            session, addr, cert = decode_relay_open(answer.body)
+        except WireError as exc:
+            raise ConnectionFailedError(node.peer_addr, f"bad answer: {exc}") from None
+        rendezvous = self._records[via_addr]  # _ask_rendezvous checked it
+        path = self._open_path(rendezvous, session, addr)
+        if path is None:
+            raise ConnectionFailedError(node.peer_addr, "relay session id already in use")
+        self._drop_unconnected(addr)
+        return await self._connect_and_wait(
+            NodeInfo(addr, node.peer_cert_der or cert), HANDSHAKE_TIMEOUT, relay=path
+        )
+
+    async def _upgrade_loop(self, record: _Record, via_addr: Address) -> None:
+        for delay in RELAY_UPGRADE_DELAYS:
+            await asyncio.sleep(delay)
+            if record.dead or record.relay is None:
+                return
+            with contextlib.suppress(ConnectionFailedError):
+                if await self._try_upgrade(record, via_addr):
+                    return
+
+    async def _try_upgrade(self, record: _Record, via_addr: Address) -> bool:
+        """One punch for a relayed peer: both sides probe the direct path with
+        a throwaway connection; each side that reaches the other (pinned
+        certificate checked) sends its packets directly from then on."""
+        answer = await self._ask_rendezvous(via_addr, FrameKind.PUNCH_REQUEST, record.addr)
+        try:
+            delay_ms, addr, cert = decode_punch_info(answer.body)
+        except WireError as exc:
+            raise ConnectionFailedError(record.addr, f"bad answer: {exc}") from None
+        await asyncio.sleep(delay_ms / 1000)
+        return await self._probe(record, NodeInfo(addr, record.cert or cert))
+
+    async def _probe(self, record: _Record, node: NodeInfo) -> bool:
+        if record.dead or record.relay is None:
+            return record.relay is None and not record.dead
+        try:
+            probe = self._dial(node, echo_only=True, timeout=PUNCH_HANDSHAKE_TIMEOUT)
+        except ConnectionFailedError:
+            return False
+        self._flush_soon()
+        assert probe.up_future is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(probe.up_future), PUNCH_HANDSHAKE_TIMEOUT + 1)
+        reached = probe.link.up and probe.link.down is None
+        self._close_conn(probe, ErrorCode.NO_ERROR, "path probe done")
+        self._flush_soon()
+        if reached and not record.dead:
+            self._go_direct(record)
+        self._bump("path probes succeeded" if reached else "path probes failed")
+        return reached
+
+    def _probe_later(self, record: _Record, node: NodeInfo, delay: float) -> None:
+        self._punches_pending += 1
+
+        async def probe() -> None:
+            try:
+                await asyncio.sleep(delay)
+                await self._probe(record, node)
+            finally:
+                self._punches_pending -= 1
+
+        self._spawn(probe())
 
     async def send(
         self, peer: Peer | NodeInfo, msg: bytes, token: int = 0
@@ -677,17 +902,25 @@ class QuicP2p:
 
     # ------------------------------------------------------------ connecting
     def _connect(
-        self, node: NodeInfo, *, we_contacted: bool, timeout: float = HANDSHAKE_TIMEOUT
+        self,
+        node: NodeInfo,
+        *,
+        we_contacted: bool,
+        timeout: float = HANDSHAKE_TIMEOUT,
+        relay: _RelayPath | None = None,
     ) -> _Record:
         record = self._records.get(node.peer_addr)
         if record is None:
             record = self._records[node.peer_addr] = _Record(node.peer_addr)
+            if relay is not None:
+                record.relay = relay
+                relay.record = record
         record.we_contacted |= we_contacted
         if record.to is ToPeer.NONE:
             if not record.cert:
                 record.cert = node.peer_cert_der
             try:
-                conn = self._dial(node, echo_only=False, timeout=timeout)
+                conn = self._dial(node, echo_only=False, timeout=timeout, relay=record.relay)
             except ConnectionFailedError as exc:
                 self._fail(record, exc.reason, ErrorCode.REFUSED)
                 return record
@@ -699,10 +932,16 @@ class QuicP2p:
         return record
 
     def _dial(
-        self, node: NodeInfo, *, echo_only: bool, timeout: float = HANDSHAKE_TIMEOUT
+        self,
+        node: NodeInfo,
+        *,
+        echo_only: bool,
+        timeout: float = HANDSHAKE_TIMEOUT,
+        relay: _RelayPath | None = None,
     ) -> _Conn:
-        """Starts an outgoing connection; ``ConnectionFailedError`` when it
-        cannot even start (unusable certificate in the NodeInfo, limit)."""
+        """Starts an outgoing connection (through ``relay`` if given);
+        ``ConnectionFailedError`` when it cannot even start (unusable
+        certificate in the NodeInfo, limit)."""
         try:
             cfg = tls.client_configuration(self.config, node, connection_id_length=CID_LENGTH)
         except certs.CertificateError as exc:
@@ -729,6 +968,7 @@ class QuicP2p:
         conn.timeout = timeout
         conn.deadline = loop.call_later(timeout, self._handshake_timeout, conn)
         self._register(conn, quic.host_cid)
+        self._route(conn, relay)
         quic.connect(node.peer_addr, now=self._now())
         self._dirty.add(conn)
         return conn
@@ -741,14 +981,24 @@ class QuicP2p:
     def _datagram_received(self, data: bytes, addr_raw: tuple[Any, ...]) -> None:
         if self._closing:
             return
+        addr = self._addr_cache.get(addr_raw)
+        if addr is None:
+            # ipaddress parsing costs more than the rest of the demux, and
+            # peers are few: remember each source's canonical form.
+            try:
+                addr = normalize_address(addr_raw)
+            except ValueError as exc:
+                self._bump(f"dropped: {exc}")
+                return
+            if len(self._addr_cache) >= ADDRESS_CACHE_SIZE:
+                self._addr_cache.clear()
+            self._addr_cache[addr_raw] = addr
+        self._receive(data, addr, None)
+
+    def _receive(self, data: bytes, addr: Address, relay: _RelayPath | None) -> None:
+        """One QUIC datagram from ``addr``, off the socket or out of a relay
+        session (then no Retry: the relay vouches for the path)."""
         try:
-            addr = self._addr_cache.get(addr_raw)
-            if addr is None:
-                # ipaddress parsing costs more than the rest of the demux, and
-                # peers are few: remember each source's canonical form.
-                if len(self._addr_cache) >= ADDRESS_CACHE_SIZE:
-                    self._addr_cache.clear()
-                addr = self._addr_cache[addr_raw] = normalize_address(addr_raw)
             info = classify_datagram(data, CID_LENGTH)
         except (DatagramError, ValueError) as exc:
             self._bump(f"dropped: {exc}")
@@ -759,18 +1009,19 @@ class QuicP2p:
                 self._bump("dropped: unknown connection")
                 return
             accepting = self._server_cfg is not None and len(self._conns) < self.max_connections
-            skip_retry = not info.token and self._skip_retry(addr)
+            skip_retry = relay is not None or (not info.token and self._skip_retry(addr))
             decision = self._admission.decide(
                 info, len(data), addr, self._now(), accepting=accepting, skip_retry=skip_retry
             )
             if isinstance(decision, Reply):
-                assert self._transport is not None
-                self._transport.sendto(decision.datagram, addr)
+                self._send_datagrams(relay, [(decision.datagram, addr)])
                 return
             if isinstance(decision, Ignore):
                 self._bump(f"dropped: {decision.reason}")
                 return
             conn = self._accept(decision, info.dcid, addr)
+            # Answer the way it came, unless we already reach that peer directly.
+            self._route(conn, relay if relay is not None and not relay.direct else None)
             fresh = True
         else:
             fresh = False
@@ -792,10 +1043,31 @@ class QuicP2p:
     def _answers(self, conn: _Conn) -> bool:
         """Sends what a new connection has to say; False when it has nothing."""
         datagrams = conn.quic.datagrams_to_send(now=self._now())
-        if self._transport is not None:
-            for data, addr in datagrams:
-                self._transport.sendto(data, addr)
+        self._send_datagrams(conn.relay, datagrams)
         return bool(datagrams)
+
+    def _route(self, conn: _Conn, relay: _RelayPath | None) -> None:
+        conn.relay = relay
+        if relay is not None:
+            relay.conns.add(conn)
+
+    def _send_datagrams(
+        self, relay: _RelayPath | None, datagrams: list[tuple[bytes, Address]]
+    ) -> None:
+        """Onto the socket, or into the relay session (dropped once it closed:
+        its connections are being torn down)."""
+        if relay is None:
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                for data, addr in datagrams:
+                    transport.sendto(data, addr)
+            return
+        rconn = None if relay.closed else self._send_conn(relay.relay)
+        if rconn is None or not datagrams:
+            return
+        for data, _ in datagrams:
+            rconn.link.send_frame(frame(FrameKind.RELAY_PACKET, data, relay.session))
+        self._dirty.add(rconn)
 
     def _skip_retry(self, addr: Address) -> bool:
         """A Node we dialled, whose certificate we verified, must now connect
@@ -853,6 +1125,8 @@ class QuicP2p:
         conn.cids.clear()
         self._conns.discard(conn)
         self._dirty.discard(conn)
+        if conn.relay is not None:
+            conn.relay.conns.discard(conn)
         for handle in (conn.timer, conn.deadline):
             if handle is not None:
                 handle.cancel()
@@ -887,13 +1161,12 @@ class QuicP2p:
         """Transmits whatever any touched connection has queued, and re-arms
         its timer."""
         self._flush_scheduled = False
-        transport = self._transport
+        # (A relayed connection's packets mark its relay connection dirty,
+        # which this loop then flushes too.)
         while self._dirty:
             conn = self._dirty.pop()
             conn.link.flush()
-            if transport is not None and not transport.is_closing():
-                for data, addr in conn.quic.datagrams_to_send(now=self._now()):
-                    transport.sendto(data, addr)
+            self._send_datagrams(conn.relay, conn.quic.datagrams_to_send(now=self._now()))
             self._arm_timer(conn)
 
     def _arm_timer(self, conn: _Conn) -> None:
@@ -924,10 +1197,12 @@ class QuicP2p:
                 s = conn.outstanding.pop(msg_id, None)
                 if s is not None:
                     self._resolve(s, True)
-        elif isinstance(ev, LinkRefused) and ev.reason is RejectReason.UNKNOWN_PEER:
-            waiter = conn.punch_waiters.get(ev.msg_id)
+        elif isinstance(ev, LinkRefused) and ev.reason in _REQUEST_REFUSALS:
+            waiter = conn.requests.get(ev.msg_id)
             if waiter is not None and not waiter.done():
-                waiter.set_exception(EchoError("the rendezvous is not connected to that peer"))
+                waiter.set_exception(
+                    ConnectionFailedError(conn.link.peer_addr, _REQUEST_REFUSALS[ev.reason])
+                )
         elif isinstance(ev, LinkRefused):
             s = conn.outstanding.pop(ev.msg_id, None)
             if s is not None:
@@ -987,10 +1262,12 @@ class QuicP2p:
         for s in list(conn.outstanding.values()):
             self._resolve(s, False, f"connection lost: {reason}")
         conn.outstanding.clear()
-        for waiter in conn.echo_waiters.values():
+        for waiter in conn.requests.values():
             if not waiter.done():
-                waiter.set_exception(EchoError(f"connection lost: {reason}"))
-        conn.echo_waiters.clear()
+                waiter.set_exception(
+                    ConnectionFailedError(conn.link.peer_addr, f"connection lost: {reason}")
+                )
+        conn.requests.clear()
         if conn.up_future is not None and not conn.up_future.done():
             conn.up_future.set_result(None)  # waiters check link.down
         record = conn.record
@@ -1012,13 +1289,11 @@ class QuicP2p:
                 frame(FrameKind.ECHO_RESPONSE, encode_address(conn.link.peer_addr), f.msg_id)
             )
             self._dirty.add(conn)
-        elif kind == FrameKind.ECHO_RESPONSE:
-            waiter = conn.echo_waiters.pop(f.msg_id, None)
+        elif kind in _ANSWERS and f.msg_id:
+            # The answer to one of our requests (its waiter decodes it).
+            waiter = conn.requests.get(f.msg_id)
             if waiter is not None and not waiter.done():
-                try:
-                    waiter.set_result(decode_address(f.body))
-                except (WireError, ValueError) as exc:
-                    waiter.set_exception(EchoError(f"bad echo response: {exc}"))
+                waiter.set_result(f)
         elif kind in (FrameKind.HANDSHAKE_NODE, FrameKind.HANDSHAKE_CLIENT):
             self._on_handshake(conn, f)
         elif kind == FrameKind.USER_MESSAGE:
@@ -1027,6 +1302,14 @@ class QuicP2p:
             self._on_punch_request(conn, f)
         elif kind == FrameKind.PUNCH_INFO:
             self._on_punch_info(conn, f)
+        elif kind == FrameKind.RELAY_PACKET:
+            self._on_relay_packet(conn, f)
+        elif kind == FrameKind.RELAY_REQUEST:
+            self._on_relay_request(conn, f)
+        elif kind == FrameKind.RELAY_OPEN:
+            self._on_relay_open(conn, f)
+        elif kind == FrameKind.RELAY_CLOSE:
+            self._on_relay_close(conn, f)
         else:
             self._violation(conn, ErrorCode.BAD_FRAME, f"unexpected frame kind {kind}")
 
@@ -1056,6 +1339,10 @@ class QuicP2p:
         fresh = record is None
         if record is None:
             record = self._records[addr] = _Record(addr)
+            if conn.relay is not None and conn.relay.record is None:
+                # Reached through a relay: so is our reverse connection.
+                record.relay = conn.relay
+                conn.relay.record = record
         action, code = on_incoming_handshake(is_node, record.to, record.frm)
         if action is not Action.REJECT and is_node and not _claim_matches(record, f.body):
             action, code = Action.REJECT, ErrorCode.CERTIFICATE_MISMATCH
@@ -1063,6 +1350,8 @@ class QuicP2p:
             assert code is not None
             if fresh:
                 del self._records[addr]
+                if record.relay is not None:
+                    record.relay.record = None
             self._violation(conn, code, f"handshake rejected: {code.name.lower()}")
             return
         record.frm = FromPeer.ESTABLISHED
@@ -1082,32 +1371,61 @@ class QuicP2p:
         elif action is Action.COMPLETE:
             self._complete(record)
 
-    def _on_punch_request(self, conn: _Conn, f: Frame) -> None:
-        """As the rendezvous: tell both sides where the other is, as we see them."""
+    def _rendezvous_parties(
+        self, conn: _Conn, f: Frame, what: str
+    ) -> tuple[_Record, _Record, _Conn] | None:
+        """As a rendezvous: the asker and the connected Node it names, or None
+        (refused, or the asker's connection closed for a violation)."""
         asker = conn.record
         if asker is None or not asker.connected:
-            self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, "punch request before handshake")
-            return
+            self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, f"{what} before handshake")
+            return None
         try:
             target = self._records.get(decode_address(f.body))
         except WireError as exc:
             self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
-            return
-        to_asker = conn  # the answer goes back where the asker waits for it
+            return None
         to_target = None if target is None else self._send_conn(target)
         if (
             target is None
-            or not target.connected
-            or target.kind is not PeerKind.NODE
-            or asker.kind is not PeerKind.NODE
             or to_target is None
+            or target is asker
+            or not self._helper(target)
+            or not self._helper(asker)
         ):
             self._refuse(conn, f.msg_id, RejectReason.UNKNOWN_PEER)
+            return None
+        return asker, target, to_target
+
+    def _helper(self, record: _Record | None) -> bool:
+        """Whether we punch or relay with this peer (as rendezvous, or with it
+        as ours): both Nodes, connected directly — addresses behind a relay
+        mean nothing on the Internet, and relays are never nested."""
+        return (
+            record is not None
+            and record.connected
+            and record.kind is PeerKind.NODE
+            and record.relay is None
+            and self.config.our_type is OurType.NODE
+        )
+
+    def _on_punch_request(self, conn: _Conn, f: Frame) -> None:
+        """As the rendezvous: tell both sides where the other is, as we see
+        them, and when to start: our info reaches each side after half its
+        round-trip time, so the nearer side waits the difference and both
+        dial at the same moment (plus a margin)."""
+        parties = self._rendezvous_parties(conn, f, "punch request")
+        if parties is None:
             return
-        delay = PUNCH_START_DELAY_MS
-        to_asker.link.send_frame(encode_punch_info(f.msg_id, delay, target.addr, target.cert))
-        to_target.link.send_frame(encode_punch_info(0, delay, asker.addr, asker.cert))
-        self._dirty.update((to_asker, to_target))
+        asker, target, to_target = parties
+        rtt_a = conn.link.rtt or 0.0
+        rtt_b = to_target.link.rtt or 0.0
+        far = max(rtt_a, rtt_b)
+        delay_a = PUNCH_START_DELAY_MS + round((far - rtt_a) * 500)
+        delay_b = PUNCH_START_DELAY_MS + round((far - rtt_b) * 500)
+        conn.link.send_frame(encode_punch_info(f.msg_id, delay_a, target.addr, target.cert))
+        to_target.link.send_frame(encode_punch_info(0, delay_b, asker.addr, asker.cert))
+        self._dirty.update((conn, to_target))
         self._bump("punches relayed")
 
     def _on_punch_info(self, conn: _Conn, f: Frame) -> None:
@@ -1116,22 +1434,19 @@ class QuicP2p:
         except WireError as exc:
             self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
             return
-        if f.msg_id:  # the answer to our own request
-            waiter = conn.punch_waiters.get(f.msg_id)
-            if waiter is not None and not waiter.done():
-                waiter.set_result((delay_ms, addr, cert))
-            return
         # A rendezvous we are connected to asks us to dial the other side too.
-        rendezvous = conn.record
+        existing = self._records.get(addr)
+        relayed = existing is not None and existing.connected and existing.relay is not None
         if (
-            rendezvous is None
-            or not rendezvous.connected
-            or rendezvous.kind is not PeerKind.NODE
-            or self.config.our_type is not OurType.NODE
+            not self._helper(conn.record)
             or self._punches_pending >= PUNCH_MAX_PENDING
-            or addr in self._records
+            or (existing is not None and not relayed)
         ):
             self._bump("punches declined")
+            return
+        if existing is not None:
+            # Relayed to that peer: probe the direct path instead.
+            self._probe_later(existing, NodeInfo(addr, existing.cert or cert), delay_ms / 1000)
             return
         self._punches_pending += 1
         self._running_loop().call_later(delay_ms / 1000, self._punch, NodeInfo(addr, cert))
@@ -1141,6 +1456,192 @@ class QuicP2p:
         if not self._closing and node.peer_addr not in self._records:
             self._connect(node, we_contacted=False, timeout=PUNCH_HANDSHAKE_TIMEOUT)
             self._flush_soon()
+
+    # ------------------------------------------------------------ relaying
+    def _on_relay_request(self, conn: _Conn, f: Frame) -> None:
+        """As the rendezvous: open a relay session between the asker and the
+        Node it names, if our policy allows."""
+        parties = self._rendezvous_parties(conn, f, "relay request")
+        if parties is None:
+            return
+        policy = self.relay_policy
+        if policy is None or len(self._relay_sessions) >= policy.max_sessions:
+            self._refuse(conn, f.msg_id, RejectReason.RELAY_REFUSED)
+            self._bump("relay requests refused")
+            return
+        asker, target, to_target = parties
+        session = _RelaySession(self._next_relay_session, asker, target)
+        self._next_relay_session = self._next_relay_session % 0xFFFF_FFFF + 1
+        self._relay_sessions[session.id] = session
+        session.timer = self._running_loop().call_later(
+            policy.max_seconds,
+            self._end_relay_session,
+            session,
+            f"relay time limit reached ({policy.max_seconds:g} s)",
+        )
+        to_target.link.send_frame(encode_relay_open(0, session.id, asker.addr, asker.cert))
+        conn.link.send_frame(encode_relay_open(f.msg_id, session.id, target.addr, target.cert))
+        self._dirty.update((conn, to_target))
+        self._bump("relay sessions opened")
+        log.info(
+            "relaying between %s:%d and %s:%d (session %d)", *asker.addr, *target.addr, session.id
+        )
+
+    def _on_relay_open(self, conn: _Conn, f: Frame) -> None:
+        try:
+            session, addr, _cert = decode_relay_open(f.body)
+        except WireError as exc:
+            self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
+            return
+        # A Node relays for a peer that wants to reach us: take its packets.
+        relay = conn.record
+        existing = self._records.get(addr)
+        if (
+            relay is None
+            or not self._helper(relay)
+            or (existing is not None and existing.connected)
+            or self._open_path(relay, session, addr) is None
+        ):
+            conn.link.send_frame(encode_relay_close(session, RelayClose.CLOSED, "declined"))
+            self._dirty.add(conn)
+            self._bump("relay sessions declined")
+            return
+        self._drop_unconnected(addr)
+
+    def _drop_unconnected(self, addr: Address) -> None:
+        """A punch's leftover dial to ``addr``: the relayed connection replaces it."""
+        record = self._records.get(addr)
+        if record is not None and not record.connected:
+            self._fail(record, "replaced by a relayed connection", ErrorCode.NO_ERROR, report=False)
+
+    def _open_path(self, relay: _Record, session: int, peer_addr: Address) -> _RelayPath | None:
+        key = (relay.addr, session)
+        if key in self._relay_paths or len(self._relay_paths) >= RELAY_MAX_PATHS:
+            return None
+        path = self._relay_paths[key] = _RelayPath(relay, session, peer_addr)
+        # A session no connection ever uses is given back to the relay.
+        path.deadline = self._running_loop().call_later(HANDSHAKE_TIMEOUT, self._path_unused, path)
+        return path
+
+    def _path_unused(self, path: _RelayPath) -> None:
+        path.deadline = None
+        if path.record is None and not path.conns:
+            self._close_path(path, "unused", notify=True)
+            self._flush_soon()
+
+    def _close_path(self, path: _RelayPath, reason: str, *, notify: bool) -> None:
+        """Ends our side of a relay session; connections still sending through
+        it are lost (their peers see ``ConnectionFailure``)."""
+        if path.closed:
+            return
+        path.closed = True
+        if self._relay_paths.get((path.relay.addr, path.session)) is path:
+            del self._relay_paths[(path.relay.addr, path.session)]
+        if path.deadline is not None:
+            path.deadline.cancel()
+            path.deadline = None
+        if notify and (rconn := self._send_conn(path.relay)) is not None:
+            rconn.link.send_frame(encode_relay_close(path.session, RelayClose.CLOSED, reason))
+            self._dirty.add(rconn)
+        for conn in list(path.conns):
+            lost = f"relay session closed: {reason}"
+            self._close_conn(conn, ErrorCode.DISCONNECTED, lost)
+            self._on_down(conn, lost)
+        path.conns.clear()
+
+    def _go_direct(self, record: _Record) -> None:
+        """Our packets to this peer take the socket from now on; what the
+        relay still forwards to us is taken until it closes the session."""
+        path = record.relay
+        if path is None or path.closed:
+            return
+        record.relay = None
+        path.direct = True
+        for conn in path.conns:
+            conn.relay = None
+        path.conns.clear()
+        if (rconn := self._send_conn(path.relay)) is not None:
+            rconn.link.send_frame(
+                encode_relay_close(path.session, RelayClose.DIRECT, "direct path works")
+            )
+            self._dirty.add(rconn)
+        self._flush_soon()
+        log.info("%s:%d is now reached directly (was via %s:%d)", *record.addr, *path.relay.addr)
+        self._channel.push(UpgradedToDirect(record.addr, path.relay.addr))
+
+    def _on_relay_packet(self, conn: _Conn, f: Frame) -> None:
+        sender = conn.record
+        if sender is None or not sender.connected:
+            self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, "relay packet before handshake")
+            return
+        if f.msg_id & FROM_RELAY:  # our relay forwards the other side's packet
+            path = self._relay_paths.get((sender.addr, f.msg_id & ~FROM_RELAY))
+            if path is None:
+                self._bump("relay: dropped a packet of an unknown session")
+                return
+            self._receive(f.body, path.peer_addr, path)
+            return
+        session = self._relay_sessions.get(f.msg_id)
+        if session is None or sender not in (session.a, session.b):
+            self._bump("relay: dropped a packet of an unknown session")
+            return
+        policy = self.relay_policy
+        assert policy is not None  # sessions exist only under a policy
+        session.bytes += len(f.body)
+        if session.bytes > policy.max_bytes:
+            self._end_relay_session(session, f"relay byte limit reached ({policy.max_bytes} bytes)")
+            return
+        other = session.b if sender is session.a else session.a
+        out = self._send_conn(other)
+        if out is None:
+            self._end_relay_session(session, "the other side left the relay")
+            return
+        out.link.send_frame(frame(FrameKind.RELAY_PACKET, f.body, session.id | FROM_RELAY))
+        self._dirty.add(out)
+        self._bump("relay: bytes forwarded", len(f.body))
+
+    def _on_relay_close(self, conn: _Conn, f: Frame) -> None:
+        sender = conn.record
+        try:
+            code, reason = decode_relay_close(f.body)
+        except WireError as exc:
+            self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
+            return
+        if sender is None or not sender.connected:
+            self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, "relay close before handshake")
+            return
+        if f.msg_id & FROM_RELAY:  # our relay ended the session
+            path = self._relay_paths.get((sender.addr, f.msg_id & ~FROM_RELAY))
+            if path is not None:
+                self._close_path(path, reason, notify=False)
+            return
+        session = self._relay_sessions.get(f.msg_id)
+        if session is None or sender not in (session.a, session.b):
+            return  # (already ended: the two sides' closes crossed)
+        if code is RelayClose.DIRECT:
+            session.direct.add(sender.addr)
+            if len(session.direct) == 2:
+                self._end_relay_session(session, "both sides are direct")
+        else:
+            self._end_relay_session(session, f"the other side closed it ({reason})")
+
+    def _end_relay_session(self, session: _RelaySession, reason: str) -> None:
+        """As the relay: forget a session and tell both sides why."""
+        if self._relay_sessions.get(session.id) is not session:
+            return
+        del self._relay_sessions[session.id]
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        for party in (session.a, session.b):
+            if (out := self._send_conn(party)) is not None:
+                out.link.send_frame(
+                    encode_relay_close(session.id | FROM_RELAY, RelayClose.CLOSED, reason)
+                )
+                self._dirty.add(out)
+        self._flush_soon()
+        self._bump("relay sessions closed")
+        log.info("relay session %d closed: %s", session.id, reason)
 
     def _send_conn(self, record: _Record) -> _Conn | None:
         """The connection we send to a connected peer on."""
@@ -1192,7 +1693,8 @@ class QuicP2p:
             self._channel.push(BootstrappedTo(peer.node_info))
             group.winner.set_result(peer.node_info)
         else:
-            self._channel.push(ConnectedTo(peer))
+            relay = None if record.relay is None else record.relay.relay.addr
+            self._channel.push(ConnectedTo(peer, relay))
         if peer.node_info is not None and record.we_contacted and self._cache.add(peer.node_info):
             self._schedule_cache_save()
         for waiter in record.waiters:
@@ -1226,6 +1728,14 @@ class QuicP2p:
                 conn.record = None
                 self._close_conn(conn, code, reason)
                 self._on_down(conn, reason)
+        for path in list(self._relay_paths.values()):
+            if path.relay is record:  # our relay is gone: so are the peers behind it
+                self._close_path(path, f"lost the relay: {reason}", notify=False)
+            elif path.record is record:
+                self._close_path(path, reason, notify=True)
+        for session in list(self._relay_sessions.values()):
+            if record in (session.a, session.b):
+                self._end_relay_session(session, "the other side left the relay")
         for s in record.pending_sends:
             self._resolve(s, False, reason)
         record.pending_sends.clear()
@@ -1286,23 +1796,13 @@ class QuicP2p:
 
     # ------------------------------------------------------------ echo
     async def _ask_echo(self, conn: _Conn) -> Address:
-        if conn.up_future is not None and not conn.up_future.done():
-            await asyncio.wait_for(asyncio.shield(conn.up_future), ECHO_TIMEOUT)
-        if conn.link.down is not None:
-            raise EchoError("connection closed")
-        msg_id = conn.next_echo_id
-        conn.next_echo_id += 1
-        waiter: asyncio.Future[Address] = self._running_loop().create_future()
-        conn.echo_waiters[msg_id] = waiter
-        conn.link.send_frame(frame(FrameKind.ECHO_REQUEST, b"", msg_id))
-        self._dirty.add(conn)
-        self._flush_soon()
         try:
-            return await asyncio.wait_for(waiter, ECHO_TIMEOUT)
-        except TimeoutError:
-            raise EchoError("no echo response in time") from None
-        finally:
-            conn.echo_waiters.pop(msg_id, None)
+            answer = await self._ask(conn, FrameKind.ECHO_REQUEST, b"")
+            return decode_address(answer.body)
+        except ConnectionFailedError as exc:
+            raise EchoError(exc.reason) from None
+        except (WireError, ValueError) as exc:
+            raise EchoError(f"bad echo response: {exc}") from None
 
     # ------------------------------------------------------------ housekeeping
     async def _housekeeping(self) -> None:
@@ -1358,8 +1858,18 @@ class QuicP2p:
     def _now(self) -> float:
         return self._loop.time() if self._loop is not None else time.monotonic()
 
-    def _bump(self, key: str) -> None:
-        self.stats[key] = self.stats.get(key, 0) + 1
+    def _bump(self, key: str, n: int = 1) -> None:
+        self.stats[key] = self.stats.get(key, 0) + n
+
+
+#: Frame kinds that answer a request (msg_id: the request's); with msg_id 0,
+#: PUNCH_INFO and RELAY_OPEN are notices from a rendezvous instead.
+_ANSWERS = frozenset({FrameKind.ECHO_RESPONSE, FrameKind.PUNCH_INFO, FrameKind.RELAY_OPEN})
+#: Refusals of our requests to a rendezvous, and what they mean.
+_REQUEST_REFUSALS = {
+    RejectReason.UNKNOWN_PEER: "the rendezvous is not connected to that peer",
+    RejectReason.RELAY_REFUSED: "the rendezvous does not relay (or is at its relay limits)",
+}
 
 
 def _drain_socket(transport: asyncio.DatagramTransport) -> socket.socket | None:

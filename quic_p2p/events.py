@@ -54,9 +54,20 @@ class UnsentUserMessage:
 
 @dataclass(frozen=True)
 class ConnectedTo:
-    """``peer`` is connected: a Client at once, a Node once both directions are up."""
+    """``peer`` is connected: a Client at once, a Node once both directions are up.
+    ``relay``: the Node our packets to ``peer`` go through, or None (direct)."""
 
     peer: Peer
+    relay: Address | None = None
+
+
+@dataclass(frozen=True)
+class UpgradedToDirect:
+    """Our packets to ``peer_addr`` no longer go through ``relay``: a later hole
+    punch found a direct path (the connection and its messages carry on)."""
+
+    peer_addr: Address
+    relay: Address
 
 
 @dataclass(frozen=True)
@@ -80,5 +91,6 @@ Event = (
     | UnsentUserMessage
     | ConnectedTo
     | NewMessage
+    | UpgradedToDirect
     | Finish
 )

@@ -113,6 +113,17 @@ class Link:
         self._large_queue: deque[tuple[int, bytes, bytes]] = deque()
         self._large_active: set[int] = set()
 
+    @property
+    def rtt(self) -> float | None:
+        """The connection's smoothed round-trip time in seconds, None before
+        the first sample. aioquic keeps it private (its loss recovery's
+        ``_rtt_smoothed``); this is the one place that reads it, and
+        tests/test_endpoint.py fails loudly if aioquic renames it."""
+        loss = getattr(self.quic, "_loss", None)
+        if loss is None or not getattr(loss, "_rtt_initialized", False):
+            return None
+        return float(loss._rtt_smoothed)
+
     # ------------------------------------------------------------ sending
     def send_frame(self, data: bytes) -> None:
         """Queue complete frame bytes on our control stream."""

@@ -20,6 +20,14 @@ Bodies:
   PUNCH_INFO        u16 start delay (ms) | u8 address length | the other side's
                     address as the rendezvous sees it | its certificate (DER,
                     may be empty); msg_id: the request's, or 0 for the target
+  RELAY_REQUEST     the target's address (as the relay knows it); msg_id
+                    correlates the answer
+  RELAY_OPEN        u32 session | u8 address length | the other side's address
+                    as the relay sees it | its certificate (DER, may be empty);
+                    msg_id: the request's, or 0 for the target
+  RELAY_PACKET      one QUIC datagram of the two sides' own connection;
+                    msg_id: the session, bit 63 set when the relay sends it
+  RELAY_CLOSE       u8 RelayClose | UTF-8 reason; msg_id as for RELAY_PACKET
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ SMALL_MESSAGE_MAX = 16 * 1024
 CONTROL_FRAME_MAX = 64 * 1024
 #: Most message ids one ACK frame carries (bounded body).
 ACK_BATCH_MAX = 1024
+#: Longest reason a RELAY_CLOSE carries (bytes, UTF-8).
+RELAY_REASON_MAX = 200
 
 
 class ErrorCode(IntEnum):
@@ -68,6 +78,14 @@ class RejectReason(IntEnum):
     TOO_LARGE = 1  # above the receiver's max_msg_size_allowed
     BUSY = 2  # the receiver's user is not reading events fast enough
     UNKNOWN_PEER = 3  # a rendezvous is not connected to the punch target
+    RELAY_REFUSED = 4  # the node does not relay, or is at its relay limits
+
+
+class RelayClose(IntEnum):
+    """What a RELAY_CLOSE says about its session."""
+
+    DIRECT = 0  # to the relay: the sender now sends directly (it still receives)
+    CLOSED = 1  # the session is over (either way)
 
 
 class WireError(RemoteProtocolError):
@@ -117,15 +135,52 @@ def decode_reject(f: Frame) -> RejectReason:
         raise WireError("REJECT body must be one known reason byte") from None
 
 
-def encode_punch_info(msg_id: int, delay_ms: int, addr: Address, cert_der: bytes) -> bytes:
+def _encode_contact(head: bytes, addr: Address, cert_der: bytes) -> bytes:
     packed = encode_address(addr)
-    body = min(delay_ms, 0xFFFF).to_bytes(2, "big") + bytes([len(packed)]) + packed + cert_der
-    return frame(FrameKind.PUNCH_INFO, body, msg_id)
+    return head + bytes([len(packed)]) + packed + cert_der
+
+
+def _decode_contact(body: bytes, head: int, what: str) -> tuple[bytes, Address, bytes]:
+    """(head bytes, address, certificate) of a ``head | u8 len | addr | cert`` body."""
+    if len(body) < head + 1 or len(body) < head + 1 + body[head]:
+        raise WireError(f"{what} body too short")
+    alen = body[head]
+    rest = head + 1
+    return body[:head], decode_address(body[rest : rest + alen]), body[rest + alen :]
+
+
+def encode_punch_info(msg_id: int, delay_ms: int, addr: Address, cert_der: bytes) -> bytes:
+    head = max(0, min(delay_ms, 0xFFFF)).to_bytes(2, "big")
+    return frame(FrameKind.PUNCH_INFO, _encode_contact(head, addr, cert_der), msg_id)
 
 
 def decode_punch_info(body: bytes) -> tuple[int, Address, bytes]:
     """(start delay in ms, address, certificate)."""
-    if len(body) < 3 or len(body) < 3 + body[2]:
-        raise WireError("PUNCH_INFO body too short")
-    alen = body[2]
-    return int.from_bytes(body[:2], "big"), decode_address(body[3 : 3 + alen]), body[3 + alen :]
+    head, addr, cert = _decode_contact(body, 2, "PUNCH_INFO")
+    return int.from_bytes(head, "big"), addr, cert
+
+
+def encode_relay_open(msg_id: int, session: int, addr: Address, cert_der: bytes) -> bytes:
+    head = session.to_bytes(4, "big")
+    return frame(FrameKind.RELAY_OPEN, _encode_contact(head, addr, cert_der), msg_id)
+
+
+def decode_relay_open(body: bytes) -> tuple[int, Address, bytes]:
+    """(session, address, certificate)."""
+    head, addr, cert = _decode_contact(body, 4, "RELAY_OPEN")
+    return int.from_bytes(head, "big"), addr, cert
+
+
+def encode_relay_close(session: int, code: RelayClose, reason: str) -> bytes:
+    text = reason.encode("utf-8")[:RELAY_REASON_MAX]
+    return frame(FrameKind.RELAY_CLOSE, bytes([code]) + text, session)
+
+
+def decode_relay_close(body: bytes) -> tuple[RelayClose, str]:
+    if not body or len(body) > 1 + RELAY_REASON_MAX:
+        raise WireError(f"RELAY_CLOSE body of {len(body)} bytes")
+    try:
+        code = RelayClose(body[0])
+    except ValueError:
+        raise WireError(f"unknown RELAY_CLOSE code {body[0]}") from None
+    return code, body[1:].decode("utf-8", "replace")

@@ -3,12 +3,17 @@ namespaces (``ip netns exec NS python tests/nat_peer.py ...``).
 
 Prints ``{"ready": <NodeInfo dict>}`` once bound, then answers each command
 line on stdin with one JSON line:
-  {"op": "connect", "contact": {...}, "via": "host:port"?}
+  {"op": "connect", "contact": {...}, "via": "host:port"?, "punch": bool?, "relay": bool?}
                                         -> {"ok": "<peer addr>"} | {"error": "..."}
+  {"op": "path", "peer": "host:port"}   -> {"ok": "<relay addr>" | null (direct)}
   {"op": "restart"}                     -> a new endpoint on a new port, connected
                                            to the --contact nodes again; {"ok": info}
   {"op": "echo"}                        -> {"ok": "<our addr as seen>"} | {"error": ...}
   {"op": "send", "to": {...}, "msg": s} -> {"ok": "sent"} | {"error": "<unsent reason>"}
+  {"op": "sendmany", "to": {...}, "prefix": s, "n": n}
+                                        -> {"ok": {"sent": k, "unsent": [reasons]}}
+  {"op": "inbox"}                       -> {"ok": {"messages": [...], "upgraded": [addr...]}}
+                                           (events queued so far; messages as text)
   {"op": "peers"}                       -> {"ok": ["addr", ...]}
   {"op": "quit"}                        -> exits 0
 Every command is bounded by --timeout seconds.
@@ -24,11 +29,15 @@ from dataclasses import replace
 
 from quic_p2p import (
     Config,
+    NewMessage,
     NodeInfo,
     OurType,
     QuicP2p,
     QuicP2pError,
+    RelayPolicy,
     SentUserMessage,
+    UnsentUserMessage,
+    UpgradedToDirect,
 )
 from quic_p2p.peer import format_address, parse_address
 
@@ -40,6 +49,7 @@ async def main() -> None:
     parser.add_argument("--type", default="node")
     parser.add_argument("--contact", action="append", default=[])
     parser.add_argument("--timeout", type=float, default=20.0)
+    parser.add_argument("--relay", action="store_true", help="relay for others")
     args = parser.parse_args()
     config = Config(
         ip=args.ip,
@@ -57,7 +67,8 @@ async def main() -> None:
     def say(obj: object) -> None:
         print(json.dumps(obj), flush=True)
 
-    ep = QuicP2p(config)
+    relay = RelayPolicy() if args.relay else None
+    ep = QuicP2p(config, relay=relay)
     await ep.start()
     try:
         for contact in config.hard_coded_contacts:
@@ -70,7 +81,7 @@ async def main() -> None:
                     if cmd["op"] == "restart":
                         # A fresh socket on a new port: new NAT mappings.
                         await ep.aclose()
-                        ep = QuicP2p(replace(config, port=0))
+                        ep = QuicP2p(replace(config, port=0), relay=relay)
                         await ep.start()
                         for contact in config.hard_coded_contacts:
                             await ep.connect_to(contact)
@@ -92,8 +103,35 @@ async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
         peer = await ep.connect_to(
             NodeInfo.from_dict(cmd["contact"]),
             via=parse_address(str(via)) if via else None,
+            punch=bool(cmd.get("punch", True)),
+            relay=bool(cmd.get("relay", True)),
         )
         return format_address(peer.peer_addr)
+    if op == "path":
+        relay = ep.relayed_via(parse_address(str(cmd["peer"])))
+        return None if relay is None else format_address(relay)
+    if op == "sendmany":
+        to = NodeInfo.from_dict(cmd["to"])
+        outs = await asyncio.gather(
+            *(ep.send(to, f"{cmd['prefix']}{i}".encode()) for i in range(int(str(cmd["n"]))))
+        )
+        return {
+            "sent": sum(isinstance(o, SentUserMessage) for o in outs),
+            "unsent": [o.reason for o in outs if isinstance(o, UnsentUserMessage)],
+        }
+    if op == "inbox":
+        messages: list[str] = []
+        upgraded: list[str] = []
+        for _ in range(100_000):
+            try:
+                ev = await asyncio.wait_for(ep.next_event(), 0.2)
+            except TimeoutError:
+                break
+            if isinstance(ev, NewMessage):
+                messages.append(ev.msg.decode())
+            elif isinstance(ev, UpgradedToDirect):
+                upgraded.append(format_address(ev.peer_addr))
+        return {"messages": messages, "upgraded": upgraded}
     if op == "echo":
         return format_address((await ep.our_connection_info()).peer_addr)
     if op == "send":

@@ -104,6 +104,12 @@ def test_unreadable_certificate_is_one_line_error(tmp_path: Path) -> None:
         assert out.stderr.startswith("quic-p2p: error:") and "Traceback" not in out.stderr
 
 
+def test_only_a_node_can_relay() -> None:
+    out = run("node", "--type", "client", "--relay", "--no-stdin", "--ip", "127.0.0.1")
+    assert out.returncode == 1 and "only a Node can relay" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 # ------------------------------------------------------------------ node, echo, cache
 class Proc:
     """A running ``quic-p2p`` with its output lines collected by a thread."""

@@ -29,6 +29,10 @@ class FrameKind(IntEnum):
     REJECT = 7
     PUNCH_REQUEST = 8
     PUNCH_INFO = 9
+    RELAY_REQUEST = 10
+    RELAY_OPEN = 11
+    RELAY_PACKET = 12
+    RELAY_CLOSE = 13
 
 
 KIND_MAX = max(FrameKind)
