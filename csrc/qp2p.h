@@ -79,7 +79,9 @@
 #define QP2P_KIND_RELAY_OPEN      11  /* from a relay; body: see wire.py */
 #define QP2P_KIND_RELAY_PACKET    12  /* msg_id: session; body: one QUIC datagram */
 #define QP2P_KIND_RELAY_CLOSE     13  /* msg_id: session; body: u8 code + reason */
-#define QP2P_KIND_MAX             13
+#define QP2P_KIND_REACH_REQUEST   14  /* to a node: dial me from a fresh socket */
+#define QP2P_KIND_REACH_RESULT    15  /* body: u8 reached + the address dialled */
+#define QP2P_KIND_MAX             15
 
 typedef struct {
     uint64_t msg_id;

@@ -68,6 +68,9 @@ def frame_kinds() -> str:
         "session, with bit 63 set when the relay sends it",
         "RELAY_CLOSE": "u8 `DIRECT` (the sender now sends directly) or `CLOSED`, then a UTF-8 "
         "reason; `msg_id` as for `RELAY_PACKET`",
+        "REACH_REQUEST": "empty: dial me from a fresh socket; `msg_id` correlates the answer",
+        "REACH_RESULT": "u8 reached (0 or 1), then the address dialled (the requester's as seen); "
+        "`msg_id` of the request",
     }
     missing = {k.name for k in types.FrameKind} - set(bodies)
     if missing:

@@ -38,7 +38,7 @@ from .events import (
     UnsentUserMessage,
     UpgradedToDirect,
 )
-from .peer import InvalidContactError, NodeInfo, Peer, PeerKind
+from .peer import InvalidContactError, NodeInfo, Peer, PeerKind, Reachability
 
 __version__ = "0.1.0.dev0"
 
@@ -68,6 +68,7 @@ __all__ = [
     "PeerKind",
     "QuicP2p",
     "QuicP2pError",
+    "Reachability",
     "RelayPolicy",
     "RemoteProtocolError",
     "SentUserMessage",

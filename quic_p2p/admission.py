@@ -8,6 +8,7 @@ until it does, the only cost to us is one HMAC and one Retry packet.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 
 from .accel import RetryTokens
 from .accel.types import QUIC_V1, DatagramInfo, PacketType, TokenError, address_bytes
+
+log = logging.getLogger(__name__)
 from .peer import Address
 
 #: RFC 9000 §14.1: a client's Initial datagram is at least 1200 bytes;
@@ -136,6 +139,7 @@ class Admission:
             # RFC 9000 §8.1.2: the client will not accept another Retry, so
             # close at once with INVALID_TOKEN rather than let it time out.
             self._bump(f"invalid token: {exc.code.name.lower()}")
+            log.info("invalid retry token from %s:%d: %s", addr[0], addr[1], exc)
             return self._count(
                 Reply(
                     stateless_close(

@@ -220,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sessions relayed at once",
     )
     r.add_argument(
+        "--relay-max-per-peer",
+        type=_positive(1),
+        default=RelayPolicy.max_sessions_per_peer,
+        metavar="N",
+        help="sessions at once for any one node",
+    )
+    r.add_argument(
         "--relay-max-mb",
         type=_positive(1),
         default=RelayPolicy.max_bytes // 2**20,

@@ -158,6 +158,7 @@ async def run_node(args: argparse.Namespace) -> int:
     if args.relay:
         relay = RelayPolicy(
             max_sessions=args.relay_max_sessions,
+            max_sessions_per_peer=args.relay_max_per_peer,
             max_bytes=args.relay_max_mb * 2**20,
             max_seconds=float(args.relay_max_seconds),
         )

@@ -156,8 +156,9 @@ class RelayPolicy:
     relay forwards their QUIC packets: it sees sizes and timing, never
     plaintext, and each session ends at the first limit reached."""
 
-    #: Sessions relayed at once.
+    #: Sessions relayed at once, and at once for any one Node (either side).
     max_sessions: int = 32
+    max_sessions_per_peer: int = 4
     #: Bytes forwarded per session, both directions together.
     max_bytes: int = 64 * 1024 * 1024
     #: Lifetime of one session.
@@ -165,6 +166,7 @@ class RelayPolicy:
 
     def __post_init__(self) -> None:
         _check_int("max_sessions", self.max_sessions, 1, 1_000_000)
+        _check_int("max_sessions_per_peer", self.max_sessions_per_peer, 1, 1_000_000)
         _check_int("max_bytes", self.max_bytes, 1, 2**62)
         if not isinstance(self.max_seconds, (int, float)) or not self.max_seconds > 0:
             raise ConfigError(f"max_seconds must be positive, got {self.max_seconds!r}")

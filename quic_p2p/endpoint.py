@@ -46,7 +46,7 @@ from .events import (
     UpgradedToDirect,
 )
 from .link import Link, LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
-from .peer import Address, NodeInfo, Peer, PeerKind, normalize_address
+from .peer import Address, NodeInfo, Peer, PeerKind, Reachability, normalize_address
 from .roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_up
 from .wire import (
     ErrorCode,
@@ -55,10 +55,12 @@ from .wire import (
     WireError,
     decode_address,
     decode_punch_info,
+    decode_reach_result,
     decode_relay_close,
     decode_relay_open,
     encode_address,
     encode_punch_info,
+    encode_reach_result,
     encode_reject,
     encode_relay_close,
     encode_relay_open,
@@ -105,6 +107,10 @@ RELAY_MAX_PATHS = 64
 #: relay, so a peer that relays for us while we relay for it never confuses
 #: the two directions.
 FROM_RELAY = 1 << 63
+#: Reachability checks: the dial from a fresh socket gets this long, and a
+#: node runs this many for others at once.
+REACH_CHECK_TIMEOUT = 3.0
+REACH_MAX_PENDING = 4
 #: Bootstrap contacts dialled at once.
 BOOTSTRAP_PARALLEL = 8
 #: A bootstrap gives up after this long, whatever is still in flight.
@@ -202,6 +208,8 @@ class _Conn:
     finished: bool = False
     #: The relay session our packets travel through; None: the socket.
     relay: _RelayPath | None = None
+    #: A socket of its own (a reachability check); None: the endpoint's.
+    transport: asyncio.DatagramTransport | None = None
 
 
 @dataclass(eq=False)
@@ -302,6 +310,17 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("socket error: %s", exc)
 
 
+class _SideProtocol(asyncio.DatagramProtocol):
+    """A reachability check's own socket: it takes only packets of the
+    connection dialled from it, and never accepts a connection."""
+
+    def __init__(self, endpoint: QuicP2p) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.endpoint._side_datagram(data, addr)
+
+
 class QuicP2p:
     """A peer-to-peer endpoint: one UDP socket, QUIC connections to peers.
 
@@ -368,6 +387,7 @@ class QuicP2p:
         self._relay_paths: dict[tuple[Address, int], _RelayPath] = {}
         self._relay_sessions: dict[int, _RelaySession] = {}
         self._next_relay_session = 1
+        self._reach_pending = 0
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> QuicP2p:
@@ -856,6 +876,27 @@ class QuicP2p:
             raise EchoDisagreementError(answers)
         return NodeInfo(seen.pop(), self._cert.cert_der)
 
+    async def check_reachability(self, via: NodeInfo | Peer | Address) -> Reachability:
+        """Asks ``via``, a Node we are connected to, to dial us from a fresh
+        socket — a port we never sent anything to — at the address it sees us
+        at. The reverse connection of the Node handshake comes from the very
+        socket we dialled, which a NAT lets in as a reply; this dial does not
+        ride any mapping we opened, so it tells whether *anyone* can reach us
+        (a public address, or a NAT without filtering) or only nodes we
+        contact first (then others reach us by ``connect_to(via=...)``).
+        Raises ``ConnectionFailedError`` when ``via`` cannot check."""
+        self._check_running()
+        if self.config.our_type is not OurType.NODE:
+            raise QuicP2pError("a Client accepts no connections: nothing to check")
+        via_addr = via.peer_addr if isinstance(via, (NodeInfo, Peer)) else normalize_address(via)
+        _, conn = self._rendezvous_conn(via_addr, via_addr)
+        answer = await self._ask(conn, FrameKind.REACH_REQUEST, b"")
+        try:
+            reached, addr = decode_reach_result(answer.body)
+        except (WireError, ValueError) as exc:
+            raise ConnectionFailedError(via_addr, f"bad reachability answer: {exc}") from None
+        return Reachability(reached, addr, via_addr)
+
     # ------------------------------------------------------------ sending
     def _submit(self, peer: Peer, s: _Send) -> None:
         if self._closing or self._transport is None:
@@ -995,6 +1036,19 @@ class QuicP2p:
             self._addr_cache[addr_raw] = addr
         self._receive(data, addr, None)
 
+    def _side_datagram(self, data: bytes, addr_raw: tuple[Any, ...]) -> None:
+        try:
+            conn = self._cids.get(classify_datagram(data, CID_LENGTH).dcid)
+            addr = normalize_address(addr_raw)
+        except (DatagramError, ValueError) as exc:
+            self._bump(f"dropped: {exc}")
+            return
+        if self._closing or conn is None or conn.transport is None:
+            self._bump("dropped: not for the check's connection")
+            return
+        self._receive(data, addr, None)
+        self._flush()
+
     def _receive(self, data: bytes, addr: Address, relay: _RelayPath | None) -> None:
         """One QUIC datagram from ``addr``, off the socket or out of a relay
         session (then no Retry: the relay vouches for the path)."""
@@ -1043,7 +1097,7 @@ class QuicP2p:
     def _answers(self, conn: _Conn) -> bool:
         """Sends what a new connection has to say; False when it has nothing."""
         datagrams = conn.quic.datagrams_to_send(now=self._now())
-        self._send_datagrams(conn.relay, datagrams)
+        self._send_datagrams(conn.relay, datagrams, conn.transport)
         return bool(datagrams)
 
     def _route(self, conn: _Conn, relay: _RelayPath | None) -> None:
@@ -1052,12 +1106,15 @@ class QuicP2p:
             relay.conns.add(conn)
 
     def _send_datagrams(
-        self, relay: _RelayPath | None, datagrams: list[tuple[bytes, Address]]
+        self,
+        relay: _RelayPath | None,
+        datagrams: list[tuple[bytes, Address]],
+        transport: asyncio.DatagramTransport | None = None,
     ) -> None:
-        """Onto the socket, or into the relay session (dropped once it closed:
-        its connections are being torn down)."""
+        """Onto the socket (ours, or ``transport``), or into the relay session
+        (dropped once it closed: its connections are being torn down)."""
         if relay is None:
-            transport = self._transport
+            transport = transport or self._transport
             if transport is not None and not transport.is_closing():
                 for data, addr in datagrams:
                     transport.sendto(data, addr)
@@ -1166,7 +1223,8 @@ class QuicP2p:
         while self._dirty:
             conn = self._dirty.pop()
             conn.link.flush()
-            self._send_datagrams(conn.relay, conn.quic.datagrams_to_send(now=self._now()))
+            datagrams = conn.quic.datagrams_to_send(now=self._now())
+            self._send_datagrams(conn.relay, datagrams, conn.transport)
             self._arm_timer(conn)
 
     def _arm_timer(self, conn: _Conn) -> None:
@@ -1310,6 +1368,8 @@ class QuicP2p:
             self._on_relay_open(conn, f)
         elif kind == FrameKind.RELAY_CLOSE:
             self._on_relay_close(conn, f)
+        elif kind == FrameKind.REACH_REQUEST:
+            self._on_reach_request(conn, f)
         else:
             self._violation(conn, ErrorCode.BAD_FRAME, f"unexpected frame kind {kind}")
 
@@ -1457,6 +1517,52 @@ class QuicP2p:
             self._connect(node, we_contacted=False, timeout=PUNCH_HANDSHAKE_TIMEOUT)
             self._flush_soon()
 
+    def _on_reach_request(self, conn: _Conn, f: Frame) -> None:
+        """Dial the asker back from a fresh socket and say whether it worked."""
+        asker = conn.record
+        if asker is None or not asker.connected:
+            self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, "check request before handshake")
+            return
+        if not self._helper(asker) or self._reach_pending >= REACH_MAX_PENDING:
+            self._refuse(conn, f.msg_id, RejectReason.CHECK_REFUSED)
+            return
+        self._reach_pending += 1
+        self._spawn(self._reach_check(conn, f.msg_id, NodeInfo(asker.addr, asker.cert)))
+
+    async def _reach_check(self, conn: _Conn, msg_id: int, target: NodeInfo) -> None:
+        try:
+            reached = await self._dial_from_fresh_socket(target)
+        finally:
+            self._reach_pending -= 1
+        if conn.link.down is None:
+            conn.link.send_frame(encode_reach_result(msg_id, reached, target.peer_addr))
+            self._dirty.add(conn)
+            self._flush_soon()
+        self._bump(f"reachability checks: {'reached' if reached else 'not reached'}")
+
+    async def _dial_from_fresh_socket(self, target: NodeInfo) -> bool:
+        """An echo-only connection to ``target`` (its certificate pinned) from
+        a new ephemeral socket; True once its TLS handshake completed."""
+        loop = self._running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _SideProtocol(self), local_addr=(self.config.bind_ip, 0)
+        )
+        try:
+            conn = self._dial(target, echo_only=True, timeout=REACH_CHECK_TIMEOUT)
+            conn.transport = transport
+            self._flush_soon()
+            assert conn.up_future is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(conn.up_future), REACH_CHECK_TIMEOUT + 1)
+            reached = conn.link.up and conn.link.down is None
+            self._close_conn(conn, ErrorCode.NO_ERROR, "reachability check done")
+            self._flush()
+            return reached
+        except ConnectionFailedError:
+            return False
+        finally:
+            transport.close()
+
     # ------------------------------------------------------------ relaying
     def _on_relay_request(self, conn: _Conn, f: Frame) -> None:
         """As the rendezvous: open a relay session between the asker and the
@@ -1464,12 +1570,20 @@ class QuicP2p:
         parties = self._rendezvous_parties(conn, f, "relay request")
         if parties is None:
             return
+        asker, target, to_target = parties
         policy = self.relay_policy
-        if policy is None or len(self._relay_sessions) >= policy.max_sessions:
+        if (
+            policy is None
+            or len(self._relay_sessions) >= policy.max_sessions
+            or any(
+                sum(p in (s.a, s.b) for s in self._relay_sessions.values())
+                >= policy.max_sessions_per_peer
+                for p in (asker, target)
+            )
+        ):
             self._refuse(conn, f.msg_id, RejectReason.RELAY_REFUSED)
             self._bump("relay requests refused")
             return
-        asker, target, to_target = parties
         session = _RelaySession(self._next_relay_session, asker, target)
         self._next_relay_session = self._next_relay_session % 0xFFFF_FFFF + 1
         self._relay_sessions[session.id] = session
@@ -1864,11 +1978,15 @@ class QuicP2p:
 
 #: Frame kinds that answer a request (msg_id: the request's); with msg_id 0,
 #: PUNCH_INFO and RELAY_OPEN are notices from a rendezvous instead.
-_ANSWERS = frozenset({FrameKind.ECHO_RESPONSE, FrameKind.PUNCH_INFO, FrameKind.RELAY_OPEN})
+_ANSWERS = frozenset(
+    {FrameKind.ECHO_RESPONSE, FrameKind.PUNCH_INFO, FrameKind.RELAY_OPEN, FrameKind.REACH_RESULT}
+)
 #: Refusals of our requests to a rendezvous, and what they mean.
 _REQUEST_REFUSALS = {
     RejectReason.UNKNOWN_PEER: "the rendezvous is not connected to that peer",
     RejectReason.RELAY_REFUSED: "the rendezvous does not relay (or is at its relay limits)",
+    RejectReason.CHECK_REFUSED: "the node runs no reachability check for us now (we are a "
+    "Client, or it is busy)",
 }
 
 

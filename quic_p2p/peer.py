@@ -117,6 +117,18 @@ def _short_hex(data: bytes) -> str:
     return f"[{data.hex()}]" if len(data) < 8 else f"[{data[:4].hex()}..{data[-4:].hex()}]"
 
 
+@dataclass(frozen=True)
+class Reachability:
+    """What ``QuicP2p.check_reachability`` found: whether ``checked_by`` could
+    reach us at ``address`` from a socket we never sent to. ``reachable``
+    False means a filtering NAT (or firewall): only nodes we contact first
+    reach us, so others need hole punching or a relay to connect."""
+
+    reachable: bool
+    address: Address
+    checked_by: Address
+
+
 class PeerKind(Enum):
     NODE = "node"
     CLIENT = "client"

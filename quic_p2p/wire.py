@@ -28,6 +28,9 @@ Bodies:
   RELAY_PACKET      one QUIC datagram of the two sides' own connection;
                     msg_id: the session, bit 63 set when the relay sends it
   RELAY_CLOSE       u8 RelayClose | UTF-8 reason; msg_id as for RELAY_PACKET
+  REACH_REQUEST     empty; msg_id correlates the answer
+  REACH_RESULT      u8 reached (0/1) | the address dialled (the requester's as
+                    seen); msg_id: the request's
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class RejectReason(IntEnum):
     BUSY = 2  # the receiver's user is not reading events fast enough
     UNKNOWN_PEER = 3  # a rendezvous is not connected to the punch target
     RELAY_REFUSED = 4  # the node does not relay, or is at its relay limits
+    CHECK_REFUSED = 5  # reachability checks: not for a Client, or too many at once
 
 
 class RelayClose(IntEnum):
@@ -169,6 +173,16 @@ def decode_relay_open(body: bytes) -> tuple[int, Address, bytes]:
     """(session, address, certificate)."""
     head, addr, cert = _decode_contact(body, 4, "RELAY_OPEN")
     return int.from_bytes(head, "big"), addr, cert
+
+
+def encode_reach_result(msg_id: int, reached: bool, addr: Address) -> bytes:
+    return frame(FrameKind.REACH_RESULT, bytes([reached]) + encode_address(addr), msg_id)
+
+
+def decode_reach_result(body: bytes) -> tuple[bool, Address]:
+    if not body or body[0] > 1:
+        raise WireError("REACH_RESULT must start with 0 or 1")
+    return bool(body[0]), decode_address(body[1:])
 
 
 def encode_relay_close(session: int, code: RelayClose, reason: str) -> bytes:

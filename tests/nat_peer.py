@@ -6,6 +6,7 @@ line on stdin with one JSON line:
   {"op": "connect", "contact": {...}, "via": "host:port"?, "punch": bool?, "relay": bool?}
                                         -> {"ok": "<peer addr>"} | {"error": "..."}
   {"op": "path", "peer": "host:port"}   -> {"ok": "<relay addr>" | null (direct)}
+  {"op": "reach", "via": "host:port"}   -> {"ok": {"reachable": bool, "address": "host:port"}}
   {"op": "restart"}                     -> a new endpoint on a new port, connected
                                            to the --contact nodes again; {"ok": info}
   {"op": "echo"}                        -> {"ok": "<our addr as seen>"} | {"error": ...}
@@ -24,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import sys
 from dataclasses import replace
 
@@ -51,6 +54,12 @@ async def main() -> None:
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("--relay", action="store_true", help="relay for others")
     args = parser.parse_args()
+    if log_dir := os.environ.get("QUIC_P2P_NAT_LOG"):  # debugging the lab: one log per peer
+        logging.basicConfig(
+            filename=f"{log_dir}/{os.getpid()}.log",
+            level=logging.INFO,
+            format="%(asctime)s %(name)s %(message)s",
+        )
     config = Config(
         ip=args.ip,
         port=args.port,
@@ -110,6 +119,9 @@ async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
     if op == "path":
         relay = ep.relayed_via(parse_address(str(cmd["peer"])))
         return None if relay is None else format_address(relay)
+    if op == "reach":
+        found = await ep.check_reachability(parse_address(str(cmd["via"])))
+        return {"reachable": found.reachable, "address": format_address(found.address)}
     if op == "sendmany":
         to = NodeInfo.from_dict(cmd["to"])
         outs = await asyncio.gather(

@@ -20,8 +20,11 @@ from quic_p2p import (
     ConnectionFailure,
     NewMessage,
     NodeInfo,
+    OurType,
     Peer,
     QuicP2p,
+    QuicP2pError,
+    Reachability,
     RelayPolicy,
     SentUserMessage,
     UnsentUserMessage,
@@ -117,6 +120,22 @@ async def test_a_node_that_does_not_relay_refuses_and_the_reason_is_clear() -> N
             await asyncio.wait_for(
                 a.connect_to(NodeInfo(("127.0.0.1", 9)), via=r.node_info, punch=False), WAIT
             )
+
+
+async def test_relay_session_limits_refuse_clearly() -> None:
+    configs = [node_config() for _ in range(4)]
+    async with endpoints(*configs) as (r, a, b, c):
+        r.relay_policy = RelayPolicy(max_sessions_per_peer=1)
+        await _relayed(r, a, b)
+        await _connect(c, r)
+        with pytest.raises(ConnectionFailedError, match="at its relay limits"):
+            await asyncio.wait_for(a.connect_to(c.node_info, via=r.node_info, punch=False), WAIT)
+        r.relay_policy = RelayPolicy(max_sessions=1)
+        with pytest.raises(ConnectionFailedError, match="at its relay limits"):
+            await asyncio.wait_for(c.connect_to(a.node_info, via=r.node_info, punch=False), WAIT)
+        assert r.stats["relay requests refused"] == 2
+        assert len(r._relay_sessions) == 1
+        await _exchange(a, b, 3, b"unaffected")
 
 
 async def test_relay_byte_limit_ends_the_session_and_every_send_has_an_outcome() -> None:
@@ -220,6 +239,31 @@ async def test_relay_fallback_starts_background_upgrades(
         assert ev.relay == r.local_addr
         await wait_for_event(a, UpgradedToDirect)
         await _exchange(a, b, 5, b"x")
+
+
+async def test_reachability_check_from_a_fresh_socket() -> None:
+    async with (
+        endpoints(node_config(), node_config()) as (a, b),
+        endpoints(node_config(our_type=OurType.CLIENT)) as (c,),
+    ):
+        await _connect(a, b)
+        found = await asyncio.wait_for(a.check_reachability(b.node_info), WAIT)
+        assert found == Reachability(True, a.local_addr, b.local_addr)
+        assert b.stats["reachability checks: reached"] == 1
+        # The check came from another port than b's socket: a's admission saw
+        # a new source (and sent it a Retry, as to any stranger).
+        assert a._admission.counters.get("retry", 0) >= 1
+        # A Client cannot be reached, so it is not checked; a Client that asks
+        # anyway (raw frame) is refused.
+        await asyncio.wait_for(c.connect_to(b.node_info), WAIT)
+        with pytest.raises(QuicP2pError, match="Client"):
+            await c.check_reachability(b.node_info)
+        conn = c._send_conn(c._records[b.local_addr])
+        assert conn is not None
+        with pytest.raises(ConnectionFailedError, match="runs no reachability check"):
+            await asyncio.wait_for(c._ask(conn, FrameKind.REACH_REQUEST, b""), WAIT)
+        with pytest.raises(ConnectionFailedError, match="not connected to the rendezvous"):
+            await a.check_reachability(("127.0.0.1", 9))
 
 
 async def test_link_rtt_is_read_from_aioquic() -> None:

@@ -33,6 +33,8 @@ class FrameKind(IntEnum):
     RELAY_OPEN = 11
     RELAY_PACKET = 12
     RELAY_CLOSE = 13
+    REACH_REQUEST = 14
+    REACH_RESULT = 15
 
 
 KIND_MAX = max(FrameKind)
