@@ -26,9 +26,9 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 
 from .accel import RetryTokens
 from .accel.types import QUIC_V1, DatagramInfo, PacketType, TokenError, address_bytes
+from .peer import Address
 
 log = logging.getLogger(__name__)
-from .peer import Address
 
 #: RFC 9000 §14.1: a client's Initial datagram is at least 1200 bytes;
 #: smaller ones are not answered (amplification defence).

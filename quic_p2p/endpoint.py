@@ -107,9 +107,10 @@ RELAY_MAX_PATHS = 64
 #: relay, so a peer that relays for us while we relay for it never confuses
 #: the two directions.
 FROM_RELAY = 1 << 63
-#: Reachability checks: the dial from a fresh socket gets this long, and a
-#: node runs this many for others at once.
-REACH_CHECK_TIMEOUT = 3.0
+#: Probes (a relayed pair's direct path, a reachability check from a fresh
+#: socket) are throwaway connections given this long to complete TLS.
+PROBE_TIMEOUT = PUNCH_HANDSHAKE_TIMEOUT
+#: Reachability checks a node runs for others at once.
 REACH_MAX_PENDING = 4
 #: Bootstrap contacts dialled at once.
 BOOTSTRAP_PARALLEL = 8
@@ -684,17 +685,7 @@ class QuicP2p:
     async def _probe(self, record: _Record, node: NodeInfo) -> bool:
         if record.dead or record.relay is None:
             return record.relay is None and not record.dead
-        try:
-            probe = self._dial(node, echo_only=True, timeout=PUNCH_HANDSHAKE_TIMEOUT)
-        except ConnectionFailedError:
-            return False
-        self._flush_soon()
-        assert probe.up_future is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(probe.up_future), PUNCH_HANDSHAKE_TIMEOUT + 1)
-        reached = probe.link.up and probe.link.down is None
-        self._close_conn(probe, ErrorCode.NO_ERROR, "path probe done")
-        self._flush_soon()
+        reached = await self._reaches(node)
         if reached and not record.dead:
             self._go_direct(record)
         self._bump("path probes succeeded" if reached else "path probes failed")
@@ -1548,20 +1539,29 @@ class QuicP2p:
             lambda: _SideProtocol(self), local_addr=(self.config.bind_ip, 0)
         )
         try:
-            conn = self._dial(target, echo_only=True, timeout=REACH_CHECK_TIMEOUT)
-            conn.transport = transport
-            self._flush_soon()
-            assert conn.up_future is not None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(conn.up_future), REACH_CHECK_TIMEOUT + 1)
-            reached = conn.link.up and conn.link.down is None
-            self._close_conn(conn, ErrorCode.NO_ERROR, "reachability check done")
-            self._flush()
-            return reached
-        except ConnectionFailedError:
-            return False
+            return await self._reaches(target, transport)
         finally:
             transport.close()
+
+    async def _reaches(
+        self, node: NodeInfo, transport: asyncio.DatagramTransport | None = None
+    ) -> bool:
+        """A throwaway echo-only connection to ``node`` (its certificate
+        pinned), from our socket or from ``transport``; True once its TLS
+        handshake completed within PROBE_TIMEOUT."""
+        try:
+            conn = self._dial(node, echo_only=True, timeout=PROBE_TIMEOUT)
+        except ConnectionFailedError:
+            return False
+        conn.transport = transport
+        self._flush_soon()
+        assert conn.up_future is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(conn.up_future), PROBE_TIMEOUT + 1)
+        reached = conn.link.up and conn.link.down is None
+        self._close_conn(conn, ErrorCode.NO_ERROR, "probe done")
+        self._flush()
+        return reached
 
     # ------------------------------------------------------------ relaying
     def _on_relay_request(self, conn: _Conn, f: Frame) -> None:
