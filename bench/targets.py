@@ -135,6 +135,15 @@ TARGETS: list[Target] = [
         None,
     ),
     Target(
+        "relay-1KiB relayed/direct",
+        "1 KiB messages x2000 through a relay / on a direct pair (no issue target: a "
+        "regression guard; five QUIC stacks instead of two)",
+        _paired(("relay-1KiB", "ours-relayed")),
+        "<=",
+        None,
+        6.0,
+    ),
+    Target(
         "retry-path accept/(retry+validate)",
         "full accept / (retry + validate): how much cheaper a stateless retry is",
         _retry,
