@@ -290,23 +290,46 @@ class PeerProcess:
         raise AssertionError("peer process output never ended")
 
 
+SEND_CHUNK = 500
+
+
 async def _sigkill_mid_transfer(count: int, kill_after: int) -> None:
     idle_ms = 1_500
     async with (
         endpoints(node_config(idle_timeout_msec=idle_ms, keep_alive_interval_msec=300)) as (s,),
-        PeerProcess.start("--idle-timeout-ms", str(idle_ms)) as victim,
+        # Lifetime: the test's own bound (below) must be what ends a slow run.
+        PeerProcess.start("--idle-timeout-ms", str(idle_ms), "--lifetime", "280") as victim,
     ):
         assert victim.info is not None
         peer = await asyncio.wait_for(s.connect_to(victim.info), WAIT)
         drain(s)
         msgs = [payload(3, i, 4_000 if i % 50 else 40_000) for i in range(count)]
-        sends = [asyncio.ensure_future(s.send(peer, m, i)) for i, m in enumerate(msgs)]
+        sends: list[asyncio.Future[SentUserMessage | UnsentUserMessage]] = []
+        for first in range(0, count, SEND_CHUNK):
+            chunk = enumerate(msgs[first : first + SEND_CHUNK], first)
+            sends += [asyncio.ensure_future(s.send(peer, m, i)) for i, m in chunk]
+            # Let the loop breathe between chunks, as any producer would: 20,000
+            # sends started in one go run back to back, and on a loaded machine
+            # that starves the connection past its 1.5 s idle timeout.
+            await asyncio.sleep(0)
         received = 0
-        async with asyncio.timeout(60):
-            while received < kill_after:
-                line = await victim.readline()
-                assert line, "peer process ended early"
-                received += line.startswith("msg ")
+        started = time.monotonic()
+        try:
+            # Unloaded this takes seconds; two busy processes on the 2 cores
+            # stretch the large variant past a minute (the receiver, starved,
+            # overflows its socket buffer and congestion control backs off).
+            async with asyncio.timeout(240):
+                while received < kill_after:
+                    line = await victim.readline()
+                    assert line, f"peer process ended early, after {received} messages"
+                    assert line != "event ConnectionFailure", (
+                        f"connection lost before the kill, after {received} messages"
+                    )
+                    received += line.startswith("msg ")
+        except TimeoutError:
+            raise AssertionError(
+                f"only {received}/{kill_after} messages in {time.monotonic() - started:.0f} s"
+            ) from None
         assert "hook missing" not in victim.lines
         victim.proc.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
