@@ -635,15 +635,22 @@ class QuicP2p:
                 raise ConnectionFailedError(target, exc.reason) from None
             raise ConnectionFailedError(target, f"rendezvous: {exc.reason}") from None
 
-    async def _punch_once(self, node: NodeInfo, via_addr: Address) -> Peer:
-        answer = await self._ask_rendezvous(via_addr, FrameKind.PUNCH_REQUEST, node.peer_addr)
+    async def _punch_start(self, via_addr: Address, target: Address) -> NodeInfo:
+        """Asks the rendezvous for a punch to ``target`` and waits out the start
+        delay it gives; the other side as the rendezvous sees it."""
+        answer = await self._ask_rendezvous(via_addr, FrameKind.PUNCH_REQUEST, target)
         try:
             delay_ms, addr, cert = decode_punch_info(answer.body)
         except WireError as exc:
-            raise ConnectionFailedError(node.peer_addr, f"bad answer: {exc}") from None
+            raise ConnectionFailedError(target, f"bad answer: {exc}") from None
         await asyncio.sleep(delay_ms / 1000)
+        return NodeInfo(addr, cert)
+
+    async def _punch_once(self, node: NodeInfo, via_addr: Address) -> Peer:
+        other = await self._punch_start(via_addr, node.peer_addr)
         return await self._connect_and_wait(
-            NodeInfo(addr, node.peer_cert_der or cert), PUNCH_HANDSHAKE_TIMEOUT
+            NodeInfo(other.peer_addr, node.peer_cert_der or other.peer_cert_der),
+            PUNCH_HANDSHAKE_TIMEOUT,
         )
 
     async def _connect_relayed(self, node: NodeInfo, via_addr: Address) -> Peer:
@@ -674,13 +681,10 @@ class QuicP2p:
         """One punch for a relayed peer: both sides probe the direct path with
         a throwaway connection; each side that reaches the other (pinned
         certificate checked) sends its packets directly from then on."""
-        answer = await self._ask_rendezvous(via_addr, FrameKind.PUNCH_REQUEST, record.addr)
-        try:
-            delay_ms, addr, cert = decode_punch_info(answer.body)
-        except WireError as exc:
-            raise ConnectionFailedError(record.addr, f"bad answer: {exc}") from None
-        await asyncio.sleep(delay_ms / 1000)
-        return await self._probe(record, NodeInfo(addr, record.cert or cert))
+        other = await self._punch_start(via_addr, record.addr)
+        return await self._probe(
+            record, NodeInfo(other.peer_addr, record.cert or other.peer_cert_der)
+        )
 
     async def _probe(self, record: _Record, node: NodeInfo) -> bool:
         if record.dead or record.relay is None:
@@ -1610,12 +1614,10 @@ class QuicP2p:
         # A Node relays for a peer that wants to reach us: take its packets.
         relay = conn.record
         existing = self._records.get(addr)
-        if (
-            relay is None
-            or not self._helper(relay)
-            or (existing is not None and existing.connected)
-            or self._open_path(relay, session, addr) is None
-        ):
+        usable = relay is not None and self._helper(relay)
+        if existing is not None and existing.connected:
+            usable = False  # reached already: nothing to relay
+        if relay is None or not usable or self._open_path(relay, session, addr) is None:
             conn.link.send_frame(encode_relay_close(session, RelayClose.CLOSED, "declined"))
             self._dirty.add(conn)
             self._bump("relay sessions declined")
