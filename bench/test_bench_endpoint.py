@@ -80,6 +80,14 @@ def _drain_events(ep: QuicP2p) -> None:
     ep._channel._items.clear()
 
 
+async def _send_all(a: QuicP2p, b: QuicP2p, peer: Peer, messages: list[bytes]) -> None:
+    """Every message from a to b, each acknowledged; then both event queues emptied."""
+    outcomes = await asyncio.gather(*(a.send(peer, m, i) for i, m in enumerate(messages)))
+    assert all(isinstance(o, SentUserMessage) for o in outcomes)
+    _drain_events(a)
+    _drain_events(b)
+
+
 def _paired(
     benchmark: Any, raw_times: list[float], ours_over_raw: bool, kind: str | None = None
 ) -> None:
@@ -125,19 +133,16 @@ def test_throughput(
     a, b, peer = pair
     raw_times: list[float] = []
 
-    async def ours() -> None:
-        outcomes = await asyncio.gather(*(a.send(peer, m, i) for i, m in enumerate(messages)))
-        assert all(isinstance(o, SentUserMessage) for o in outcomes)
-        _drain_events(a)
-        _drain_events(b)
-
     def raw_round() -> None:
         t0 = time.perf_counter()
         loop.run_until_complete(raw.send_messages(messages))
         raw_times.append(time.perf_counter() - t0)
 
     benchmark.pedantic(
-        lambda: loop.run_until_complete(ours()), setup=raw_round, rounds=ROUNDS, warmup_rounds=1
+        lambda: loop.run_until_complete(_send_all(a, b, peer, messages)),
+        setup=raw_round,
+        rounds=ROUNDS,
+        warmup_rounds=1,
     )
     _paired(benchmark, raw_times, ours_over_raw=False)
 
@@ -224,19 +229,13 @@ def test_relayed_throughput(
     messages = [bytes([i % 251]) * 1024 for i in range(count)]
     direct_times: list[float] = []
 
-    async def run(a: QuicP2p, b: QuicP2p, peer: Peer) -> None:
-        outcomes = await asyncio.gather(*(a.send(peer, m, i) for i, m in enumerate(messages)))
-        assert all(isinstance(o, SentUserMessage) for o in outcomes)
-        _drain_events(a)
-        _drain_events(b)
-
     def direct_round() -> None:
         t0 = time.perf_counter()
-        loop.run_until_complete(run(*pair))
+        loop.run_until_complete(_send_all(*pair, messages))
         direct_times.append(time.perf_counter() - t0)
 
     benchmark.pedantic(
-        lambda: loop.run_until_complete(run(*relayed)),
+        lambda: loop.run_until_complete(_send_all(*relayed, messages)),
         setup=direct_round,
         rounds=ROUNDS,
         warmup_rounds=1,
