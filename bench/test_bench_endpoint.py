@@ -77,7 +77,8 @@ def raw(loop: asyncio.AbstractEventLoop) -> Iterator[RawPair]:
 
 
 def _drain_events(ep: QuicP2p) -> None:
-    ep._channel._items.clear()
+    while ep.poll_event() is not None:
+        pass
 
 
 async def _send_all(a: QuicP2p, b: QuicP2p, peer: Peer, messages: list[bytes]) -> None:

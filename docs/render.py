@@ -51,7 +51,7 @@ def role_tables() -> str:
 def frame_kinds() -> str:
     bodies = {
         "HANDSHAKE_NODE": "the sender's certificate (DER)",
-        "HANDSHAKE_CLIENT": "empty",
+        "HANDSHAKE_CLIENT": "empty; the Node ACKs its `msg_id` once it accepted the Client",
         "ECHO_REQUEST": "empty; `msg_id` correlates the answer",
         "ECHO_RESPONSE": "the requester's address as seen: 4 or 16 IP octets + 2-byte port",
         "USER_MESSAGE": "the user's bytes; `msg_id` is acknowledged",

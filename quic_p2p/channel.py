@@ -6,18 +6,21 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 
-from .events import Event, Finish
+from .events import Event, Finish, NewMessage
 
 
 class EventChannel:
     """Events in order. Protocol events (connections, outcomes) are always
-    queued; user messages only while fewer than ``capacity`` events wait, so a
-    user who stops reading makes peers see their messages refused (unsent),
-    never silently lost and never an unbounded buffer."""
+    queued; user messages only while fewer than ``capacity`` of them wait, so
+    a user who stops reading makes peers see their messages refused (unsent),
+    never silently lost and never an unbounded buffer. Other events do not
+    count against ``capacity``: a user who never reads stays able to receive
+    as soon as it does."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: deque[Event] = deque()
+        self._messages = 0  # NewMessage events among _items
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -25,17 +28,29 @@ class EventChannel:
         return len(self._items)
 
     def has_room(self) -> bool:
-        return len(self._items) < self.capacity
+        """Whether one more user message may be queued."""
+        return self._messages < self.capacity
 
     def push(self, event: Event) -> None:
         if self._closed:
             return
+        if isinstance(event, NewMessage):
+            self._messages += 1
         self._items.append(event)
         if isinstance(event, Finish):
             self._closed = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def get_nowait(self) -> Event | None:
+        """The next event if one is queued, else None."""
+        if not self._items:
+            return None
+        event = self._items.popleft()
+        if isinstance(event, NewMessage):
+            self._messages -= 1
+        return event
 
     async def get(self) -> Event:
         while not self._items:
@@ -46,7 +61,9 @@ class EventChannel:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._items.popleft()
+        event = self.get_nowait()
+        assert event is not None
+        return event
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:

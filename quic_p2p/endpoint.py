@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +47,16 @@ from .events import (
     UnsentUserMessage,
     UpgradedToDirect,
 )
-from .link import Link, LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
+from .link import (
+    HeldBytes,
+    Link,
+    LinkAcked,
+    LinkDown,
+    LinkEvent,
+    LinkFrame,
+    LinkRefused,
+    LinkUp,
+)
 from .peer import Address, NodeInfo, Peer, PeerKind, Reachability, normalize_address
 from .roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_up
 from .wire import (
@@ -84,8 +95,25 @@ ECHO_QUORUM = 3
 #: Messages a not-yet-proven Node may send before it is connected (held,
 #: unacknowledged, until the reverse connection completes).
 MAX_PENDING_READS = 256
-#: Events waiting for the user before new user messages are refused (unsent).
+#: Bytes of messages we hold at once for all peers not yet proven, arriving
+#: or complete (a claimed Node before its reverse connection succeeds): an
+#: honest Node sends only once connected, so little is needed, and an
+#: unproven peer must not make us buffer what it likes.
+UNPROVEN_MAX_BYTES = 4 * 1024 * 1024
+#: New user messages waiting in ``events()`` before further ones are refused
+#: (unsent at their sender). Other events never count against it.
 DEFAULT_EVENT_CAPACITY = 65_536
+#: A connection with sends outstanding that the peer acknowledges nothing of
+#: for this long is closed, every send on it unsent: a peer that stops
+#: acknowledging (or withholds flow-control credit) cannot hold sends forever.
+DEFAULT_SEND_TIMEOUT = 60.0
+#: Bytes of user messages handed to one connection and not yet acknowledged;
+#: further sends wait (``send()`` returns later) until acknowledgements make
+#: room, so a slow or stalled peer bounds what we buffer for it.
+DEFAULT_MAX_UNACKED_BYTES = 64 * 1024 * 1024
+#: Incoming connections from one IPv4 address (one IPv6 /64) at once; more
+#: are refused (CONNECTION_REFUSED), so one host cannot take every slot.
+DEFAULT_MAX_CONNECTIONS_PER_IP = 32
 #: Hole punching: attempts per connect_to(via=...), the QUIC handshake
 #: timeout of each (Initials are retransmitted within it), the pause between
 #: attempts (doubled each time), and the margin the rendezvous adds to the
@@ -174,13 +202,23 @@ class _NoRendezvous(ConnectionFailedError):
     peer): no further punch or relay attempt is made."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Send:
     peer_addr: Address
     msg: bytes
     token: int
     future: asyncio.Future[SentUserMessage | UnsentUserMessage]
-    sent_at: float = 0.0
+    #: The certificate the caller's NodeInfo pins (b"": none).
+    pin: bytes = b""
+    resolved: bool = False
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A ``connect_to`` (or bootstrap attempt) waiting for a peer record."""
+
+    future: asyncio.Future[Peer]
+    pin: bytes = b""
 
 
 @dataclass(eq=False)
@@ -201,6 +239,15 @@ class _Conn:
     #: The QUIC handshake deadline (seconds) of an outgoing connection.
     timeout: float = HANDSHAKE_TIMEOUT
     outstanding: dict[int, _Send] = field(default_factory=dict)
+    #: Bytes of ``outstanding``; sends beyond the limit wait in ``waiting``.
+    unacked_bytes: int = 0
+    waiting: deque[_Send] = field(default_factory=deque)
+    #: When the peer last acknowledged (or refused) something, or sends began.
+    progress_at: float = 0.0
+    #: A Client's handshake, acknowledged by the Node once it accepted us.
+    handshake_id: int = 0
+    #: Key of the per-IP count an incoming connection is counted under.
+    ip_key: bytes | None = None
     #: Our requests (echo, punch, relay) awaiting the answer frame, by msg_id.
     requests: dict[int, asyncio.Future[Frame]] = field(default_factory=dict)
     up_future: asyncio.Future[None] | None = None
@@ -227,14 +274,18 @@ class _Record:
     connected: bool = False
     dead: bool = False
     we_contacted: bool = False
-    waiters: list[asyncio.Future[Peer]] = field(default_factory=list)
+    waiters: list[_Waiter] = field(default_factory=list)
     pending_sends: list[_Send] = field(default_factory=list)
     pending_reads: list[tuple[_Conn, Frame]] = field(default_factory=list)
+    #: Bytes of ``pending_reads`` (taken from the endpoint's unproven budget).
+    pending_bytes: int = 0
     reverse_timer: asyncio.TimerHandle | None = None
     #: The one Initial we accept without a Retry from this address while we
     #: wait for its reverse connection has arrived (see _skip_retry).
     reverse_admitted: bool = False
     bootstrap: _BootstrapGroup | None = None
+    #: The certificate the bootstrap contact pinned (checked before it wins).
+    bootstrap_pin: bytes = b""
     failure: str = ""
     #: Set while our connections to this peer send through a relay.
     relay: _RelayPath | None = None
@@ -335,14 +386,23 @@ class QuicP2p:
         *,
         event_capacity: int = DEFAULT_EVENT_CAPACITY,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP,
         stateless_retry: bool = True,
         retry_above_rate: float = 0.0,
-        send_timeout: float | None = None,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+        max_unacked_bytes: int = DEFAULT_MAX_UNACKED_BYTES,
+        outcome_events: bool = False,
         relay: RelayPolicy | None = None,
     ) -> None:
         self.config = config if config is not None else Config()
-        if event_capacity < 1 or max_connections < 1:
-            raise QuicP2pError("event_capacity and max_connections must be positive")
+        if event_capacity < 1 or max_connections < 1 or max_connections_per_ip < 1:
+            raise QuicP2pError(
+                "event_capacity, max_connections and max_connections_per_ip must be positive"
+            )
+        if send_timeout is not None and not send_timeout > 0:
+            raise QuicP2pError("send_timeout must be positive (or None: never)")
+        if max_unacked_bytes < 1:
+            raise QuicP2pError("max_unacked_bytes must be positive")
         if relay is not None and not isinstance(relay, RelayPolicy):
             raise TypeError("relay must be a RelayPolicy (or None: do not relay)")
         if relay is not None and self.config.our_type is not OurType.NODE:
@@ -351,7 +411,15 @@ class QuicP2p:
         self.relay_policy = relay
         self._channel = EventChannel(event_capacity)
         self.max_connections = max_connections
+        #: Incoming connections one IPv4 address (or IPv6 /64) may hold at once.
+        self.max_connections_per_ip = max_connections_per_ip
+        #: Seconds a connection may leave sends unacknowledged (None: forever).
         self.send_timeout = send_timeout
+        #: Unacknowledged bytes per connection before ``send()`` waits.
+        self.max_unacked_bytes = max_unacked_bytes
+        #: Also put every send's outcome on ``events()`` (the seed's way). Off,
+        #: only outcomes whose ``send()`` caller stopped waiting go there.
+        self.outcome_events = outcome_events
         self._tokens = RetryTokens()
         self._admission = Admission(
             self._tokens,
@@ -378,8 +446,7 @@ class QuicP2p:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._local_addr: Address | None = None
-        #: Counters of dropped or refused input (garbage datagrams, admission).
-        self.stats: dict[str, int] = {}
+        self._counters: dict[str, int] = {}
         self._cache = BootstrapCache(hard_coded=self.config.hard_coded_contacts)
         self._cache_store: CacheStore | None = None
         self._cache_save: asyncio.TimerHandle | None = None
@@ -389,6 +456,14 @@ class QuicP2p:
         self._relay_sessions: dict[int, _RelaySession] = {}
         self._next_relay_session = 1
         self._reach_pending = 0
+        #: Messages held for peers not yet proven (see UNPROVEN_MAX_BYTES).
+        self._unproven = HeldBytes(UNPROVEN_MAX_BYTES)
+        self._per_ip: dict[bytes, int] = {}
+        #: Our socket is IPv6 (maybe dual stack): IPv4 peers are sent to as
+        #: ``::ffff:a.b.c.d`` (we name them ``a.b.c.d`` everywhere else).
+        self._v6_socket = False
+        #: IPv4 peers are reachable from our socket (an IPv4 or dual-stack one).
+        self._ipv4_ok = True
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> QuicP2p:
@@ -412,6 +487,16 @@ class QuicP2p:
         )
         self._transport = transport
         self._local_addr = normalize_address(transport.get_extra_info("sockname"))
+        tsock = transport.get_extra_info("socket")
+        self._v6_socket = tsock is not None and tsock.family == socket.AF_INET6
+        if self._v6_socket:
+            assert tsock is not None
+            v6only = 1
+            with contextlib.suppress(OSError):
+                v6only = tsock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            self._ipv4_ok = self._local_addr[0] == "::" and not v6only
+        else:
+            self._ipv4_ok = True
         self._sock = _drain_socket(transport)
         if self.config.keep_alive_interval_msec > 0 or self.send_timeout:
             self._spawn(self._housekeeping())
@@ -459,6 +544,16 @@ class QuicP2p:
         return self._local_addr
 
     @property
+    def stats(self) -> dict[str, int]:
+        """Counters of dropped or refused input (garbage datagrams, admission,
+        limits), and the bytes held for peers not yet proven (now, and the
+        most ever held)."""
+        out = dict(self._counters)
+        out["unproven peers: bytes held"] = self._unproven.used
+        out["unproven peers: most bytes held"] = self._unproven.peak
+        return out
+
+    @property
     def node_info(self) -> NodeInfo:
         """Our NodeInfo at the bound address (see ``our_connection_info``)."""
         return NodeInfo(self.local_addr, self._cert.cert_der)
@@ -489,7 +584,12 @@ class QuicP2p:
             yield event
 
     async def next_event(self) -> Event:
+        """The next event, waiting for one."""
         return await self._channel.get()
+
+    def poll_event(self) -> Event | None:
+        """The next event if one is already queued, else None (no waiting)."""
+        return self._channel.get_nowait()
 
     async def connect_to(
         self,
@@ -518,6 +618,10 @@ class QuicP2p:
         if not isinstance(node, NodeInfo):
             raise TypeError("connect_to takes a NodeInfo")
         record = self._records.get(node.peer_addr)
+        if record is not None and record.connected:
+            problem = _pin_problem(record, node.peer_cert_der)
+            if problem is not None:
+                raise ConnectionFailedError(node.peer_addr, problem)
         if via is None:
             if record is not None and record.connected:
                 return record.peer()
@@ -540,7 +644,7 @@ class QuicP2p:
         if record.dead:
             raise ConnectionFailedError(node.peer_addr, record.failure)
         future: asyncio.Future[Peer] = self._running_loop().create_future()
-        record.waiters.append(future)
+        record.waiters.append(_Waiter(future, node.peer_cert_der))
         self._flush_soon()
         return await future
 
@@ -723,10 +827,19 @@ class QuicP2p:
         if not isinstance(token, int) or not 0 <= token < 2**64:
             raise QuicP2pError("token must be an integer in 0..2**64-1")
         loop = self._running_loop()
-        s = _Send(peer.peer_addr, bytes(msg), token, loop.create_future())
+        pin = peer.node_info.peer_cert_der if peer.node_info is not None else b""
+        s = _Send(peer.peer_addr, bytes(msg), token, loop.create_future(), pin)
         self._submit(peer, s)
         self._flush_soon()
-        return await s.future
+        try:
+            return await s.future
+        except asyncio.CancelledError:
+            # The caller stopped waiting: the outcome goes to events() instead
+            # (``_resolve`` sees the cancelled future), or, if it was decided
+            # just before the cancellation reached us, it goes there now.
+            if s.future.done() and not s.future.cancelled() and not self.outcome_events:
+                self._channel.push(s.future.result())
+            raise
 
     def bootstrap_cache(self) -> list[NodeInfo]:
         """Cached nodes, most recently connected first."""
@@ -794,6 +907,9 @@ class QuicP2p:
     async def _bootstrap_member(self, contact: NodeInfo, group: _BootstrapGroup) -> None:
         existing = self._records.get(contact.peer_addr)
         if existing is not None and existing.connected and existing.kind is PeerKind.NODE:
+            problem = _pin_problem(existing, contact.peer_cert_der)
+            if problem is not None:
+                raise ConnectionFailedError(contact.peer_addr, problem)
             if not group.winner.done():
                 info = NodeInfo(existing.addr, existing.cert)
                 self._channel.push(BootstrappedTo(info))
@@ -804,9 +920,10 @@ class QuicP2p:
             raise ConnectionFailedError(contact.peer_addr, record.failure)
         if record.bootstrap is None and not record.connected:
             record.bootstrap = group
+            record.bootstrap_pin = contact.peer_cert_der
             group.members.append(record)
         waiter: asyncio.Future[Peer] = self._running_loop().create_future()
-        record.waiters.append(waiter)
+        record.waiters.append(_Waiter(waiter, contact.peer_cert_der))
         self._flush_soon()
         await waiter
 
@@ -905,6 +1022,10 @@ class QuicP2p:
             if peer.is_node and record.kind is PeerKind.CLIENT:
                 self._resolve(s, False, "the peer at that address is a Client")
                 return
+            problem = _pin_problem(record, s.pin)
+            if problem is not None:
+                self._resolve(s, False, problem)
+                return
             self._send_on(record, s)
         elif peer.is_node and peer.node_info is not None:
             record = self._connect(peer.node_info, we_contacted=True)
@@ -920,21 +1041,52 @@ class QuicP2p:
         if conn is None:
             self._resolve(s, False, "connection lost")
             return
+        if conn.waiting or (
+            conn.outstanding and conn.unacked_bytes + len(s.msg) > self.max_unacked_bytes
+        ):
+            conn.waiting.append(s)  # backpressure: handed over as acks make room
+            return
+        self._hand_over(conn, s)
+
+    def _hand_over(self, conn: _Conn, s: _Send) -> None:
+        if not conn.outstanding:
+            conn.progress_at = self._now()
         msg_id = conn.link.send_user_message(s.msg)
-        s.sent_at = self._now()
         conn.outstanding[msg_id] = s
+        conn.unacked_bytes += len(s.msg)
         self._dirty.add(conn)
 
+    def _settled(self, conn: _Conn, msg_id: int) -> _Send | None:
+        """The send ``msg_id`` the peer answered (acked or refused), if ours;
+        waiting sends take the room it leaves."""
+        s = conn.outstanding.pop(msg_id, None)
+        if s is None:
+            return None
+        conn.unacked_bytes -= len(s.msg)
+        conn.progress_at = self._now()
+        while conn.waiting and (
+            not conn.outstanding
+            or conn.unacked_bytes + len(conn.waiting[0].msg) <= self.max_unacked_bytes
+        ):
+            self._hand_over(conn, conn.waiting.popleft())
+        return s
+
     def _resolve(self, s: _Send, sent: bool, reason: str = "") -> None:
-        if s.future.done():
+        """Decides a send's one outcome: returned by ``send()``, and put on
+        ``events()`` when asked for (``outcome_events``) or when the caller
+        stopped waiting (its future was cancelled)."""
+        if s.resolved:
             return
+        s.resolved = True
         outcome: SentUserMessage | UnsentUserMessage
         if sent:
             outcome = SentUserMessage(s.peer_addr, s.msg, s.token)
         else:
             outcome = UnsentUserMessage(s.peer_addr, s.msg, s.token, reason)
-        self._channel.push(outcome)
-        s.future.set_result(outcome)
+        if not s.future.done():
+            s.future.set_result(outcome)
+        if self.outcome_events or s.future.cancelled():
+            self._channel.push(outcome)
 
     # ------------------------------------------------------------ connecting
     def _connect(
@@ -963,6 +1115,9 @@ class QuicP2p:
             record.to = ToPeer.CONNECTING
             record.out = conn
             conn.record = record
+            if not we_contacted:
+                # A dial-back or a punch: the peer chose us, not the user.
+                conn.link.budget = self._unproven
             if self.config.our_type is OurType.CLIENT:
                 record.frm = FromPeer.NOT_NEEDED
         return record
@@ -986,6 +1141,15 @@ class QuicP2p:
             ) from None
         if len(self._conns) >= self.max_connections:
             raise ConnectionFailedError(node.peer_addr, "connection limit reached")
+        if ":" in node.peer_addr[0] and not self._v6_socket:
+            raise ConnectionFailedError(
+                node.peer_addr, "an IPv6 address, but we are bound to IPv4 (bind '::' for both)"
+            )
+        if ":" not in node.peer_addr[0] and not self._ipv4_ok:
+            raise ConnectionFailedError(
+                node.peer_addr,
+                "an IPv4 address, but we are bound to IPv6 only (bind '::' for both)",
+            )
         quic = QuicConnection(configuration=cfg)
         conn = _Conn(
             quic,
@@ -1057,12 +1221,14 @@ class QuicP2p:
             if not info.long_header:
                 self._bump("dropped: unknown connection")
                 return
-            accepting = self._server_cfg is not None and len(self._conns) < self.max_connections
+            refusal = self._refusal(addr)
             skip_retry = relay is not None or (not info.token and self._skip_retry(addr))
             decision = self._admission.decide(
-                info, len(data), addr, self._now(), accepting=accepting, skip_retry=skip_retry
+                info, len(data), addr, self._now(), accepting=refusal is None, skip_retry=skip_retry
             )
             if isinstance(decision, Reply):
+                if decision.what == "refused":
+                    self._bump(f"refused: {refusal}")
                 self._send_datagrams(relay, [(decision.datagram, addr)])
                 return
             if isinstance(decision, Ignore):
@@ -1111,8 +1277,12 @@ class QuicP2p:
         if relay is None:
             transport = transport or self._transport
             if transport is not None and not transport.is_closing():
-                for data, addr in datagrams:
-                    transport.sendto(data, addr)
+                if self._v6_socket:
+                    for data, addr in datagrams:
+                        transport.sendto(data, _v6_form(addr))
+                else:
+                    for data, addr in datagrams:
+                        transport.sendto(data, addr)
             return
         rconn = None if relay.closed else self._send_conn(relay.relay)
         if rconn is None or not datagrams:
@@ -1141,6 +1311,16 @@ class QuicP2p:
         self._bump("retry skipped: awaited reverse connection")
         return True
 
+    def _refusal(self, addr: Address) -> str | None:
+        """Why a new connection from ``addr`` would be refused, or None."""
+        if self._server_cfg is None:
+            return "we are a Client"
+        if len(self._conns) >= self.max_connections:
+            return "connection limit"
+        if self._per_ip.get(_ip_key(addr), 0) >= self.max_connections_per_ip:
+            return "per-IP connection limit"
+        return None
+
     def _accept(self, decision: Accept, dcid: bytes, addr: Address) -> _Conn:
         assert self._server_cfg is not None
         quic = QuicConnection(
@@ -1158,6 +1338,9 @@ class QuicP2p:
             ),
             outgoing=False,
         )
+        conn.link.budget = self._unproven  # until the peer is proven
+        conn.ip_key = _ip_key(addr)
+        self._per_ip[conn.ip_key] = self._per_ip.get(conn.ip_key, 0) + 1
         self._register(conn, dcid)
         self._register(conn, quic.host_cid)
         conn.deadline = self._running_loop().call_later(
@@ -1175,8 +1358,17 @@ class QuicP2p:
             if self._cids.get(cid) is conn:
                 del self._cids[cid]
         conn.cids.clear()
+        if conn in self._conns:
+            conn.link.release_all()
         self._conns.discard(conn)
         self._dirty.discard(conn)
+        if conn.ip_key is not None:
+            left = self._per_ip.get(conn.ip_key, 1) - 1
+            if left > 0:
+                self._per_ip[conn.ip_key] = left
+            else:
+                self._per_ip.pop(conn.ip_key, None)
+            conn.ip_key = None
         if conn.relay is not None:
             conn.relay.conns.discard(conn)
         for handle in (conn.timer, conn.deadline):
@@ -1200,6 +1392,10 @@ class QuicP2p:
                 conn.finished = True
         if conn.finished:
             self._forget(conn)
+        else:
+            # The peer closed: act now, not when aioquic's draining ends.
+            for le in conn.link.poll_close():
+                self._on_link_event(conn, le)
 
     def _flush_soon(self) -> None:
         """Transmits once the current batch of callbacks (datagrams, API calls,
@@ -1247,9 +1443,12 @@ class QuicP2p:
             self._on_frame(conn, ev.frame)
         elif isinstance(ev, LinkAcked):
             for msg_id in ev.msg_ids:
-                s = conn.outstanding.pop(msg_id, None)
+                s = self._settled(conn, msg_id)
                 if s is not None:
                     self._resolve(s, True)
+                elif msg_id == conn.handshake_id and conn.record is not None:
+                    conn.handshake_id = 0
+                    self._complete(conn.record)  # the Node accepted us as a Client
         elif isinstance(ev, LinkRefused) and ev.reason in _REQUEST_REFUSALS:
             waiter = conn.requests.get(ev.msg_id)
             if waiter is not None and not waiter.done():
@@ -1257,7 +1456,7 @@ class QuicP2p:
                     ConnectionFailedError(conn.link.peer_addr, _REQUEST_REFUSALS[ev.reason])
                 )
         elif isinstance(ev, LinkRefused):
-            s = conn.outstanding.pop(ev.msg_id, None)
+            s = self._settled(conn, ev.msg_id)
             if s is not None:
                 self._resolve(s, False, f"refused by the peer: {ev.reason.name.lower()}")
         elif isinstance(ev, LinkUp):
@@ -1293,15 +1492,19 @@ class QuicP2p:
         if self.config.our_type is OurType.NODE:
             conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, self._cert.cert_der))
         else:
-            conn.link.send_frame(frame(FrameKind.HANDSHAKE_CLIENT))
+            # The Node acknowledges it once it accepted us (limits, roles,
+            # certificate checks); only then is the peer usable.
+            conn.handshake_id = conn.link.reserve_msg_id()
+            conn.link.send_frame(frame(FrameKind.HANDSHAKE_CLIENT, b"", conn.handshake_id))
         self._dirty.add(conn)
         record.to = ToPeer.ESTABLISHED
         if record.kind is None:
             record.kind = PeerKind.NODE
         action, _ = on_outgoing_up(record.frm)
-        if action is Action.COMPLETE:
+        if action is Action.COMPLETE and not conn.handshake_id:
             self._complete(record)
         elif record.reverse_timer is None and self._loop is not None:
+            # (A Client waits the same time for the Node's acceptance.)
             record.reverse_timer = self._loop.call_later(
                 REVERSE_CONNECT_TIMEOUT, self._reverse_timeout, record
             )
@@ -1312,9 +1515,11 @@ class QuicP2p:
         if conn.deadline is not None:
             conn.deadline.cancel()
             conn.deadline = None
-        for s in list(conn.outstanding.values()):
+        for s in [*conn.outstanding.values(), *conn.waiting]:
             self._resolve(s, False, f"connection lost: {reason}")
         conn.outstanding.clear()
+        conn.waiting.clear()
+        conn.unacked_bytes = 0
         for waiter in conn.requests.values():
             if not waiter.done():
                 waiter.set_exception(
@@ -1415,6 +1620,9 @@ class QuicP2p:
         if not is_node:
             record.kind = PeerKind.CLIENT
             record.to = ToPeer.NOT_NEEDED
+            if f.msg_id:
+                conn.link.acknowledge(f.msg_id)  # accepted: the Client may send
+                self._dirty.add(conn)
         else:
             record.kind = PeerKind.NODE
             if not record.cert:
@@ -1770,10 +1978,16 @@ class QuicP2p:
             self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, "message before handshake")
             return
         if not record.connected:
-            if len(record.pending_reads) >= MAX_PENDING_READS:
+            # Not proven yet: held, unacknowledged, within a count and a
+            # byte budget shared by every unproven peer.
+            if len(record.pending_reads) >= MAX_PENDING_READS or not self._unproven.take(
+                len(f.body)
+            ):
                 self._refuse(conn, f.msg_id, RejectReason.BUSY)
+                self._bump("refused: message from a peer not yet proven (budget)")
             else:
                 record.pending_reads.append((conn, f))
+                record.pending_bytes += len(f.body)
             return
         self._deliver(record, conn, f)
 
@@ -1797,8 +2011,13 @@ class QuicP2p:
         if record.reverse_timer is not None:
             record.reverse_timer.cancel()
             record.reverse_timer = None
+        for conn in (record.out, record.inn):
+            if conn is not None:
+                conn.link.budget = None  # proven: its messages are no longer held
         peer = record.peer()
         group, record.bootstrap = record.bootstrap, None
+        if group is not None and _pin_problem(record, record.bootstrap_pin) is not None:
+            group = None  # not the contact it pinned: its waiter fails below
         if group is not None and group.winner.done():
             # Another contact won this bootstrap first (the seed's "Connection
             # already bootstrapped").
@@ -1814,13 +2033,25 @@ class QuicP2p:
         if peer.node_info is not None and record.we_contacted and self._cache.add(peer.node_info):
             self._schedule_cache_save()
         for waiter in record.waiters:
-            if not waiter.done():
-                waiter.set_result(peer)
+            if not waiter.future.done():
+                # A pin must hold for the peer we actually reached, whoever
+                # started the connection.
+                problem = _pin_problem(record, waiter.pin)
+                if problem is None:
+                    waiter.future.set_result(peer)
+                else:
+                    waiter.future.set_exception(ConnectionFailedError(record.addr, problem))
         record.waiters.clear()
         sends, record.pending_sends = record.pending_sends, []
         for s in sends:
-            self._send_on(record, s)
+            problem = _pin_problem(record, s.pin)
+            if problem is None:
+                self._send_on(record, s)
+            else:
+                self._resolve(s, False, problem)
         reads, record.pending_reads = record.pending_reads, []
+        self._unproven.give(record.pending_bytes)
+        record.pending_bytes = 0
         for conn, f in reads:
             self._deliver(record, conn, f)
 
@@ -1836,8 +2067,14 @@ class QuicP2p:
         if record.reverse_timer is not None:
             record.reverse_timer.cancel()
             record.reverse_timer = None
-        # A half-open Node whose reverse connection failed: tell it why.
-        if not record.connected and record.inn is not None and record.to is not ToPeer.NOT_NEEDED:
+        # A half-open Node whose reverse connection failed: tell it why (the
+        # reason goes with the code). A refusal of ours (a limit) stays one.
+        if (
+            not record.connected
+            and record.inn is not None
+            and record.to is not ToPeer.NOT_NEEDED
+            and code is not ErrorCode.REFUSED
+        ):
             code = ErrorCode.REVERSE_CONNECT_FAILED
         for conn in (record.out, record.inn):
             if conn is not None:
@@ -1856,9 +2093,11 @@ class QuicP2p:
             self._resolve(s, False, reason)
         record.pending_sends.clear()
         record.pending_reads.clear()  # never acknowledged: their senders see unsent
+        self._unproven.give(record.pending_bytes)
+        record.pending_bytes = 0
         for waiter in record.waiters:
-            if not waiter.done():
-                waiter.set_exception(ConnectionFailedError(record.addr, reason))
+            if not waiter.future.done():
+                waiter.future.set_exception(ConnectionFailedError(record.addr, reason))
         # Report a peer the user knew (connected) or asked for (we dialled it);
         # a half-open incoming Node that could not be reached back was never
         # visible to the user and is only logged.
@@ -1903,11 +2142,12 @@ class QuicP2p:
     def _reverse_timeout(self, record: _Record) -> None:
         record.reverse_timer = None
         if not record.connected and not record.dead:
-            self._fail(
-                record,
-                "the peer did not connect back to us (are we reachable as a Node?)",
-                ErrorCode.REVERSE_CONNECT_FAILED,
-            )
+            if self.config.our_type is OurType.CLIENT:
+                reason, code = "the node did not accept us as a Client in time", ErrorCode.REFUSED
+            else:
+                reason = "the peer did not connect back to us (are we reachable as a Node?)"
+                code = ErrorCode.REVERSE_CONNECT_FAILED
+            self._fail(record, reason, code)
             self._flush_soon()
 
     # ------------------------------------------------------------ echo
@@ -1937,12 +2177,25 @@ class QuicP2p:
                         self._dirty.add(conn)
             if self.send_timeout:
                 for conn in list(self._conns):
-                    for msg_id, s in list(conn.outstanding.items()):
-                        if now - s.sent_at < self.send_timeout:
-                            break  # insertion order: the rest are younger
-                        del conn.outstanding[msg_id]
-                        self._resolve(s, False, "timed out waiting for the peer")
+                    if conn.outstanding and now - conn.progress_at >= self.send_timeout:
+                        self._send_timed_out(conn)
             self._flush_soon()
+
+    def _send_timed_out(self, conn: _Conn) -> None:
+        """The peer acknowledged nothing for ``send_timeout`` while sends were
+        outstanding. What it has not acknowledged may still sit in QUIC's
+        buffers (a small message cannot be taken back out of the stream it
+        shares), so the connection is closed: every send on it ends unsent
+        and none of them can arrive later."""
+        assert self.send_timeout is not None
+        reason = f"send timed out: the peer acknowledged nothing for {self.send_timeout:g} s"
+        self._bump("connections closed: send timeout")
+        record = conn.record
+        if record is not None and not record.dead:
+            self._fail(record, reason, ErrorCode.DISCONNECTED)
+        else:
+            self._close_conn(conn, ErrorCode.DISCONNECTED, reason)
+            self._on_down(conn, reason)
 
     # ------------------------------------------------------------ the cache file
     def _schedule_cache_save(self) -> None:
@@ -1975,7 +2228,7 @@ class QuicP2p:
         return self._loop.time() if self._loop is not None else time.monotonic()
 
     def _bump(self, key: str, n: int = 1) -> None:
-        self.stats[key] = self.stats.get(key, 0) + n
+        self._counters[key] = self._counters.get(key, 0) + n
 
 
 #: Frame kinds that answer a request (msg_id: the request's); with msg_id 0,
@@ -2010,6 +2263,40 @@ def _drain_socket(transport: asyncio.DatagramTransport) -> socket.socket | None:
     return sock
 
 
+def _v6_form(addr: Address) -> tuple[str, int]:
+    """An address as an IPv6 socket sends to it (IPv4 as ``::ffff:a.b.c.d``)."""
+    return addr if ":" in addr[0] else ("::ffff:" + addr[0], addr[1])
+
+
+def _ip_key(addr: Address) -> bytes:
+    """What the per-IP limit counts by: the IPv4 address, or the IPv6 /64
+    (one host is commonly given a whole /64)."""
+    packed = ipaddress.ip_address(addr[0]).packed
+    return packed if len(packed) == 4 else packed[:8]
+
+
+def _pin_problem(record: _Record, pin: bytes) -> str | None:
+    """Why a connected peer is not the holder of the pinned certificate
+    ``pin`` (None: no pin, or it is). A record's certificate is the one its
+    peer proved on a TLS connection with us."""
+    if not pin or record.cert == pin:
+        return None
+    if record.kind is PeerKind.CLIENT:
+        return "the peer at that address is a Client (it holds no pinned certificate)"
+    if not record.cert:
+        # Dialled without a pin and never told its certificate (we are a
+        # Client): check what it presented on our connection.
+        out = record.out
+        if out is not None and out.link.up:
+            return tls.check_pinned_peer(out.quic, pin)
+        return "cannot tell which certificate the peer at that address holds"
+    presented = certs.fingerprint(record.cert).hex()[:16] if record.cert else "none"
+    return (
+        "the peer at that address presents another certificate than the one pinned "
+        f"(presented sha256 {presented}..., pinned {certs.fingerprint(pin).hex()[:16]}...)"
+    )
+
+
 def _claim_matches(record: _Record, claimed: bytes) -> bool:
     """A Node's claimed certificate must be the one we know for that address:
     pinned when we dialled it, or presented on our own connection to it."""
@@ -2021,13 +2308,27 @@ def _claim_matches(record: _Record, claimed: bytes) -> bool:
     return True  # nothing known yet: our reverse connection will pin it
 
 
+def _reverse_cause(reason: str) -> str:
+    """What the peer's reason for a failed reverse connection means for us."""
+    lowered = reason.lower()
+    if not reason:
+        return " (we are not reachable as a Node)"
+    if "tls" in lowered or "certificate" in lowered or "alert" in lowered:
+        return f": its check of our certificate failed ({reason})"
+    if "no answer" in lowered or "did not connect back" in lowered or "idle" in lowered:
+        return f" (we are not reachable as a Node: {reason})"
+    return f": {reason}"
+
+
 def _describe_close(ev: LinkDown) -> str:
     """A human reason for a closed connection: our application codes by name,
     QUIC transport codes (and TLS alerts) by theirs."""
     detail = f": {ev.reason}" if ev.reason else ""
     if ev.application:
         if ev.error_code == ErrorCode.REVERSE_CONNECT_FAILED:
-            return "the peer could not connect back to us (we are not reachable as a Node)"
+            return f"the peer could not connect back to us{_reverse_cause(ev.reason)}"
+        if ev.error_code == ErrorCode.REFUSED and ev.by_peer:
+            return f"the peer refused us{detail}"
         try:
             name = ErrorCode(ev.error_code).name.lower().replace("_", " ")
         except ValueError:

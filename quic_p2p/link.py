@@ -38,7 +38,31 @@ from .wire import (
 log = logging.getLogger(__name__)
 
 #: Large messages in flight at once on one connection, each on its own stream.
+#: A receiver refuses (BUSY) a message stream beyond this many at once: an
+#: honest sender never has more, and each may buffer up to the message limit.
 MAX_ACTIVE_LARGE = 4
+
+
+class HeldBytes:
+    """A byte budget shared by several holders (e.g. every connection of
+    peers that have not proven themselves yet): ``take`` fails rather than
+    exceed ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        #: The most ever held at once.
+        self.peak = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        self.peak = max(self.peak, self.used)
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
 
 
 @dataclass(frozen=True)
@@ -87,6 +111,9 @@ class _Inbound:
     head: bytearray = field(default_factory=bytearray)  # first header, for REJECT
     frames: int = 0
     refused: bool = False
+    #: Bytes taken from a ``HeldBytes`` budget for this message, and which.
+    reserved: int = 0
+    budget: HeldBytes | None = None
 
 
 class Link:
@@ -112,6 +139,9 @@ class Link:
         self._pending_acks: list[int] = []
         self._large_queue: deque[tuple[int, bytes, bytes]] = deque()
         self._large_active: set[int] = set()
+        #: While set, each incoming large message must fit in this budget
+        #: before it is buffered (a peer not yet proven; see ``HeldBytes``).
+        self.budget: HeldBytes | None = None
 
     @property
     def rtt(self) -> float | None:
@@ -131,10 +161,16 @@ class Link:
             self._control_id = self.quic.get_next_available_stream_id(is_unidirectional=True)
         self.quic.send_stream_data(self._control_id, data)
 
-    def send_user_message(self, msg: bytes) -> int:
-        """Queue a user message; returns its msg_id (acknowledged by the peer)."""
+    def reserve_msg_id(self) -> int:
+        """A msg_id no user message of this link will use (for a frame the
+        peer acknowledges like a message, e.g. a Client's handshake)."""
         msg_id = self._next_msg_id
         self._next_msg_id += 1
+        return msg_id
+
+    def send_user_message(self, msg: bytes) -> int:
+        """Queue a user message; returns its msg_id (acknowledged by the peer)."""
+        msg_id = self.reserve_msg_id()
         header = encode_frame_header(FrameKind.USER_MESSAGE, msg_id, len(msg))
         if len(msg) <= SMALL_MESSAGE_MAX:
             self.send_frame(header + msg)
@@ -179,6 +215,23 @@ class Link:
             self.down = LinkDown(int(code), reason, by_peer=False)
 
     # ------------------------------------------------------------ receiving
+    def poll_close(self) -> list[LinkEvent]:
+        """``LinkDown`` as soon as the peer's CONNECTION_CLOSE has arrived.
+
+        aioquic reports a close by the peer (``ConnectionTerminated``) only
+        when the draining period ends, three probe timeouts later; until then
+        a peer that disconnected and dials again would meet our stale record
+        of it. The close it received is kept in the connection's private
+        ``_close_event``; this is the one place that reads it (tests in
+        tests/test_endpoint.py fail if aioquic renames it: reconnecting right
+        after a disconnect then fails again)."""
+        if self.down is not None:
+            return []
+        event = getattr(self.quic, "_close_event", None)
+        if not isinstance(event, qe.ConnectionTerminated):
+            return []
+        return self.handle(event)
+
     def handle(self, event: qe.QuicEvent) -> list[LinkEvent]:
         """Turns one aioquic event into link events."""
         if isinstance(event, qe.StreamDataReceived):
@@ -188,7 +241,9 @@ class Link:
             return [LinkUp()]
         if isinstance(event, qe.StreamReset):
             # The sender gave up on a message stream; it reports its own unsent.
-            self._inbound.pop(event.stream_id, None)
+            inbound = self._inbound.pop(event.stream_id, None)
+            if inbound is not None:
+                self._release(inbound)
             return []
         if isinstance(event, qe.ConnectionTerminated) and self.down is None:
             # (When we closed it ourselves, LinkDown was reported at close().)
@@ -218,15 +273,19 @@ class Link:
             return []
         if not inbound.control and len(inbound.head) < FRAME_HEADER_SIZE:
             inbound.head += event.data[: FRAME_HEADER_SIZE - len(inbound.head)]
+            if len(inbound.head) == FRAME_HEADER_SIZE and not self._admit_message(sid, inbound):
+                return []
         out: list[LinkEvent] = []
         try:
             frames = inbound.decoder.feed(event.data)
         except FrameError as exc:
             out.extend(self._dispatch(inbound, exc.frames))
             if not inbound.control and exc.code is FrameErrorCode.TOO_LARGE and not inbound.frames:
-                self._refuse_large(sid, inbound)
+                self._refuse_stream(sid, inbound, RejectReason.TOO_LARGE)
                 return out
             return out + self._violation(ErrorCode.BAD_FRAME, str(exc))
+        if frames and not inbound.control:
+            self._release(inbound)  # complete: whoever takes the message accounts for it
         try:
             out.extend(self._dispatch(inbound, frames))
         except RemoteProtocolError as exc:
@@ -235,7 +294,35 @@ class Link:
             if inbound.decoder.buffered:
                 return out + self._violation(ErrorCode.BAD_FRAME, "stream ended inside a frame")
             del self._inbound[sid]
+            self._release(inbound)
         return out
+
+    def _admit_message(self, sid: int, inbound: _Inbound) -> bool:
+        """Once a message stream's header is in: refuse it (BUSY) when the
+        peer has too many messages in progress, or when its declared length
+        does not fit the budget of a peer not yet proven."""
+        busy = sum(1 for i in self._inbound.values() if not i.control and not i.refused)
+        if busy > MAX_ACTIVE_LARGE:
+            self._refuse_stream(sid, inbound, RejectReason.BUSY)
+            return False
+        if self.budget is not None:
+            declared = int.from_bytes(inbound.head[4:8], "big")
+            if not self.budget.take(declared):
+                self._refuse_stream(sid, inbound, RejectReason.BUSY)
+                return False
+            inbound.reserved, inbound.budget = declared, self.budget
+        return True
+
+    @staticmethod
+    def _release(inbound: _Inbound) -> None:
+        if inbound.budget is not None:
+            inbound.budget.give(inbound.reserved)
+            inbound.budget, inbound.reserved = None, 0
+
+    def release_all(self) -> None:
+        """Gives back every budget this link holds (the connection is gone)."""
+        for inbound in self._inbound.values():
+            self._release(inbound)
 
     def _dispatch(self, inbound: _Inbound, frames: list[Frame]) -> list[LinkEvent]:
         out: list[LinkEvent] = []
@@ -259,16 +346,18 @@ class Link:
                 out.append(LinkFrame(f))
         return out
 
-    def _refuse_large(self, sid: int, inbound: _Inbound) -> None:
-        """Refuses an oversized message without closing the connection: stop the
-        stream (the sender stops transmitting it) and tell the sender which."""
+    def _refuse_stream(self, sid: int, inbound: _Inbound, reason: RejectReason) -> None:
+        """Refuses a message without closing the connection: stop the stream
+        (the sender stops transmitting it) and tell the sender which."""
         inbound.refused = True
+        self._release(inbound)
         msg_id = int.from_bytes(inbound.head[8:16], "big")
-        log.info(
-            "refusing message %d from %s: above %d bytes", msg_id, self.peer_addr, self.max_msg_size
+        log.info("refusing message %d from %s: %s", msg_id, self.peer_addr, reason.name.lower())
+        code = (
+            ErrorCode.MESSAGE_TOO_LARGE if reason is RejectReason.TOO_LARGE else ErrorCode.REFUSED
         )
-        self.quic.stop_stream(sid, int(ErrorCode.MESSAGE_TOO_LARGE))
-        self.send_frame(encode_reject(msg_id, RejectReason.TOO_LARGE))
+        self.quic.stop_stream(sid, int(code))
+        self.send_frame(encode_reject(msg_id, reason))
 
     def _violation(self, code: int, reason: str) -> list[LinkEvent]:
         log.warning("closing connection with %s: %s (code %#x)", self.peer_addr, reason, code)

@@ -63,8 +63,8 @@ async def wait_for_event(
 def drain(ep: QuicP2p) -> list[Event]:
     """Events already queued, without waiting."""
     out = []
-    while len(ep._channel):
-        out.append(ep._channel._items.popleft())
+    while (event := ep.poll_event()) is not None:
+        out.append(event)
     return out
 
 

@@ -52,7 +52,9 @@ async def test_echo_service() -> None:
         # No contacts: the bound address, as the seed did.
         assert await n0.our_connection_info() == n0.node_info
         async with endpoints(
-            node_config(ip="0.0.0.0", hard_coded_contacts=(n0.node_info,)), node_config()
+            node_config(ip="0.0.0.0", hard_coded_contacts=(n0.node_info,)),
+            node_config(),
+            outcome_events=True,  # the seed's way: outcomes on events() too
         ) as (n1, n2):
             info = await n1.our_connection_info()
             assert info.peer_addr == ("127.0.0.1", n1.local_addr[1])
@@ -302,7 +304,9 @@ async def test_oversize_length_on_the_control_stream_is_a_protocol_error() -> No
 
 
 async def test_every_send_resolves_once_when_the_peer_dies() -> None:
-    async with endpoints(node_config(idle_timeout_msec=1000), node_config()) as (tx, rx):
+    async with endpoints(
+        node_config(idle_timeout_msec=1000), node_config(), outcome_events=True
+    ) as (tx, rx):
         peer = await connect(tx, rx)
         # The receiver vanishes without a word (no CONNECTION_CLOSE).
         assert rx._transport is not None
@@ -461,3 +465,54 @@ async def test_connect_via_a_rendezvous_that_does_not_know_the_peer() -> None:
             await asyncio.wait_for(a.connect_to(NodeInfo(("127.0.0.1", 9)), via=r.local_addr), WAIT)
         with pytest.raises(ConnectionFailedError, match="not connected to the rendezvous"):
             await a.connect_to(NodeInfo(("127.0.0.1", 9)), via=("127.0.0.1", 1))
+
+
+# ------------------------------------------------------------------ promises kept
+@pytest.mark.parametrize("role", [OurType.NODE, OurType.CLIENT])
+async def test_reconnect_right_after_disconnect_works_every_time(role: OurType) -> None:
+    """The other side learns of the close at once (not when QUIC's draining
+    ends), so a new connection meets no stale record; and ``connect_to``
+    returns only once the peer accepted us, so the first send goes through."""
+    async with endpoints(node_config(), node_config(our_type=role)) as (n, a):
+        for k in range(10):
+            peer = await asyncio.wait_for(a.connect_to(n.node_info), WAIT)
+            out = await asyncio.wait_for(a.send(peer, b"round %d" % k, k), WAIT)
+            assert isinstance(out, SentUserMessage), (k, out)
+            await a.disconnect_from(peer.peer_addr)
+        got = [e.msg for e in drain(n) if isinstance(e, NewMessage)]
+        assert got == [b"round %d" % k for k in range(10)]
+
+
+async def test_a_dual_stack_node_talks_to_ipv4_and_ipv6_peers() -> None:
+    try:
+        async with endpoints(node_config(ip="::1")):
+            pass
+    except OSError as exc:  # pragma: no cover - host without IPv6
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    async with endpoints(
+        node_config(ip="::"), node_config(ip="127.0.0.1"), node_config(ip="::1")
+    ) as (d, v4, v6):
+        port = d.local_addr[1]
+        for other, host in ((v4, "127.0.0.1"), (v6, "::1")):
+            peer = await asyncio.wait_for(other.connect_to(NodeInfo((host, port))), WAIT)
+            assert isinstance(await other.send(peer, b"to d", 1), SentUserMessage)
+            ev, _ = await wait_for_event(d, NewMessage)
+            assert ev.peer_addr == other.local_addr  # IPv4 peers named a.b.c.d
+            assert isinstance(await d.send(Peer.node(other.node_info), b"back", 2), SentUserMessage)
+        # Single-stack endpoints say why they cannot reach the other family.
+        with pytest.raises(ConnectionFailedError, match="bound to IPv4"):
+            await v4.connect_to(NodeInfo(v6.local_addr))
+        with pytest.raises(ConnectionFailedError, match="IPv6 only"):
+            await v6.connect_to(NodeInfo(v4.local_addr))
+
+
+async def test_a_node_at_its_connection_limit_says_so() -> None:
+    async with (
+        endpoints(node_config(), max_connections=3) as (full,),
+        endpoints(node_config(), node_config()) as (first, second),
+    ):
+        await asyncio.wait_for(first.connect_to(full.node_info), WAIT)
+        with pytest.raises(ConnectionFailedError) as info:
+            await asyncio.wait_for(second.connect_to(full.node_info), WAIT)
+        assert "connection limit" in info.value.reason
+        assert "connect back" not in info.value.reason

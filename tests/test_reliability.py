@@ -114,7 +114,7 @@ def outcome_events(ep: QuicP2p) -> list[SentUserMessage | UnsentUserMessage]:
 async def _lossy_exchange(count: int, seed: int) -> None:
     imp = {"loss": 0.10, "duplicate": 0.05, "reorder": 0.10, "jitter": 0.002}
     async with (
-        endpoints(node_config(), node_config()) as (a, b),
+        endpoints(node_config(), node_config(), outcome_events=True) as (a, b),
         LossyRelay(
             a.local_addr,
             b.local_addr,
@@ -296,7 +296,10 @@ SEND_CHUNK = 500
 async def _sigkill_mid_transfer(count: int, kill_after: int) -> None:
     idle_ms = 1_500
     async with (
-        endpoints(node_config(idle_timeout_msec=idle_ms, keep_alive_interval_msec=300)) as (s,),
+        endpoints(
+            node_config(idle_timeout_msec=idle_ms, keep_alive_interval_msec=300),
+            outcome_events=True,
+        ) as (s,),
         # Lifetime: the test's own bound (below) must be what ends a slow run.
         PeerProcess.start("--idle-timeout-ms", str(idle_ms), "--lifetime", "280") as victim,
     ):

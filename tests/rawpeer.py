@@ -1,0 +1,141 @@
+"""A raw aioquic client connection driven by hand, on its own UDP socket: how
+tests play a peer that writes our frames (docs/wire.md) as it likes. It accepts
+no incoming connection (a Client-like peer, or a Node that never answers the
+reverse connection)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from quic_p2p.tls import ALPN
+
+from netutil import WAIT
+
+
+def header(kind: int, msg_id: int = 0, length: int = 0, version: int = 1, flags: int = 0) -> bytes:
+    """A frame header built field by field (csrc/qp2p.h), independent of the encoder."""
+    return (
+        version.to_bytes(1, "big")
+        + kind.to_bytes(1, "big")
+        + flags.to_bytes(2, "big")
+        + length.to_bytes(4, "big")
+        + msg_id.to_bytes(8, "big")
+    )
+
+
+CONTROL = 2  # a client's first unidirectional stream: its control stream
+
+
+@dataclass(eq=False)
+class RawPeer(asyncio.DatagramProtocol):
+    """An aioquic client connection we drive by hand."""
+
+    target: tuple[str, int]
+    #: Flow-control credit we grant (None: aioquic's default); a tiny one
+    #: plays a peer that withholds credit.
+    max_data: int | None = None
+    max_stream_data: int | None = None
+    quic: QuicConnection = field(init=False)
+    events: list[qe.QuicEvent] = field(default_factory=list)
+    transport: asyncio.DatagramTransport | None = None
+    timer: asyncio.TimerHandle | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        cfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=0)
+        if self.max_data is not None:
+            cfg.max_data = self.max_data
+        if self.max_stream_data is not None:
+            cfg.max_stream_data = self.max_stream_data
+        self.quic = QuicConnection(configuration=cfg)
+
+    @classmethod
+    async def connect(
+        cls, target: tuple[str, int], local_ip: str = "127.0.0.1", **options: Any
+    ) -> RawPeer:
+        """A connection to ``target`` whose TLS handshake completed."""
+        loop = asyncio.get_running_loop()
+        _, peer = await loop.create_datagram_endpoint(
+            lambda: cls(target, **options), local_addr=(local_ip, 0)
+        )
+        peer.quic.connect(target, now=loop.time())
+        peer.flush()
+        await peer.wait(lambda: any(isinstance(e, qe.HandshakeCompleted) for e in peer.events))
+        return peer
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return (host, port)
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.quic.receive_datagram(data, addr, now=asyncio.get_running_loop().time())
+        self.flush()
+
+    def flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (ev := self.quic.next_event()) is not None:
+            self.events.append(ev)
+            self.changed.set()
+        if self.transport is not None and not self.transport.is_closing():
+            for data, addr in self.quic.datagrams_to_send(now=loop.time()):
+                self.transport.sendto(data, addr)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        at = self.quic.get_timer()
+        if at is not None:
+            self.timer = loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.quic.handle_timer(now=asyncio.get_running_loop().time())
+        self.flush()
+
+    async def wait(self, pred: Callable[[], bool], timeout: float = WAIT) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while not pred():
+                self.changed.clear()
+                await self.changed.wait()
+
+    def send(self, stream_id: int, data: bytes, end: bool = False) -> None:
+        self.quic.send_stream_data(stream_id, data, end_stream=end)
+        self.flush()
+
+    def new_stream(self) -> int:
+        return self.quic.get_next_available_stream_id(is_unidirectional=True)
+
+    async def closed_with(self, timeout: float = WAIT) -> int:  # noqa: ASYNC109
+        """The error code the victim closed the connection with."""
+        await self.wait(lambda: self.terminated is not None, timeout)
+        assert self.terminated is not None
+        return self.terminated.error_code
+
+    @property
+    def terminated(self) -> qe.ConnectionTerminated | None:
+        for e in self.events:
+            if isinstance(e, qe.ConnectionTerminated):
+                return e
+        return None
+
+    def received(self) -> bytes:
+        return b"".join(
+            e.data for e in self.events if isinstance(e, qe.StreamDataReceived) and e.stream_id == 3
+        )
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.transport is not None:
+            self.transport.close()
