@@ -35,15 +35,20 @@ class RawClient(asyncio.DatagramProtocol):
     transport: asyncio.DatagramTransport | None = None
     timer: asyncio.TimerHandle | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Sent on the control stream the moment the handshake completes, so it
+    #: leaves in the same datagram as the client's Finished (and certificate).
+    first_flight: bytes = b""
 
     def __post_init__(self) -> None:
         self.quic = QuicConnection(configuration=self.configuration)
 
     @classmethod
-    async def open(cls, target: tuple[str, int], configuration: QuicConfiguration) -> RawClient:
+    async def open(
+        cls, target: tuple[str, int], configuration: QuicConfiguration, first_flight: bytes = b""
+    ) -> RawClient:
         loop = asyncio.get_running_loop()
         _, client = await loop.create_datagram_endpoint(
-            lambda: cls(configuration), local_addr=("127.0.0.1", 0)
+            lambda: cls(configuration, first_flight=first_flight), local_addr=("127.0.0.1", 0)
         )
         client.quic.connect(target, now=loop.time())
         client.flush()
@@ -61,6 +66,8 @@ class RawClient(asyncio.DatagramProtocol):
         while (ev := self.quic.next_event()) is not None:
             self.events.append(ev)
             self.changed.set()
+            if isinstance(ev, qe.HandshakeCompleted) and self.first_flight:
+                self.quic.send_stream_data(CONTROL, self.first_flight)
         if self.transport is not None and not self.transport.is_closing():
             for data, addr in self.quic.datagrams_to_send(now=loop.time()):
                 self.transport.sendto(data, addr)

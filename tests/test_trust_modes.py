@@ -187,6 +187,23 @@ async def test_ca_mode_refuses_a_client_without_a_certificate() -> None:
         assert node.stats.get(REFUSED) == 1
 
 
+async def test_a_refused_client_s_coalesced_handshake_and_message_are_never_read() -> None:
+    # The role handshake and a message leave in the very datagram that carries
+    # the client's (empty) certificate and Finished: aioquic hands the server
+    # all of it at once, and none of it may get past the refusal.
+    hello = frame(FrameKind.HANDSHAKE_CLIENT) + frame(FrameKind.USER_MESSAGE, b"sneaky", msg_id=1)
+    async with endpoints(ca_config()) as (node,):
+        client = await RawClient.open(node.local_addr, raw_configuration(), first_flight=hello)
+        try:
+            term = await asyncio.wait_for(client.until_terminated(), WAIT)
+        finally:
+            client.close()
+        assert term.error_code == CERTIFICATE_REFUSED, term
+        await asyncio.sleep(0.1)
+        assert not [e for e in drain(node) if isinstance(e, (ConnectedTo, NewMessage))]
+        assert node.stats.get(REFUSED) == 1
+
+
 async def test_ca_mode_refuses_a_client_whose_key_does_not_match_its_certificate() -> None:
     # The certificate is a good one from the network's CA, but the client does
     # not hold its key: aioquic's CertificateVerify check must catch it once
