@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-mode", choices=["public-ca", "private-ca", "unverified"], default="unverified"
     )
     e.add_argument("--ca", action="append", default=[], help="CA certificate file")
+    e.add_argument(
+        "--cert", help="our certificate (PEM or DER); needed in the CA modes (issued by the CA)"
+    )
+    e.add_argument("--key", help="the private key of --cert (PEM or DER)")
     e.set_defaults(func=_cmd_echo)
 
     c = sub.add_parser(

@@ -91,15 +91,17 @@ def add_config_arguments(p: argparse.ArgumentParser, *, default_ip: str) -> None
     g.add_argument("--cache-dir", help="bootstrap cache directory (default: user cache dir)")
 
 
+def _our_cert(args: argparse.Namespace) -> CompleteCert | None:
+    if not (args.cert or args.key):
+        return None
+    if not (args.cert and args.key):
+        raise CliError("--cert and --key go together")
+    return load_complete_cert(_read(Path(args.cert), "certificate"), _read(Path(args.key), "key"))
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     contacts = tuple(parse_contact(c) for c in args.contact)
-    our_cert: CompleteCert | None = None
-    if args.cert or args.key:
-        if not (args.cert and args.key):
-            raise CliError("--cert and --key go together")
-        our_cert = load_complete_cert(
-            _read(Path(args.cert), "certificate"), _read(Path(args.key), "key")
-        )
+    our_cert = _our_cert(args)
     cas: list[bytes] = []
     for path in args.ca:
         cas.extend(load_certificates(_read(Path(path), "CA certificate")))
@@ -231,6 +233,8 @@ async def run_echo(args: argparse.Namespace) -> int:
         ip=args.ip,
         our_type=OurType.CLIENT,
         hard_coded_contacts=(contact,),
+        # In the CA modes a Client must present a certificate of the CA.
+        our_complete_cert=_our_cert(args),
         trust_mode=TrustMode(args.trust_mode),
         ca_certs_der=tuple(
             c for path in args.ca for c in load_certificates(_read(Path(path), "CA certificate"))

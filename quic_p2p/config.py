@@ -51,7 +51,10 @@ class TrustMode(Enum):
     - ``UNVERIFIED``: no identity check beyond pinning; still encrypted.
 
     In every mode, a ``NodeInfo`` that carries a certificate pins it: the peer
-    must present exactly that certificate.
+    must present exactly that certificate; and a certificate outside its
+    validity period is refused. In the CA modes a Node also refuses incoming
+    connections (Clients and Nodes) whose client certificate does not chain to
+    the CA.
     """
 
     PUBLIC_CA = "public-ca"
@@ -90,7 +93,9 @@ class Config:
     idle_timeout_msec: int = DEFAULT_IDLE_TIMEOUT_MSEC
     #: QUIC keep-alive (PING) interval; 0 disables.
     keep_alive_interval_msec: int = DEFAULT_KEEP_ALIVE_INTERVAL_MSEC
-    #: Our certificate and key; None: a fresh self-signed one per start.
+    #: Our certificate and key, presented to the peer on every connection (as
+    #: server, and as client when asked: our Nodes always ask); None: a fresh
+    #: self-signed one per start (not allowed for a Client in the CA modes).
     our_complete_cert: CompleteCert | None = None
     our_type: OurType = OurType.NODE
     #: Where the bootstrap cache lives; None: the platform's user cache directory.
@@ -139,6 +144,18 @@ class Config:
             self.our_complete_cert, CompleteCert
         ):
             raise ConfigError("our_complete_cert must be a CompleteCert")
+        if (
+            self.trust_mode is not TrustMode.UNVERIFIED
+            and self.our_type is OurType.CLIENT
+            and self.our_complete_cert is None
+        ):
+            # Nodes refuse a connection whose certificate does not chain to
+            # the CA, and the self-signed one we would generate never does:
+            # such a Client could never be served, so say so here.
+            raise ConfigError(
+                f"trust_mode {self.trust_mode.name}: a Client must present a certificate "
+                "issued by the network's CA; set our_complete_cert"
+            )
 
     @property
     def bind_ip(self) -> str:

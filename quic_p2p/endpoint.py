@@ -1134,7 +1134,10 @@ class QuicP2p:
         ``ConnectionFailedError`` when it cannot even start (unusable
         certificate in the NodeInfo, limit)."""
         try:
-            cfg = tls.client_configuration(self.config, node, connection_id_length=CID_LENGTH)
+            # Our certificate goes along: our Nodes ask every client for one.
+            cfg = tls.client_configuration(
+                self.config, node, our_cert=self._cert, connection_id_length=CID_LENGTH
+            )
         except certs.CertificateError as exc:
             raise ConnectionFailedError(
                 node.peer_addr, f"bad certificate in NodeInfo: {exc}"
@@ -1323,7 +1326,8 @@ class QuicP2p:
 
     def _accept(self, decision: Accept, dcid: bytes, addr: Address) -> _Conn:
         assert self._server_cfg is not None
-        quic = QuicConnection(
+        # Asks for the client's certificate from its very first datagram on.
+        quic = tls.ServerConnection(
             configuration=self._server_cfg,
             original_destination_connection_id=decision.original_destination_cid,
             retry_source_connection_id=decision.retry_source_cid,
@@ -1468,6 +1472,17 @@ class QuicP2p:
         if conn.up_future is not None and not conn.up_future.done():
             conn.up_future.set_result(None)
         if not conn.outgoing:
+            # Before anything the peer sent is read (the link delivers nothing
+            # once closed): a CA mode admits only certificates of the CA, and
+            # no mode admits one outside its validity period.
+            problem = tls.check_client_certificate(conn.quic, self.config)
+            if problem is not None:
+                self._bump("refused: peer certificate")
+                log.warning(
+                    "refusing %s:%d: %s", conn.link.peer_addr[0], conn.link.peer_addr[1], problem
+                )
+                self._close_conn(conn, ErrorCode.CERTIFICATE_REFUSED, problem)
+                self._on_down(conn, problem)
             return
         if conn.deadline is not None:
             conn.deadline.cancel()
@@ -1478,12 +1493,17 @@ class QuicP2p:
         expected = target.peer_cert_der if target is not None else b""
         if not expected and conn.record is not None:
             expected = conn.record.cert
-        if expected:
-            problem = tls.check_pinned_peer(conn.quic, expected)
-            if problem is not None:
-                self._close_conn(conn, ErrorCode.CERTIFICATE_MISMATCH, problem)
-                self._on_down(conn, problem)
-                return
+        # Dates always: in UNVERIFIED mode aioquic checks none (CERT_NONE).
+        code, problem = ErrorCode.CERTIFICATE_REFUSED, tls.check_server_certificate(conn.quic)
+        if problem is None and expected:
+            code, problem = (
+                ErrorCode.CERTIFICATE_MISMATCH,
+                tls.check_pinned_peer(conn.quic, expected),
+            )
+        if problem is not None:
+            self._close_conn(conn, code, problem)
+            self._on_down(conn, problem)
+            return
         if conn.echo_only:
             return
         record = conn.record
@@ -2329,6 +2349,8 @@ def _describe_close(ev: LinkDown) -> str:
             return f"the peer could not connect back to us{_reverse_cause(ev.reason)}"
         if ev.error_code == ErrorCode.REFUSED and ev.by_peer:
             return f"the peer refused us{detail}"
+        if ev.error_code == ErrorCode.CERTIFICATE_REFUSED and ev.by_peer:
+            return f"the peer refused our certificate{detail}"
         try:
             name = ErrorCode(ev.error_code).name.lower().replace("_", " ")
         except ValueError:

@@ -233,7 +233,14 @@ class Link:
         return self.handle(event)
 
     def handle(self, event: qe.QuicEvent) -> list[LinkEvent]:
-        """Turns one aioquic event into link events."""
+        """Turns one aioquic event into link events; none once the link is down.
+
+        A closed link delivers nothing: aioquic hands over a whole datagram's
+        events at once, so a peer refused at ``LinkUp`` (its certificate) may
+        have its role handshake and messages queued right behind it, and they
+        must never reach the layer above."""
+        if self.down is not None:
+            return []
         if isinstance(event, qe.StreamDataReceived):
             return self._on_stream_data(event)
         if isinstance(event, qe.HandshakeCompleted):
@@ -245,7 +252,7 @@ class Link:
             if inbound is not None:
                 self._release(inbound)
             return []
-        if isinstance(event, qe.ConnectionTerminated) and self.down is None:
+        if isinstance(event, qe.ConnectionTerminated):
             # (When we closed it ourselves, LinkDown was reported at close().)
             # aioquic reports application closes with frame_type None; it only
             # ever receives those, whereas transport closes may be its own.

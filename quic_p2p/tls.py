@@ -1,25 +1,45 @@
-"""aioquic ``QuicConfiguration`` builders for each trust mode, and the pin check.
+"""aioquic ``QuicConfiguration`` builders for each trust mode, and the
+certificate checks the endpoint runs when a handshake completes.
 
-Which checks happen where (client side; aioquic's server never verifies a
-client certificate, so a Node proves who it is by being connected back to):
+Which checks happen where. Outgoing connections (we are the TLS client, the
+peer presents its server certificate):
 
-============  ==========================  ===================  =====================
+============  ==========================  ===================  ===========================
 mode          NodeInfo carries a cert     TLS layer (aioquic)  after the handshake
-============  ==========================  ===================  =====================
-UNVERIFIED    no                          none (CERT_NONE)     -
-UNVERIFIED    yes, self-signed            pinned: it is the    ``check_pinned_peer``
+============  ==========================  ===================  ===========================
+UNVERIFIED    no                          none (CERT_NONE)     dates
+UNVERIFIED    yes, self-signed            pinned: it is the    dates, ``check_pinned_peer``
                                           only trust anchor
-UNVERIFIED    yes, CA-issued              none (CERT_NONE)     ``check_pinned_peer``
-PRIVATE_CA    either                      chain to the         ``check_pinned_peer``
+UNVERIFIED    yes, CA-issued              none (CERT_NONE)     dates, ``check_pinned_peer``
+PRIVATE_CA    either                      chain to the         dates, ``check_pinned_peer``
                                           network CA (+ name)  if a cert is carried
-PUBLIC_CA     either                      chain to the given   ``check_pinned_peer``
+PUBLIC_CA     either                      chain to the given   dates, ``check_pinned_peer``
                                           bundle or certifi    if a cert is carried
-============  ==========================  ===================  =====================
+============  ==========================  ===================  ===========================
 
-The endpoint calls :func:`check_pinned_peer` on ``HandshakeCompleted`` whenever
-the ``NodeInfo`` it dialled carries a certificate, in every mode, before it
-sends or accepts any application data. In UNVERIFIED mode with a self-signed
-certificate that check is redundant with the TLS-layer pin, and cheap.
+("dates" is :func:`check_server_certificate`; aioquic already checked them
+wherever it verified a chain.) We present our own certificate when asked.
+
+Incoming connections (we are the TLS server, a Node; :class:`ServerConnection`
+asks every client for its certificate from the first datagram on):
+
+============  ==============================  =====================================
+mode          TLS layer (aioquic)             ``check_client_certificate``
+============  ==============================  =====================================
+UNVERIFIED    CertificateVerify, if one was   dates, if one was presented (none is
+              presented                       allowed: a Node dialling in is proven
+                                              on our reverse connection anyway)
+PRIVATE_CA    CertificateVerify               required; dates; chain to the network
+                                              CA with the intermediates it sent
+PUBLIC_CA     CertificateVerify               required; dates; chain to the given
+                                              bundle or certifi
+============  ==============================  =====================================
+
+The endpoint runs these on ``HandshakeCompleted``, before it sends or accepts
+any application data; a refused incoming peer is closed with
+``ErrorCode.CERTIFICATE_REFUSED`` before its role handshake is read. A Node
+dialling in is then also dialled back, and that connection pins the
+certificate it claimed (the reverse-connectivity proof).
 
 A CA-issued certificate cannot be pinned at the TLS layer: OpenSSL only trusts
 a non-self-signed anchor with ``X509_V_FLAG_PARTIAL_CHAIN``, which aioquic does
@@ -33,13 +53,18 @@ PINGs (``QuicConnection.send_ping``) every ``Config.keep_alive_interval_msec``.
 
 from __future__ import annotations
 
+import datetime
+import functools
 import ssl
 from typing import Any
 
+import certifi
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from OpenSSL import crypto
 
 from .certs import (
     CertificateError,
@@ -57,7 +82,11 @@ __all__ = [
     "DEFAULT_MAX_DATA",
     "DEFAULT_MAX_STREAM_DATA",
     "IDLE_TIMEOUT_DISABLED_SEC",
+    "ServerConnection",
+    "check_client_certificate",
     "check_pinned_peer",
+    "check_server_certificate",
+    "check_validity",
     "client_configuration",
     "idle_timeout_seconds",
     "server_configuration",
@@ -110,14 +139,8 @@ def server_configuration(
     ``max_datagram_size``, ``quic_logger``). Raises ``CertificateError`` if
     ``our_cert`` is unusable (bad DER, key not matching, unsupported key type).
     """
-    leaf = parse_certificate(our_cert.cert_der)
-    key = load_signing_key(our_cert.key_der)
-    if _spki(key.public_key()) != _spki(leaf.public_key()):
-        raise CertificateError("our private key does not match our certificate")
     configuration = _base(config, False, max_data, max_stream_data, options)
-    configuration.certificate = leaf
-    configuration.certificate_chain = [parse_certificate(der) for der in our_cert.chain_der]
-    configuration.private_key = key
+    _present(configuration, our_cert)
     return configuration
 
 
@@ -125,6 +148,7 @@ def client_configuration(
     config: Config,
     peer: NodeInfo | None,
     *,
+    our_cert: CompleteCert | None = None,
     max_data: int = DEFAULT_MAX_DATA,
     max_stream_data: int = DEFAULT_MAX_STREAM_DATA,
     **options: Any,
@@ -133,10 +157,15 @@ def client_configuration(
 
     Sets what aioquic verifies during the handshake for ``config.trust_mode``
     (see the module docstring); ``peer=None`` or an empty ``peer_cert_der``
-    means no pin. Raises ``CertificateError`` before anything is sent if the
-    pinned certificate or a CA certificate is not a valid DER certificate.
+    means no pin. ``our_cert`` is what we present when the server asks for a
+    client certificate (ours always do, see :class:`ServerConnection`); aioquic
+    sends nothing it was not asked for. Raises ``CertificateError`` before
+    anything is sent if the pinned certificate or a CA certificate is not a
+    valid DER certificate, or ``our_cert`` is unusable.
     """
     configuration = _base(config, True, max_data, max_stream_data, options)
+    if our_cert is not None:
+        _present(configuration, our_cert)
     pinned = peer.peer_cert_der if peer is not None else b""
     pinned_cert = parse_certificate(pinned) if pinned else None
 
@@ -162,24 +191,161 @@ def client_configuration(
     return configuration
 
 
+class ServerConnection(QuicConnection):
+    """The server side of an incoming connection: a ``QuicConnection`` that
+    asks the client for its certificate.
+
+    aioquic's server never sends a CertificateRequest unless its TLS context's
+    private ``_request_client_certificate`` is set, and that context only
+    exists once the first Initial arrives (``QuicConnection._initialize``,
+    called from ``receive_datagram`` right before the ClientHello is read).
+    Setting the flag later, after that datagram, is how py-libp2p's two
+    authentication bypasses (#1340, #1345) happened; hooking ``_initialize``
+    sets it before any TLS message is processed, on every connection.
+
+    aioquic then checks the client's CertificateVerify signature (a client
+    without the key of the certificate it presents fails the handshake) but
+    never its chain or dates: :func:`check_client_certificate` does, on
+    ``HandshakeCompleted``. If aioquic renames either private name, no
+    certificate is requested (``client_auth_requested`` stays False) and that
+    check refuses every client, in every mode: fail closed, and
+    ``tests/test_tls.py`` fails loudly.
+    """
+
+    #: True once the TLS context was told to ask for the client certificate.
+    client_auth_requested: bool = False
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        context = getattr(self, "tls", None)
+        if context is not None and hasattr(context, "_request_client_certificate"):
+            context._request_client_certificate = True
+            self.client_auth_requested = True
+
+
+def check_validity(cert: x509.Certificate, now: datetime.datetime | None = None) -> str | None:
+    """``None`` if ``now`` (default: the current time, UTC) lies within the
+    certificate's validity period, else why not. aioquic only checks dates
+    when it verifies a chain (``CERT_REQUIRED``); UNVERIFIED mode runs
+    ``CERT_NONE``, and its server side never checks a client's dates, so the
+    endpoint calls this on every connection."""
+    when = _utc(now)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if when < start:
+        return f"certificate is not valid yet (valid from {start:%Y-%m-%d %H:%M} UTC)"
+    if when > end:
+        return f"certificate is no longer valid (expired {end:%Y-%m-%d %H:%M} UTC)"
+    return None
+
+
+def check_server_certificate(
+    connection: QuicConnection, expected_der: bytes = b"", *, now: datetime.datetime | None = None
+) -> str | None:
+    """After ``HandshakeCompleted`` on one of our outgoing connections, in
+    every mode: ``None`` if the server's certificate is within its validity
+    period at ``now`` and, when ``expected_der`` is given (the pin), is exactly
+    that certificate; else why not (the close reason / ``ConnectionFailure``).
+    In the CA modes and for a pinned self-signed certificate aioquic already
+    checked the dates; checking again costs a comparison."""
+    try:
+        presented, _chain = _peer_certificates(connection)
+    except _Unreadable as exc:
+        return str(exc)
+    if presented is None:
+        return "the peer presented no certificate"
+    problem = check_validity(presented, now)
+    if problem is not None:
+        return f"peer {problem}"
+    return _pin_problem(presented, expected_der) if expected_der else None
+
+
+def check_client_certificate(
+    connection: QuicConnection, config: Config, *, now: datetime.datetime | None = None
+) -> str | None:
+    """After ``HandshakeCompleted`` on an incoming :class:`ServerConnection`,
+    before any of the peer's data is processed: ``None`` if the client may
+    stay, else why it may not (sent to it as the close reason).
+
+    - CA modes: it must have presented a certificate that, with the
+      intermediates it sent, chains to ``config.ca_certs_der`` (PUBLIC_CA with
+      none given: certifi's roots, as aioquic does for servers) and is valid
+      at ``now``. No name is checked: a client has no agreed address.
+    - UNVERIFIED: presenting none is allowed (a Node dialling in is proven on
+      our reverse connection anyway); one presented must be valid at ``now``.
+
+    The chain is verified with pyOpenSSL's ``X509Store``, the very check
+    aioquic's ``verify_certificate`` applies to servers, so a certificate is
+    accepted in one direction exactly when it is in the other.
+    (``cryptography.x509.verification``'s client verifier, the alternative,
+    rejects leaves without a subjectAltName, which ``certs.issue_certificate``
+    and ``quic-p2p certs issue`` make when given no names.)
+    """
+    if not getattr(connection, "client_auth_requested", False):
+        return "cannot ask for the peer certificate (aioquic internals changed?)"
+    try:
+        presented, chain = _peer_certificates(connection)
+    except _Unreadable as exc:
+        return str(exc)
+    ca_mode = config.trust_mode is not TrustMode.UNVERIFIED
+    if presented is None:
+        if ca_mode:
+            return "no certificate presented; this network requires one issued by its CA"
+        return None
+    problem = check_validity(presented, now)
+    if problem is not None:
+        return problem
+    if ca_mode:
+        return _chain_problem(presented, chain, config.ca_certs_der, _utc(now))
+    return None
+
+
 def check_pinned_peer(connection: QuicConnection, expected_der: bytes) -> str | None:
     """After ``HandshakeCompleted`` on a client connection: ``None`` if the
     server presented exactly ``expected_der``, else why not (for the close
-    reason / ``ConnectionFailure``).
-
-    aioquic has no public accessor for the peer certificate, so this reads the
-    private ``connection.tls._peer_certificate``; this function is the only
-    place that does. If aioquic renames it, the check fails closed (returns a
-    reason) and ``tests/test_tls.py`` fails loudly.
-    """
-    tls = getattr(connection, "tls", None)
-    if tls is None or not hasattr(tls, "_peer_certificate"):
-        return "cannot read the peer certificate (aioquic internals changed?)"
-    presented = tls._peer_certificate
+    reason / ``ConnectionFailure``). Dates: see :func:`check_server_certificate`."""
+    try:
+        presented, _chain = _peer_certificates(connection)
+    except _Unreadable as exc:
+        return str(exc)
     if presented is None:
         return "the peer presented no certificate"
-    if not isinstance(presented, x509.Certificate):
-        return "cannot read the peer certificate (aioquic internals changed?)"
+    return _pin_problem(presented, expected_der)
+
+
+class _Unreadable(Exception):
+    """aioquic's private peer-certificate attributes are not what we expect."""
+
+
+_UNREADABLE = "cannot read the peer certificate (aioquic internals changed?)"
+
+
+def _peer_certificates(
+    connection: QuicConnection,
+) -> tuple[x509.Certificate | None, list[x509.Certificate]]:
+    """The certificate the peer presented (None: none) and the further
+    certificates it sent. aioquic has no public accessor, so this reads the
+    private ``tls._peer_certificate`` and ``tls._peer_certificate_chain``; it
+    is the only place that does. Anything unexpected (no TLS context yet,
+    renamed or retyped attributes) raises ``_Unreadable``, and every check
+    turns that into a refusal."""
+    context = getattr(connection, "tls", None)
+    if context is None:
+        raise _Unreadable(_UNREADABLE)
+    presented = getattr(context, "_peer_certificate", _MISSING)
+    chain = getattr(context, "_peer_certificate_chain", _MISSING)
+    if presented is _MISSING or chain is _MISSING:
+        raise _Unreadable(_UNREADABLE)
+    if presented is not None and not isinstance(presented, x509.Certificate):
+        raise _Unreadable(_UNREADABLE)
+    if not isinstance(chain, list) or not all(isinstance(c, x509.Certificate) for c in chain):
+        raise _Unreadable(_UNREADABLE)
+    return presented, list(chain)
+
+
+_MISSING = object()
+
+
+def _pin_problem(presented: x509.Certificate, expected_der: bytes) -> str | None:
     presented_der = presented.public_bytes(serialization.Encoding.DER)
     if presented_der == expected_der:
         return None
@@ -188,6 +354,41 @@ def check_pinned_peer(connection: QuicConnection, expected_der: bytes) -> str | 
         f"(presented sha256 {fingerprint(presented_der).hex()[:16]}..., "
         f"expected {fingerprint(expected_der).hex()[:16]}...)"
     )
+
+
+def _chain_problem(
+    leaf: x509.Certificate,
+    chain: list[x509.Certificate],
+    ca_certs_der: tuple[bytes, ...],
+    now: datetime.datetime,
+) -> str | None:
+    # A fresh store per check: set_time mutates it, and certifi's bundle
+    # loads in a few milliseconds (what aioquic spends per outgoing connection).
+    store = crypto.X509Store()
+    if ca_certs_der:
+        for der in ca_certs_der:
+            store.add_cert(crypto.X509.from_cryptography(parse_certificate(der)))
+    else:  # PUBLIC_CA without a bundle (Config requires one for PRIVATE_CA)
+        store.load_locations(certifi.where())
+    store.set_time(now)
+    context = crypto.X509StoreContext(
+        store,
+        crypto.X509.from_cryptography(leaf),
+        [crypto.X509.from_cryptography(c) for c in chain],
+    )
+    try:
+        context.verify_certificate()
+    except crypto.X509StoreContextError as exc:
+        return f"certificate not issued by this network's CA ({exc})"
+    return None
+
+
+def _utc(now: datetime.datetime | None) -> datetime.datetime:
+    if now is None:
+        return datetime.datetime.now(datetime.UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now
 
 
 def _base(
@@ -209,6 +410,26 @@ def _base(
         max_stream_data=max_stream_data,
         **options,
     )
+
+
+def _present(configuration: QuicConfiguration, our_cert: CompleteCert) -> None:
+    leaf, chain, key = _credentials(our_cert)
+    configuration.certificate = leaf
+    configuration.certificate_chain = list(chain)
+    configuration.private_key = key
+
+
+@functools.lru_cache(maxsize=16)
+def _credentials(
+    our_cert: CompleteCert,
+) -> tuple[x509.Certificate, tuple[x509.Certificate, ...], CertificateIssuerPrivateKeyTypes]:
+    # Cached: every outgoing connection presents our certificate now, and
+    # parsing a key per dial is wasted work (the objects are immutable).
+    leaf = parse_certificate(our_cert.cert_der)
+    key = load_signing_key(our_cert.key_der)
+    if _spki(key.public_key()) != _spki(leaf.public_key()):
+        raise CertificateError("our private key does not match our certificate")
+    return leaf, tuple(parse_certificate(der) for der in our_cert.chain_der), key
 
 
 def _spki(public_key: Any) -> bytes:

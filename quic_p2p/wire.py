@@ -75,6 +75,9 @@ class ErrorCode(IntEnum):
     DISCONNECTED = 0x1A
     MESSAGE_TOO_LARGE = 0x1B
     SHUTDOWN = 0x1C
+    #: We refused the certificate the peer presented, or its absence (a CA
+    #: mode's chain, or a validity period); not a pin mismatch.
+    CERTIFICATE_REFUSED = 0x1D
 
 
 class RejectReason(IntEnum):

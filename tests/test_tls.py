@@ -19,6 +19,7 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent
 from aioquic.tls import AlertDescription, verify_certificate
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from quic_p2p import certs
 from quic_p2p.certs import CertificateError
@@ -27,7 +28,10 @@ from quic_p2p.peer import NodeInfo
 from quic_p2p.tls import (
     ALPN,
     IDLE_TIMEOUT_DISABLED_SEC,
+    ServerConnection,
+    check_client_certificate,
     check_pinned_peer,
+    check_server_certificate,
     client_configuration,
     idle_timeout_seconds,
     server_configuration,
@@ -65,10 +69,16 @@ class Outcome:
         return None
 
 
-def handshake(client_conf: QuicConfiguration, server_conf: QuicConfiguration) -> Outcome:
-    """Drive both sides until the client completes or terminates (bounded)."""
+def handshake(
+    client_conf: QuicConfiguration,
+    server_conf: QuicConfiguration,
+    server_class: type[QuicConnection] = QuicConnection,
+) -> Outcome:
+    """Drive both sides until the client completes or terminates (bounded).
+    ``server_class``: ``ServerConnection`` to have the server ask for the
+    client's certificate, as the endpoint's does."""
     client = QuicConnection(configuration=client_conf)
-    server = QuicConnection(
+    server = server_class(
         configuration=server_conf,
         original_destination_connection_id=client.original_destination_connection_id,
     )
@@ -458,3 +468,162 @@ def test_check_pinned_peer_reads_aioquic_private_attribute(self_signed: Complete
     # Before the handshake there is nothing to compare: fail closed.
     fresh = QuicConnection(configuration=client_configuration(unverified(), None))
     assert check_pinned_peer(fresh, self_signed.cert_der) is not None
+
+
+# ------------------------------------------------------------------ client certificates
+
+
+def future(days: float) -> datetime.datetime:
+    return datetime.datetime.now(UTC) + datetime.timedelta(days=days)
+
+
+def with_client_cert(config: Config, cert: CompleteCert) -> QuicConfiguration:
+    return client_configuration(config, None, our_cert=cert)
+
+
+def test_client_configuration_presents_our_certificate(ca: CompleteCert) -> None:
+    intermediate = certs.create_ca("Intermediate", issuer=ca)
+    ours = certs.issue_certificate(intermediate, "me")
+    conf = client_configuration(private_ca(ca), None, our_cert=ours)
+    assert conf.certificate is not None and conf.private_key is not None
+    assert conf.certificate.public_bytes(Encoding.DER) == ours.cert_der
+    assert [c.public_bytes(Encoding.DER) for c in conf.certificate_chain] == [intermediate.cert_der]
+    mixed = CompleteCert(ours.cert_der, certs.generate_self_signed().key_der)
+    with pytest.raises(CertificateError, match="does not match"):
+        client_configuration(private_ca(ca), None, our_cert=mixed)
+
+
+def test_server_connection_asks_for_the_client_certificate(
+    ca: CompleteCert, leaf: CompleteCert
+) -> None:
+    client_cert = certs.issue_certificate(ca, "client")
+    out = handshake(
+        with_client_cert(private_ca(ca), client_cert), server_conf(leaf), ServerConnection
+    )
+    assert out.completed
+    # Set when aioquic created the TLS context, before it read the ClientHello.
+    assert out.server.tls._request_client_certificate is True
+    assert check_client_certificate(out.server, private_ca(ca)) is None
+    # A plain aioquic server never asks: the check refuses what it cannot vouch for.
+    plain = handshake(with_client_cert(private_ca(ca), client_cert), server_conf(leaf))
+    assert plain.completed
+    assert plain.server.tls._peer_certificate is None
+    for config in (private_ca(ca), unverified()):
+        reason = check_client_certificate(plain.server, config)
+        assert reason is not None and "cannot ask" in reason
+
+
+def test_ca_mode_client_check_needs_a_certificate_of_the_network(
+    ca: CompleteCert, other_ca: CompleteCert, leaf: CompleteCert, self_signed: CompleteCert
+) -> None:
+    anonymous = handshake(
+        client_configuration(private_ca(ca), None), server_conf(leaf), ServerConnection
+    )
+    assert anonymous.completed  # TLS lets a client send an empty Certificate ...
+    reason = check_client_certificate(anonymous.server, private_ca(ca))
+    assert reason is not None and "no certificate" in reason  # ... we do not
+    # In UNVERIFIED mode presenting none is allowed.
+    assert check_client_certificate(anonymous.server, unverified()) is None
+
+    for stranger in (certs.issue_certificate(other_ca, "x"), self_signed):
+        out = handshake(
+            with_client_cert(private_ca(ca), stranger), server_conf(leaf), ServerConnection
+        )
+        assert out.completed
+        reason = check_client_certificate(out.server, private_ca(ca))
+        assert reason is not None, stranger
+        assert "issuer" in reason or "self-signed" in reason, reason
+        # UNVERIFIED mode checks the dates only.
+        assert check_client_certificate(out.server, unverified()) is None
+
+
+def test_client_chain_includes_the_intermediates_it_sends(
+    ca: CompleteCert, leaf: CompleteCert
+) -> None:
+    intermediate = certs.create_ca("Intermediate", issuer=ca)
+    deep = certs.issue_certificate(intermediate, "deep")
+    out = handshake(with_client_cert(private_ca(ca), deep), server_conf(leaf), ServerConnection)
+    assert check_client_certificate(out.server, private_ca(ca)) is None
+    bare = CompleteCert(deep.cert_der, deep.key_der)
+    out = handshake(with_client_cert(private_ca(ca), bare), server_conf(leaf), ServerConnection)
+    reason = check_client_certificate(out.server, private_ca(ca))
+    assert reason is not None and "unable to get local issuer certificate" in reason
+
+
+def test_client_check_uses_the_given_time(ca: CompleteCert, leaf: CompleteCert) -> None:
+    client_cert = certs.issue_certificate(ca, "client", valid_days=30)
+    out = handshake(
+        with_client_cert(private_ca(ca), client_cert), server_conf(leaf), ServerConnection
+    )
+    assert check_client_certificate(out.server, private_ca(ca)) is None
+    for config in (private_ca(ca), unverified()):
+        late = check_client_certificate(out.server, config, now=future(31))
+        assert late is not None and "no longer valid" in late
+        early = check_client_certificate(out.server, config, now=past(1))
+        assert early is not None and "not valid yet" in early
+
+
+def test_public_ca_client_check_defaults_to_certifi_roots(
+    ca: CompleteCert, leaf: CompleteCert
+) -> None:
+    client_cert = certs.issue_certificate(ca, "client")
+    out = handshake(
+        with_client_cert(private_ca(ca), client_cert), server_conf(leaf), ServerConnection
+    )
+    public = Config(trust_mode=TrustMode.PUBLIC_CA)
+    reason = check_client_certificate(out.server, public)
+    assert reason is not None and "unable to get local issuer certificate" in reason
+    bundle = Config(trust_mode=TrustMode.PUBLIC_CA, ca_certs_der=(ca.cert_der,))
+    assert check_client_certificate(out.server, bundle) is None
+
+
+def test_server_certificate_dates_are_checked_in_unverified_mode(ca: CompleteCert) -> None:
+    # CERT_NONE: aioquic checks no dates, so the endpoint's check must.
+    for expired in (
+        certs.generate_self_signed(not_before=past(10), valid_days=1),
+        certs.issue_certificate(ca, "old", not_before=past(10), valid_days=1),
+    ):
+        out = handshake(client_configuration(unverified(), None), server_conf(expired))
+        assert out.completed
+        reason = check_server_certificate(out.client)
+        assert reason is not None and "no longer valid" in reason
+    fresh = certs.issue_certificate(ca, "fresh", valid_days=30)
+    out = handshake(client_configuration(unverified(), node(fresh)), server_conf(fresh))
+    assert check_server_certificate(out.client, fresh.cert_der) is None
+    assert "not valid yet" in str(check_server_certificate(out.client, fresh.cert_der, now=past(2)))
+    assert "no longer valid" in str(check_server_certificate(out.client, now=future(31)))
+    # ... and the pin still applies.
+    other = certs.issue_certificate(ca, "other").cert_der
+    assert "does not match the pinned" in str(check_server_certificate(out.client, other))
+
+
+def test_peer_certificate_reads_fail_closed(self_signed: CompleteCert, ca: CompleteCert) -> None:
+    """Fails loudly if aioquic renames what the checks read, and shows that
+    the checks then refuse rather than accept."""
+    client_cert = certs.issue_certificate(ca, "client")
+    out = handshake(
+        with_client_cert(unverified(), client_cert), server_conf(self_signed), ServerConnection
+    )
+    assert out.completed
+    for context in (out.client.tls, out.server.tls):
+        assert isinstance(context._peer_certificate, x509.Certificate)
+        assert isinstance(context._peer_certificate_chain, list)
+    assert hasattr(out.server.tls, "_request_client_certificate")
+    # Not initialized yet (no datagram): nothing readable, refused in every mode.
+    fresh = ServerConnection(
+        configuration=server_conf(self_signed), original_destination_connection_id=bytes(8)
+    )
+    for config in (unverified(), private_ca(ca)):
+        assert check_client_certificate(fresh, config) is not None
+    assert (
+        check_server_certificate(
+            QuicConnection(configuration=client_configuration(unverified(), None))
+        )
+        is not None
+    )
+    # As if aioquic renamed the attributes: refused, not waved through.
+    del out.server.tls._peer_certificate_chain
+    assert "internals" in str(check_client_certificate(out.server, unverified()))
+    del out.client.tls._peer_certificate
+    assert "internals" in str(check_server_certificate(out.client))
+    assert "internals" in str(check_pinned_peer(out.client, self_signed.cert_der))
