@@ -340,7 +340,7 @@ async def run_echo(args: argparse.Namespace) -> int:
         config = Config(
             ip=args.ip,
             our_type=OurType.CLIENT,
-            hard_coded_contacts=tuple(contacts),  # a cache export: each asked in turn
+            hard_coded_contacts=contacts,  # a cache export: each asked in turn
             trust_mode=TrustMode(args.trust_mode),
             ca_certs_der=tuple(
                 c
