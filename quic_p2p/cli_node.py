@@ -287,7 +287,10 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes | None]
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
     # Python sets sys.stdin to None when fd 0 was closed at startup; fd 0 may
     # then be any file we opened since (our socket), so it is never read.
-    fd = sys.stdin.fileno() if sys.stdin is not None else -1
+    try:
+        fd = sys.stdin.fileno() if sys.stdin is not None else -1
+    except (OSError, ValueError):  # replaced by an object without a real fd
+        fd = -1
 
     def put(item: bytes | None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
