@@ -54,8 +54,14 @@ def _compile_args() -> list[str]:
 
 
 def _link_args() -> list[str]:
-    extra = os.environ.get("QUIC_P2P_LDFLAGS", "")
-    return extra.split()
+    extra = os.environ.get("QUIC_P2P_LDFLAGS", "").split()
+    # Python's own CFLAGS carry -g: without this the shipped .so holds its
+    # DWARF (several times the code's size). -S drops debug sections only; the
+    # symbol table stays. A build asking for -g (ci/sanitize) keeps them.
+    wants_debug = "-g" in os.environ.get("QUIC_P2P_CFLAGS", "").split()
+    if sys.platform.startswith("linux") and not wants_debug:
+        extra.insert(0, "-Wl,-S")
+    return extra
 
 
 ffibuilder = FFI()

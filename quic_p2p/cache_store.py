@@ -14,6 +14,12 @@
 - A corrupt, truncated, foreign or other-version file is renamed
   ``bootstrap_cache.bin.corrupt-<UTC timestamp>`` (the newest
   :data:`KEEP_CORRUPT` are kept) with a warning; the cache starts empty.
+- Only regular files are used. A FIFO, symlink, directory or device in place
+  of the cache file is set aside like a corrupt file (a FIFO would block the
+  open, and with it the event loop, forever; a symlink would be read or written
+  through); one in place of the lock file is left alone and saves go on
+  unlocked, with a warning. Files are opened with ``O_NOFOLLOW | O_NONBLOCK``
+  and checked with ``fstat`` before any read.
 - Unwritable directory (or a path that is a file): one warning, then the cache
   lives in memory only; every later save still tries, and a success logs that
   the cache is persisted again.
@@ -24,8 +30,10 @@ These calls block on file I/O (an fsync is milliseconds on most disks).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import stat
 import sys
 import tempfile
 import threading
@@ -60,6 +68,68 @@ KEEP_CORRUPT = 5
 _TMP_PREFIX = ".bootstrap_cache."
 _TMP_SUFFIX = ".tmp"
 _CORRUPT_MARK = ".corrupt-"
+# Not on Windows (no FIFOs or symlink games there that these would stop).
+_SAFE_OPEN = (
+    getattr(os, "O_NOFOLLOW", 0)  # a symlink fails with ELOOP instead of being followed
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO opens at once instead of waiting for a writer
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+class _NotRegularFile(OSError):
+    """The path exists but is not a regular file (``kind`` says what it is)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"not a regular file ({kind})")
+        self.kind = kind
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
+
+
+def _open_regular(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` that never follows a symlink, never blocks, and returns only
+    a regular file's fd; anything else raises :class:`_NotRegularFile`."""
+    try:
+        # lstat first so that a device is never opened at all (opening some
+        # has side effects); the fstat below is what closes the race.
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            raise
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegularFile(_kind(st.st_mode))
+    try:
+        fd = os.open(path, flags | _SAFE_OPEN, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # replaced by a symlink since the lstat
+            raise _NotRegularFile("a symbolic link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegularFile(_kind(st.st_mode))
+        if flags & os.O_ACCMODE == os.O_RDONLY:
+            # Back to blocking reads: a regular file never waits, and buffered
+            # reads must not see EAGAIN.
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def default_cache_dir() -> Path:
@@ -90,6 +160,7 @@ class CacheStore:
         self.path = self.directory / FILE_NAME
         self.writable = True
         self._stuck: _LockWaiter | None = None
+        self._lock_refused = False
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, permissions, read-only fs
@@ -146,10 +217,20 @@ class CacheStore:
         unlocked: writes stay atomic, only a concurrent merge may be lost."""
         fd = -1
         if fcntl is not None:
-            with contextlib.suppress(OSError):  # read-only dir: readers need no lock
-                fd = os.open(
-                    self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-                )
+            try:
+                fd = _open_regular(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+            except _NotRegularFile as exc:
+                # Not ours to move: another process may be using it. Say so
+                # once; every save still works, unlocked.
+                if not self._lock_refused:
+                    log.warning(
+                        "bootstrap cache lock %s is %s; saving unlocked",
+                        self.directory / LOCK_NAME,
+                        exc,
+                    )
+                self._lock_refused = True
+            except OSError:  # read-only dir: readers need no lock
+                pass
         locked = False
         try:
             locked = fd >= 0 and self._acquire(fd)
@@ -186,17 +267,21 @@ class CacheStore:
 
     def _read(self, locked: bool) -> CacheState:
         try:
-            with open(self.path, "rb") as f:
-                data = f.read(MAX_FILE_SIZE + 1)
+            fd = _open_regular(self.path, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             return CacheState()
+        except _NotRegularFile as exc:
+            self._move_aside(str(exc), locked)
+            return CacheState()
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_FILE_SIZE + 1)
         try:
             return decode_state(data)
         except CacheFormatError as exc:
-            self._move_aside(exc, locked)
+            self._move_aside(f"unusable ({exc})", locked)
             return CacheState()
 
-    def _move_aside(self, exc: CacheFormatError, locked: bool) -> None:
+    def _move_aside(self, reason: str, locked: bool) -> None:
         secs, ns = divmod(time.time_ns(), 10**9)
         stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(secs))}.{ns:09d}Z"
         aside = self.path.with_name(f"{FILE_NAME}{_CORRUPT_MARK}{stamp}")
@@ -204,17 +289,16 @@ class CacheStore:
             os.replace(self.path, aside)
         except OSError as err:
             log.warning(
-                "bootstrap cache %s is unusable (%s) and cannot be moved aside (%s); "
-                "starting empty",
+                "bootstrap cache %s is %s and cannot be moved aside (%s); starting empty",
                 self.path,
-                exc,
+                reason,
                 err,
             )
             return
         log.warning(
-            "bootstrap cache %s is unusable (%s); moved to %s, starting empty",
+            "bootstrap cache %s is %s; moved to %s, starting empty",
             self.path,
-            exc,
+            reason,
             aside.name,
         )
         if locked:
@@ -226,7 +310,8 @@ class CacheStore:
                 e.name for e in os.scandir(self.directory) if _CORRUPT_MARK in e.name
             )  # the timestamp format sorts chronologically
             for name in names[:-KEEP_CORRUPT]:
-                os.unlink(self.directory / name)
+                with contextlib.suppress(OSError):  # e.g. a directory set aside
+                    os.unlink(self.directory / name)
 
     def _remove_stale_temps(self) -> None:
         # Temp files of writers that died between creating and renaming them.
@@ -235,10 +320,13 @@ class CacheStore:
             for e in it:
                 if e.name.startswith(_TMP_PREFIX) and e.name.endswith(_TMP_SUFFIX):
                     with contextlib.suppress(OSError):
-                        if e.stat().st_mtime < cutoff:
+                        if e.stat(follow_symlinks=False).st_mtime < cutoff:
                             os.unlink(e.path)
 
     def _write(self, data: bytes) -> None:
+        # mkstemp opens with O_CREAT | O_EXCL | O_NOFOLLOW: a fresh regular
+        # file, never a link's target; os.replace then replaces whatever is at
+        # the path (a symlink itself, not its target).
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=self.directory)
         try:
             with os.fdopen(fd, "wb") as f:

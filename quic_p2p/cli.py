@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +14,9 @@ from pathlib import Path
 from . import __version__
 from .config import RelayPolicy
 from .errors import QuicP2pError
+
+#: The loggers aioquic writes to (``aioquic.quic.connection`` and ``.h3``).
+AIOQUIC_LOGGERS = ("quic", "http3", "aioquic")
 
 
 def _cmd_selfcheck(args: argparse.Namespace) -> int:
@@ -93,7 +97,7 @@ def _cmd_certs(args: argparse.Namespace) -> int:
         made = certs.issue_certificate(
             ca, args.name, dns_names=args.dns, ip_addresses=args.ip, valid_days=args.days
         )
-    stem = args.file_stem or args.name.replace(" ", "-")
+    stem = args.file_stem or file_stem(args.name)
     cert_path, key_path = out / f"{stem}.pem", out / f"{stem}.key"
     chain = b"".join(certs.to_pem(d) for d in (made.cert_der, *made.chain_der))
     certs.write_certificate_file(cert_path, chain, overwrite=args.force)
@@ -102,6 +106,15 @@ def _cmd_certs(args: argparse.Namespace) -> int:
     print(f"private key: {key_path} (mode 0600)")
     print(f"sha256:      {certs.fingerprint(made.cert_der).hex()}")
     return 0
+
+
+def file_stem(name: str) -> str:
+    """The default file name (without extension) for a certificate named
+    ``name``: every character other than a letter, digit, '.', '_' or '-'
+    becomes '-', so that a name with spaces or a '/' stays one file in
+    --out-dir."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", name)
+    return "cert" if stem.strip(".") == "" else stem
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
@@ -172,8 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "selfcheck",
         help="show which hot-path implementation is active and check C and twin agree",
-        description="Show which hot-path implementation is active (C or pure Python) and "
-        "check that both agree on a fixed workload. Exit code 0 when every check passes.",
+        description="Show which hot-path implementation is active (C or the pure-Python "
+        "twin, and why) and check that both agree on a fixed workload. The twin is "
+        "supported: with it active (QUIC_P2P_NO_EXTENSIONS=1, or the C module not built) "
+        "the workloads run on it alone. Exit code 1 only when an implementation fails or "
+        "C and twin disagree.",
     )
     p.set_defaults(func=_cmd_selfcheck)
 
@@ -252,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "contact_to_ask",
         metavar="CONTACT",
-        help="HOST:PORT, HOST:PORT@CERTFILE, node JSON or @JSONFILE",
+        help="HOST:PORT, HOST:PORT@CERTFILE, node JSON or @JSONFILE (one node's JSON, or a "
+        "list as `cache export` writes: each is asked in turn)",
     )
     e.add_argument("--ip", default="0.0.0.0", help="IP to bind (default 0.0.0.0)")
     e.add_argument(
@@ -279,8 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cp = csub.add_parser(name, help=f"create {what}", description=f"Create {what}.")
         cp.add_argument("--name", required=True, help="common name")
-        cp.add_argument("--out-dir", default=".", help="where to write NAME.pem and NAME.key")
-        cp.add_argument("--file-stem", help="file name without extension (default: NAME)")
+        cp.add_argument(
+            "--out-dir",
+            default=".",
+            help="where to write STEM.pem (the certificate) and STEM.key (its key); "
+            "both paths are printed",
+        )
+        cp.add_argument(
+            "--file-stem",
+            metavar="STEM",
+            help="file name without extension (default: NAME with every character other "
+            "than letters, digits, '.', '_' and '-' replaced by '-': "
+            "'My Net CA' writes My-Net-CA.pem)",
+        )
         cp.add_argument("--days", type=_positive(1), default=825 if name == "issue" else 3650)
         cp.add_argument("--force", action="store_true", help="overwrite existing files")
         if name == "issue":
@@ -324,6 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # aioquic logs every failed handshake or closed connection at WARNING
+        # ("quic") on its own; our error line already says what failed. -v
+        # shows them, at DEBUG, with ours.
+        for name in AIOQUIC_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

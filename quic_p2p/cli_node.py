@@ -3,7 +3,9 @@
 ``node`` prints our contact info (one JSON line), optionally bootstraps or
 connects to contacts, logs events, and sends each line typed on stdin to every
 connected peer: a small chat. It runs until SIGINT/SIGTERM (or stdin ends, with
-``--exit-on-eof``) and shuts down cleanly.
+``--exit-on-eof``) and shuts down cleanly. Without ``--exit-on-eof`` the end of
+stdin (``/dev/null``, a closed fd 0, a file read to its end) only means there is
+nothing more to send.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import re
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .certs import load_certificate, load_certificates, load_complete_cert
-from .config import CompleteCert, Config, OurType, RelayPolicy, TrustMode
+from .config import CompleteCert, Config, ConfigError, OurType, RelayPolicy, TrustMode
 from .endpoint import QuicP2p
 from .errors import QuicP2pError
 from .events import (
-    BootstrapFailure,
     BootstrappedTo,
     ConnectedTo,
     ConnectionFailure,
@@ -41,17 +46,36 @@ class CliError(QuicP2pError):
     """A user mistake or an unusable input: printed as one line, exit code 1."""
 
 
-def parse_contact(text: str) -> NodeInfo:
-    """A contact as ``HOST:PORT``, ``HOST:PORT@CERTFILE`` (PEM or DER), the JSON a
-    node prints about itself, or ``@FILE`` holding that JSON."""
+def parse_contacts(text: str) -> list[NodeInfo]:
+    """One ``--contact``: ``HOST:PORT``, ``HOST:PORT@CERTFILE`` (PEM or DER), the
+    JSON object a node prints about itself, a JSON list of such objects (what
+    ``quic-p2p cache export`` writes), or ``@FILE`` holding either JSON."""
     text = text.strip()
+    where = "contact"
     if text.startswith("@"):
+        where = f"contact file {text[1:]!r}"
         text = _read(Path(text[1:]), "contact file").decode("utf-8", "replace").strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            raise CliError(f"{where} is not valid JSON: {exc}") from None
+        if not isinstance(items, list) or not items:
+            raise CliError(f"{where} holds no contacts")
+        try:
+            return [NodeInfo.from_dict(d) for d in items]
+        except (InvalidContactError, TypeError, AttributeError, KeyError) as exc:
+            raise CliError(f"{where}: not a list of node contacts ({exc})") from None
     if text.startswith("{"):
-        return NodeInfo.from_json(text)
+        return [NodeInfo.from_json(text)]
     addr_text, sep, cert_path = text.partition("@")
     cert = load_certificate(_read(Path(cert_path), "certificate")) if sep else b""
-    return NodeInfo(parse_address(addr_text), cert)
+    return [NodeInfo(parse_address(addr_text), cert)]
+
+
+def parse_contact(text: str) -> NodeInfo:
+    """The first contact of :func:`parse_contacts` (kept for callers wanting one)."""
+    return parse_contacts(text)[0]
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -73,7 +97,7 @@ def add_config_arguments(p: argparse.ArgumentParser, *, default_ip: str) -> None
         default=[],
         metavar="CONTACT",
         help="hard-coded contact: HOST:PORT, HOST:PORT@CERTFILE, node JSON, or @JSONFILE "
-        "(repeatable)",
+        "holding one node's JSON or a list of them, as `cache export` writes (repeatable)",
     )
     g.add_argument("--cert", help="our certificate (PEM or DER); default: a fresh self-signed one")
     g.add_argument("--key", help="the private key of --cert (PEM or DER)")
@@ -99,12 +123,58 @@ def _our_cert(args: argparse.Namespace) -> CompleteCert | None:
     return load_complete_cert(_read(Path(args.cert), "certificate"), _read(Path(args.key), "key"))
 
 
+#: ``Config``/``RelayPolicy`` field names in their errors, as the flags the user typed.
+_FLAGS = {
+    "max_msg_size_allowed": "--max-msg-size",
+    "idle_timeout_msec": "--idle-timeout-msec",
+    "keep_alive_interval_msec": "--keep-alive-interval-msec",
+    "port": "--port",
+    "ip": "--ip",
+    "our_type": "--type",
+    "trust_mode PRIVATE_CA": "--trust-mode private-ca",
+    "ca_certs_der": "--ca",
+    "our_complete_cert": "--cert/--key",
+    "max_sessions_per_peer": "--relay-max-per-peer",
+    "max_sessions": "--relay-max-sessions",
+    "max_bytes": "--relay-max-mb",
+    "max_seconds": "--relay-max-seconds",
+}
+_FIELD_RE = re.compile(r"\b(" + "|".join(re.escape(k) for k in _FLAGS) + r")\b")
+
+
+def flag_error(exc: ConfigError) -> CliError:
+    """``exc`` reworded for the command line: a user typed flags, not fields.
+    (Values stay as Config saw them; only --relay-max-mb is scaled, and its
+    range is checked by argparse before Config sees it.)"""
+    text = _FIELD_RE.sub(lambda m: _FLAGS[m.group(1)], str(exc))
+    text = text.replace("the network's CA in --ca", "the network's CA (--ca)")
+    return CliError(text)
+
+
+@contextlib.contextmanager
+def _flag_errors() -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as exc:
+        raise flag_error(exc) from None
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    contacts = tuple(parse_contact(c) for c in args.contact)
+    contacts = tuple(c for text in args.contact for c in parse_contacts(text))
     our_cert = _our_cert(args)
     cas: list[bytes] = []
     for path in args.ca:
         cas.extend(load_certificates(_read(Path(path), "CA certificate")))
+    with _flag_errors():
+        return _config(args, contacts, our_cert, cas)
+
+
+def _config(
+    args: argparse.Namespace,
+    contacts: tuple[NodeInfo, ...],
+    our_cert: CompleteCert | None,
+    cas: list[bytes],
+) -> Config:
     optional = {
         "max_msg_size_allowed": args.max_msg_size,
         "idle_timeout_msec": args.idle_timeout_msec,
@@ -143,11 +213,12 @@ def _describe(event: Event) -> str | None:
         return f"bootstrapped to {format_address(event.node.peer_addr)}"
     if isinstance(event, ConnectionFailure):
         return f"connection with {format_address(event.peer_addr)} failed: {event.error}"
-    if isinstance(event, UnsentUserMessage):
+    if isinstance(event, UnsentUserMessage):  # a send's outcome (see _chat)
         return f"not delivered to {format_address(event.peer_addr)}: {event.reason}"
-    if isinstance(event, BootstrapFailure):
-        return "bootstrap failed"
-    return None  # SentUserMessage and Finish are not worth a line
+    # SentUserMessage and Finish are not worth a line. BootstrapFailure is only
+    # caused by run_node's own bootstrap() call, whose failure it reports with
+    # the reason: one report, not two.
+    return None
 
 
 async def run_node(args: argparse.Namespace) -> int:
@@ -158,12 +229,13 @@ async def run_node(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     relay = None
     if args.relay:
-        relay = RelayPolicy(
-            max_sessions=args.relay_max_sessions,
-            max_sessions_per_peer=args.relay_max_per_peer,
-            max_bytes=args.relay_max_mb * 2**20,
-            max_seconds=float(args.relay_max_seconds),
-        )
+        with _flag_errors():
+            relay = RelayPolicy(
+                max_sessions=args.relay_max_sessions,
+                max_sessions_per_peer=args.relay_max_per_peer,
+                max_bytes=args.relay_max_mb * 2**20,
+                max_seconds=float(args.relay_max_seconds),
+            )
     async with QuicP2p(config, relay=relay) as node:
         info = node.node_info
         if config.bind_ip in ("0.0.0.0", "::") and config.hard_coded_contacts:
@@ -205,41 +277,87 @@ async def _print_events(node: QuicP2p) -> None:
             return
 
 
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes | None]:
+    """Lines of stdin, then None at its end, read on a daemon thread.
+
+    Not ``connect_read_pipe``: it cannot take ``/dev/null`` (epoll refuses it:
+    an asyncio traceback), a regular file, or a closed fd 0, and it leaves a
+    terminal non-blocking for the shell. A blocked ``os.read`` on a daemon
+    thread never delays exit, and (unlike ``sys.stdin``) holds no buffer lock
+    that interpreter shutdown would wait for.
+    """
+    lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+    # Python sets sys.stdin to None when fd 0 was closed at startup; fd 0 may
+    # then be any file we opened since (our socket), so it is never read.
+    try:
+        fd = sys.stdin.fileno() if sys.stdin is not None else -1
+    except (OSError, ValueError):  # replaced by an object without a real fd
+        fd = -1
+
+    def put(item: bytes | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+            loop.call_soon_threadsafe(lines.put_nowait, item)
+
+    def read() -> None:
+        buf = b""
+        while fd >= 0:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EBADF, EIO (terminal hung up): the end of input
+                break
+            if not chunk:
+                break
+            buf += chunk
+            *complete, buf = buf.split(b"\n")
+            for line in complete:
+                put(line)
+        if buf:
+            put(buf)
+        put(None)
+
+    threading.Thread(target=read, name="quic-p2p-stdin", daemon=True).start()
+    return lines
+
+
 async def _chat(node: QuicP2p, stop: asyncio.Event, exit_on_eof: bool) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    lines = _stdin_lines(asyncio.get_running_loop())
     while True:
-        line = await reader.readline()
-        if not line:
+        line = await lines.get()
+        if line is None:
             if exit_on_eof:
                 stop.set()
-            return
-        text = line.rstrip(b"\r\n")
+            return  # nothing more to send; the node runs on until a signal
+        text = line.rstrip(b"\r")
         if not text:
             continue
         peers = node.connected_peers()
         if not peers:
             print("no connected peer to send to", file=sys.stderr, flush=True)
-        await asyncio.gather(*(node.send(p, text) for p in peers))
+        for outcome in await asyncio.gather(*(node.send(p, text) for p in peers)):
+            line_out = _describe(outcome)
+            if line_out is not None:
+                print(line_out, flush=True)
 
 
 async def run_echo(args: argparse.Namespace) -> int:
     try:
-        contact = parse_contact(args.contact_to_ask)
+        contacts = parse_contacts(args.contact_to_ask)
     except InvalidContactError as exc:
         raise CliError(str(exc)) from None
-    config = Config(
-        ip=args.ip,
-        our_type=OurType.CLIENT,
-        hard_coded_contacts=(contact,),
-        # In the CA modes a Client must present a certificate of the CA.
-        our_complete_cert=_our_cert(args),
-        trust_mode=TrustMode(args.trust_mode),
-        ca_certs_der=tuple(
-            c for path in args.ca for c in load_certificates(_read(Path(path), "CA certificate"))
-        ),
-    )
+    with _flag_errors():
+        config = Config(
+            ip=args.ip,
+            our_type=OurType.CLIENT,
+            hard_coded_contacts=contacts,  # a cache export: each asked in turn
+            # In the CA modes a Client must present a certificate of the CA.
+            our_complete_cert=_our_cert(args),
+            trust_mode=TrustMode(args.trust_mode),
+            ca_certs_der=tuple(
+                c
+                for path in args.ca
+                for c in load_certificates(_read(Path(path), "CA certificate"))
+            ),
+        )
     async with QuicP2p(config) as ep:
         info = await ep.our_connection_info()
     print(format_address(info.peer_addr))

@@ -7,7 +7,7 @@ the field, so mistakes surface where they are made, not in the event loop.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -80,8 +80,9 @@ class CompleteCert:
 class Config:
     """Endpoint configuration (the seed's fields, then ours)."""
 
-    #: Nodes to bootstrap from and to ask for our external address.
-    hard_coded_contacts: tuple[NodeInfo, ...] = ()
+    #: Nodes to bootstrap from and to ask for our external address. Any
+    #: sequence (a list is fine); stored as a de-duplicated tuple.
+    hard_coded_contacts: Sequence[NodeInfo] = ()
     #: UDP port to bind; None or 0: the OS picks one.
     port: int | None = None
     #: IP to bind; None: 0.0.0.0.
@@ -102,8 +103,8 @@ class Config:
     bootstrap_cache_dir: str | Path | None = None
     trust_mode: TrustMode = TrustMode.UNVERIFIED
     #: CA certificates (DER): required for PRIVATE_CA; for PUBLIC_CA they replace
-    #: the default public roots.
-    ca_certs_der: tuple[bytes, ...] = ()
+    #: the default public roots. Any sequence; stored as a tuple.
+    ca_certs_der: Sequence[bytes] = ()
     #: CA modes: a name every peer's certificate must be valid for (the network's
     #: agreed name). None: the chain is checked, not the name.
     tls_server_name: str | None = None

@@ -479,8 +479,9 @@ class QuicP2p:
             raise QuicP2pError("endpoint already started")
         self._loop = asyncio.get_running_loop()
         # Loaded before binding: a cache problem is a warning, never a failed start.
+        # In a thread: waiting for another process's lock must not stall the loop.
         self._cache_store = CacheStore(self.config.bootstrap_cache_dir)
-        self._cache.merge(self._cache_store.load())
+        self._cache.merge(await asyncio.to_thread(self._cache_store.load))
         transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _Protocol(self),
             local_addr=(self.config.bind_ip, self.config.bind_port),

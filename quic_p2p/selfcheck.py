@@ -58,16 +58,27 @@ WORKLOADS: dict[str, Callable[[ModuleType], object]] = {
 }
 
 
+def _implementation_note() -> str:
+    """Which implementation is active and why; the twin is supported, so this
+    is information, never a failure."""
+    if accel.IMPLEMENTATION == "c":
+        return "active implementation: c (compiled module)"
+    if accel.FORCED_PY:
+        why = "QUIC_P2P_NO_EXTENSIONS is set"
+        if "c" not in accel.IMPLEMENTATIONS:
+            why += f"; the C module is not built either ({accel.import_error})"
+        return f"active implementation: py (pure-Python twin: {why})"
+    why = f"the C module is not built: {accel.import_error}"
+    return f"active implementation: py (pure-Python twin: {why})"
+
+
 def run() -> list[Check]:
-    """Runs every workload on each available implementation and compares."""
-    checks = [
-        Check(
-            "C accelerator loaded",
-            "c" in accel.IMPLEMENTATIONS,
-            f"active implementation: {accel.IMPLEMENTATION}"
-            + (f" ({accel.import_error})" if accel.import_error else ""),
-        )
-    ]
+    """Runs every workload on each available implementation and compares.
+
+    Fails only on a real problem: an implementation raising, a wrong digest, or
+    C and twin disagreeing. With only the twin available there is nothing to
+    compare, so each workload just has to run."""
+    checks = [Check("hot-path implementation", True, _implementation_note())]
     for name, workload in WORKLOADS.items():
         results = {}
         for impl_name, mod in accel.IMPLEMENTATIONS.items():
@@ -79,6 +90,11 @@ def run() -> list[Check]:
         agree = all(v == values[0] for v in values)
         errors = [v for v in values if isinstance(v, str) and v.startswith("error")]
         ok = agree and not errors and values[0] is not False
-        detail = "implementations agree" if agree else f"disagree: {results!r}"
-        checks.append(Check(name, ok, ", ".join(errors) or detail + f" ({'/'.join(results)})"))
+        if not agree:
+            detail = f"disagree: {results!r}"
+        elif len(results) == 1:
+            detail = f"ran on {'/'.join(results)} only (no C module to compare with)"
+        else:
+            detail = f"implementations agree ({'/'.join(results)})"
+        checks.append(Check(name, ok, ", ".join(errors) or detail))
     return checks

@@ -56,6 +56,7 @@ from __future__ import annotations
 import datetime
 import functools
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
 import certifi
@@ -359,7 +360,7 @@ def _pin_problem(presented: x509.Certificate, expected_der: bytes) -> str | None
 def _chain_problem(
     leaf: x509.Certificate,
     chain: list[x509.Certificate],
-    ca_certs_der: tuple[bytes, ...],
+    ca_certs_der: Sequence[bytes],
     now: datetime.datetime,
 ) -> str | None:
     # A fresh store per check: set_time mutates it, and certifi's bundle

@@ -585,3 +585,103 @@ def test_sigkill_mid_write_always_leaves_a_loadable_file(tmp_path: Path) -> None
     CacheStore(tmp_path).load()
     assert list(tmp_path.glob("*.tmp")) == [] and not corrupt_files(tmp_path)
     print(f"{kills} SIGKILLs in {elapsed:.1f} s, {len(temps)} inside a write")
+
+
+# ------------------------------------------------------- non-regular files
+# An endpoint started in a subprocess, so that a start() that blocks (the old
+# FIFO behaviour) is a bounded timeout here, not a hung test run.
+_START_STOP = """
+import asyncio, sys
+from quic_p2p import Config, QuicP2p
+
+async def main() -> None:
+    async with QuicP2p(Config(ip="127.0.0.1", bootstrap_cache_dir=sys.argv[1])):
+        pass
+    print("started and stopped")
+
+asyncio.run(main())
+"""
+
+
+def _start_endpoint(directory: Path) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", _START_STOP, str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            },
+        )
+    except subprocess.TimeoutExpired as exc:  # run() has killed the child
+        raise AssertionError(f"start() did not return within 30 s: {exc.stderr!r}") from None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX FIFOs")
+def test_fifo_in_place_of_the_cache_file_does_not_block_start(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / FILE_NAME)
+    out = _start_endpoint(tmp_path)
+    assert out.returncode == 0 and "started and stopped" in out.stdout, out.stderr
+    assert "not a regular file" in out.stderr and "Traceback" not in out.stderr
+    # Set aside like a corrupt file; the cache works from an empty start.
+    (aside,) = corrupt_files(tmp_path)
+    assert stat_is_fifo(tmp_path / aside)
+    assert not (tmp_path / FILE_NAME).exists()
+
+
+def stat_is_fifo(path: Path) -> bool:
+    import stat
+
+    return stat.S_ISFIFO(path.lstat().st_mode)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX FIFOs")
+@pytest.mark.timeout(20)  # in-process: a blocking open is cut by the timeout
+def test_fifo_cache_file_is_set_aside_by_load_and_save(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path)
+    os.mkfifo(tmp_path / FILE_NAME)
+    assert store.load().entries == []
+    os.mkfifo(tmp_path / FILE_NAME)
+    cache = BootstrapCache()
+    cache.add(node(1), 1.0)
+    assert store.save(cache)
+    assert (tmp_path / FILE_NAME).is_file() and len(corrupt_files(tmp_path)) == 2
+    assert [e.info for e in store.load().entries] == [node(1)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX symlinks")
+def test_dangling_symlinks_are_never_followed(tmp_path: Path) -> None:
+    d, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    d.mkdir()
+    elsewhere.mkdir()
+    (d / "bootstrap_cache.lock").symlink_to(elsewhere / "lock-target")
+    (d / FILE_NAME).symlink_to(elsewhere / "cache-target")
+    out = _start_endpoint(d)
+    assert out.returncode == 0 and "started and stopped" in out.stdout, out.stderr
+    store = CacheStore(d)
+    cache = BootstrapCache()
+    cache.add(node(1), 1.0)
+    assert store.save(cache)
+    assert [e.info for e in store.load().entries] == [node(1)]
+    # Neither target was created: nothing was written through a link.
+    assert list(elsewhere.iterdir()) == []
+    assert (d / FILE_NAME).is_file() and not (d / FILE_NAME).is_symlink()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX symlinks")
+def test_symlinked_cache_file_is_not_read_through(tmp_path: Path) -> None:
+    d, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    d.mkdir()
+    elsewhere.mkdir()
+    good = BootstrapCache()
+    good.add(node(7), 7.0)
+    assert CacheStore(elsewhere).save(good)
+    (d / FILE_NAME).symlink_to(elsewhere / FILE_NAME)
+    before = (elsewhere / FILE_NAME).read_bytes()
+    assert CacheStore(d).load().entries == []  # set aside, not followed
+    (aside,) = corrupt_files(d)
+    assert (d / aside).is_symlink()
+    assert (elsewhere / FILE_NAME).read_bytes() == before

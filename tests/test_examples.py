@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -104,3 +108,130 @@ def test_chat_between_two_processes() -> None:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(timeout=5)
+
+
+# ----------------------------------------------------- interruptions, peers leaving
+class Lines:
+    """A subprocess's stdout lines, collected by a thread (bounded waits)."""
+
+    def __init__(self, p: subprocess.Popen[str]) -> None:
+        self.p = p
+        self.q: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            self.q.put(line.rstrip("\n"))
+
+    def expect(self, needle: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if needle in line:
+                return line
+        raise AssertionError(f"{needle!r} not seen; output so far: {self.seen}")
+
+
+def _chat(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "chat.py"), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+
+
+def _sigint_and_wait(p: subprocess.Popen[str], timeout: float = 15) -> tuple[int, str]:
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=5)
+        raise AssertionError(f"still running {timeout} s after SIGINT") from None
+    assert p.stderr is not None
+    return p.returncode, p.stderr.read()
+
+
+def test_chat_shows_a_peer_leaving_and_ctrl_c_exits_at_once() -> None:
+    first = _chat()
+    second = None
+    try:
+        out1 = Lines(first)
+        contact = out1.expect("contact:").split("contact:", 1)[1].strip()
+        # A line typed with no peer is not silently dropped.
+        assert first.stdin is not None
+        first.stdin.write("anyone there?\n")
+        first.stdin.flush()
+        out1.expect("no peer connected")
+        second = _chat("--peer", contact)
+        out2 = Lines(second)
+        out2.expect("connected")
+        out1.expect("connected")
+        assert second.stdin is not None
+        second.stdin.close()  # Ctrl-D: the second side quits
+        assert second.wait(timeout=20) == 0
+        out1.expect("left")
+        # Ctrl-C with the peer gone and nothing typed: exits now, quietly.
+        code, err = _sigint_and_wait(first)
+        assert code == 130, err
+        assert "Traceback" not in err, err
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(timeout=5)
+            if p is not None:
+                for f in (p.stdin, p.stdout, p.stderr):
+                    if f is not None:
+                        with contextlib.suppress(OSError):
+                            f.close()
+
+
+def test_file_transfer_ctrl_c_is_quiet(tmp_path: Path) -> None:
+    f = tmp_path / "big.bin"
+    with f.open("wb") as fh:
+        fh.truncate(512 * 1024 * 1024)  # sparse: large enough to be mid-transfer
+    p = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "file_transfer.py"), str(f), "--chunk-mib", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    try:
+        assert p.stdout is not None
+        first = p.stdout.read(2)  # the progress bar starts once connected
+        assert first.startswith(b"\r"), first
+        p.send_signal(signal.SIGINT)
+        _, err_b = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=5)
+    err = err_b.decode(errors="replace")
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and len(err.splitlines()) <= 2, err
+    assert "interrupted" in err
+
+
+def test_file_transfer_progress_uses_human_units_and_clears_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "payload.bin"
+    f.write_bytes(os.urandom(5 * 1024 * 1024 + 7))
+    out = run("file_transfer.py", str(f), "--chunk-mib", "1")
+    assert out.returncode == 0, out.stderr
+    # Text mode reads each "\r" as a line end: one line per update.
+    updates = [u for u in out.stdout.splitlines() if u.startswith("[")]
+    assert len(updates) >= 6, updates
+    assert "5.0 MiB" in updates[-1] and "/s" in updates[-1]
+    assert not any(f"{f.stat().st_size}" in u for u in updates), updates  # no raw counts
+    # Each update is at least as wide as the one before: no stale characters.
+    widths = [len(u) for u in updates]
+    assert widths == sorted(widths), widths
