@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from netutil import python_argv, python_env
+
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "quic_p2p", *args],
+        python_argv("-m", "quic_p2p", *args),
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=python_env(PYTHONUNBUFFERED="1"),
     )
 
 
@@ -116,12 +116,12 @@ class Proc:
 
     def __init__(self, *args: str) -> None:
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "quic_p2p", *args],
+            python_argv("-m", "quic_p2p", *args),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=python_env(PYTHONUNBUFFERED="1"),
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []

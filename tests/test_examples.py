@@ -6,25 +6,20 @@ import ast
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import quic_p2p
+from netutil import python_argv, python_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # The examples import quic_p2p as users do: from wherever this run imports it
 # (site-packages in CI, the source tree in a checkout).
-ENV = {
-    **os.environ,
-    "PYTHONUNBUFFERED": "1",
-    "PYTHONPATH": str(Path(quic_p2p.__file__).resolve().parent.parent),
-}
+ENV = python_env(PYTHONUNBUFFERED="1")
 
 
 def run(script: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
+        python_argv(str(EXAMPLES / script), *args),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -60,7 +55,7 @@ def test_private_ca_admits_members_and_refuses_a_stranger() -> None:
 def test_chat_between_two_processes() -> None:
     env = ENV
     first = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "chat.py")],
+        python_argv(str(EXAMPLES / "chat.py")),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -73,7 +68,7 @@ def test_chat_between_two_processes() -> None:
         contact = first.stdout.readline().split("contact:", 1)[1].strip()
         json.loads(contact)
         second = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / "chat.py"), "--peer", contact],
+            python_argv(str(EXAMPLES / "chat.py"), "--peer", contact),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

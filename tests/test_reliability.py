@@ -25,7 +25,6 @@ import random
 import signal
 import socket
 import struct
-import sys
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -47,14 +46,22 @@ from quic_p2p import (
     UnsentUserMessage,
 )
 
-from netutil import WAIT, drain, endpoints, node_config, until, wait_for_event
+from netutil import (
+    WAIT,
+    drain,
+    endpoints,
+    node_config,
+    python_argv,
+    python_env,
+    until,
+    wait_for_event,
+)
 from relay import Impairment, LossyRelay
 
 # Nothing may escape into the event loop; aioquic's safety net must not fire.
 pytestmark = pytest.mark.usefixtures("no_loop_errors")
 
 PEER_PROCESS = str(Path(__file__).with_name("peer_process.py"))
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------ helpers
@@ -255,12 +262,11 @@ class PeerProcess:
     @contextlib.asynccontextmanager
     async def start(cls, *args: str) -> AsyncIterator[PeerProcess]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            PEER_PROCESS,
+            *python_argv(PEER_PROCESS),
             *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=python_env(),
         )
         self = cls(proc)
         try:
