@@ -301,6 +301,10 @@ SEND_CHUNK = 500
 
 async def _sigkill_mid_transfer(count: int, kill_after: int) -> None:
     idle_ms = 1_500
+    # Built before connecting: the large variant's 94 MB take 1 s of CPU unloaded,
+    # which on a busy machine blocked the loop past the 1.5 s idle timeout (the
+    # peer saw ConnectionFailure before the first message).
+    msgs = [payload(3, i, 4_000 if i % 50 else 40_000) for i in range(count)]
     async with (
         endpoints(node_config(idle_timeout_msec=idle_ms, keep_alive_interval_msec=300)) as (s,),
         # Lifetime: the test's own bound (below) must be what ends a slow run.
@@ -309,7 +313,6 @@ async def _sigkill_mid_transfer(count: int, kill_after: int) -> None:
         assert victim.info is not None
         peer = await asyncio.wait_for(s.connect_to(victim.info), WAIT)
         drain(s)
-        msgs = [payload(3, i, 4_000 if i % 50 else 40_000) for i in range(count)]
         sends: list[asyncio.Future[SentUserMessage | UnsentUserMessage]] = []
         for first in range(0, count, SEND_CHUNK):
             chunk = enumerate(msgs[first : first + SEND_CHUNK], first)
