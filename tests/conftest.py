@@ -3,11 +3,17 @@
 ``impl`` runs a test once per hot-path implementation (ids ``c`` and ``py``).
 Where the C module is not built the ``c`` case is skipped, unless
 ``QUIC_P2P_REQUIRE_C=1`` (set by CI), which turns its absence into a failure.
+
+Tests marked ``netns`` (the NAT lab) are skipped with the reason where root,
+``ip netns`` or ``nft`` are missing, unless ``QUIC_P2P_REQUIRE_NETNS=1`` (set by
+.ci/run when it runs as root on a kernel that allows network namespaces),
+which turns their absence into a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import AsyncIterator
 from types import ModuleType
@@ -18,6 +24,28 @@ import pytest
 from quic_p2p import accel
 
 REQUIRE_C = os.environ.get("QUIC_P2P_REQUIRE_C", "") not in ("", "0")
+REQUIRE_NETNS = os.environ.get("QUIC_P2P_REQUIRE_NETNS", "") not in ("", "0")
+
+
+@functools.cache
+def _netns_missing() -> str | None:
+    """Why the NAT lab cannot run here, or None (probed once per run)."""
+    from netlab import missing_capability
+
+    return missing_capability()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("netns") is None:
+        return
+    # A junitxml report names the NAT lab's tests, so .ci/run can count them.
+    item.user_properties.append(("netns", "1"))
+    why = _netns_missing()
+    if why is None:
+        return
+    if REQUIRE_NETNS:
+        pytest.fail(f"NAT lab required (QUIC_P2P_REQUIRE_NETNS=1) but unavailable: {why}")
+    pytest.skip(why)
 
 
 def _get_impl(name: str) -> ModuleType:

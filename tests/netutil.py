@@ -1,19 +1,46 @@
-"""Helpers for endpoint tests: endpoints on loopback that always close, and
-bounded waits for events."""
+"""Helpers for endpoint tests: endpoints on loopback that always close,
+bounded waits for events, and Python subprocesses that import the package this
+test run imported."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
+import quic_p2p
 from quic_p2p import Config, Event, QuicP2p
 
 E = TypeVar("E")
 
 WAIT = 10.0  # seconds any single expected event may take on a loaded CI machine
+
+#: Where this test run imported ``quic_p2p`` from: site-packages when testing an
+#: installed package (the README's ``pytest``, CI), a source tree otherwise
+#: (ci/sanitize's private copy, ``PYTHONPATH=. pytest`` after ci/dev-build).
+PACKAGE_PARENT = str(Path(quic_p2p.__file__).resolve().parent.parent)
+
+
+def python_argv(*args: str) -> list[str]:
+    """The argv of a Python subprocess (``-m MOD``, ``-c CODE`` or a script) that
+    imports the same ``quic_p2p`` as this test run, whatever its cwd; run it with
+    ``env=python_env()``. ``-P`` keeps the cwd (for ``-m``/``-c``) and the
+    script's directory off ``sys.path``: from a clone's root the cwd is the
+    source tree, whose ``quic_p2p`` has no compiled module and would shadow the
+    installed package (so ``selfcheck`` reported the twin under a C run)."""
+    return [sys.executable, "-P", *args]
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """``os.environ`` plus ``extra``, with :data:`PACKAGE_PARENT` first on
+    ``PYTHONPATH``: the environment for :func:`python_argv`."""
+    path = os.pathsep.join(p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 def node_config(**kw: Any) -> Config:

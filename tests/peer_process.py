@@ -2,6 +2,9 @@
 
     python tests/peer_process.py [--client] [--idle-timeout-ms N] [--lifetime S]
 
+(tests start it with netutil.python_argv/python_env, so it imports the same
+quic_p2p as the test run)
+
 It starts a ``QuicP2p`` endpoint on 127.0.0.1 (a Node unless ``--client``)
 and writes to stdout, one line each, flushed:
 
@@ -28,9 +31,6 @@ import argparse
 import asyncio
 import os
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from quic_p2p import Config, NewMessage, OurType, QuicP2p
 

@@ -17,12 +17,16 @@ import quic_p2p
 from quic_p2p import accel
 from quic_p2p.accel import types
 
+from netutil import python_argv, python_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def _run(code: str, **env: str) -> str:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("QUIC_P2P_")}
+    full_env = {k: v for k, v in python_env().items() if not k.startswith("QUIC_P2P_")}
     full_env.update(env)
     out = subprocess.run(
-        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=60
+        python_argv("-c", code), env=full_env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
@@ -35,6 +39,47 @@ def test_env_var_forces_the_twin() -> None:
 
 def test_default_is_c_when_built(c_impl: ModuleType) -> None:
     assert _run("import quic_p2p.accel as a; print(a.IMPLEMENTATION)") == "c"
+
+
+def test_subprocesses_import_the_package_this_run_imported() -> None:
+    """tests/netutil.py's python_argv/python_env, used by every test that starts
+    Python, from the clone's root: there ``python -c`` alone imports the source
+    tree (no compiled module) rather than the installed package under test."""
+    out = subprocess.run(
+        python_argv("-c", "import quic_p2p; print(quic_p2p.__file__)"),
+        cwd=ROOT,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).resolve() == Path(quic_p2p.__file__).resolve()
+
+
+def test_running_from_a_source_tree_without_the_module_says_so() -> None:
+    """What a newcomer gets from ``python -m quic_p2p selfcheck`` in a fresh
+    clone's root (plain ``python``, no -P): the twin, and a reason that names
+    the source tree rather than only "No module named ..."."""
+    if list((ROOT / "quic_p2p" / "accel").glob("_native*.so")):
+        pytest.skip("this source tree has a built module (ci/dev-build)")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("QUIC_P2P_", "PYTHONPATH", "PYTHONSAFEPATH"))
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "quic_p2p", "selfcheck"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr  # the twin is supported
+    assert "active implementation: py" in out.stdout
+    assert f"imported from the source tree {ROOT}" in out.stdout, out.stdout
+    assert "Traceback" not in out.stderr
 
 
 def test_implementations_export_the_same_names_and_signatures(c_impl: ModuleType) -> None:

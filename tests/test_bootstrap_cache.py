@@ -42,8 +42,9 @@ from quic_p2p.bootstrap_cache import (
 from quic_p2p.cache_store import FILE_NAME, CacheStore, default_cache_dir
 from quic_p2p.peer import NodeInfo
 
+from netutil import python_argv, python_env
+
 WRITER = str(Path(__file__).with_name("cache_writer.py"))
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def node(i: int, cert: bytes | None = None) -> NodeInfo:
@@ -514,14 +515,10 @@ def test_stuck_lock_holder_does_not_hang_saves(
 
 def _writer(directory: Path, tag: int, count: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, WRITER, str(directory), str(tag), count],
+        python_argv(WRITER, str(directory), str(tag), count),
         stdout=subprocess.PIPE,
         text=True,
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        },
+        env=python_env(),
     )
 
 
@@ -606,15 +603,11 @@ asyncio.run(main())
 def _start_endpoint(directory: Path) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            [sys.executable, "-c", _START_STOP, str(directory)],
+            python_argv("-c", _START_STOP, str(directory)),
             capture_output=True,
             text=True,
             timeout=30,
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            },
+            env=python_env(),
         )
     except subprocess.TimeoutExpired as exc:  # run() has killed the child
         raise AssertionError(f"start() did not return within 30 s: {exc.stderr!r}") from None

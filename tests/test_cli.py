@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from netutil import python_argv, python_env
+
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "quic_p2p", *args],
+        python_argv("-m", "quic_p2p", *args),
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=python_env(PYTHONUNBUFFERED="1"),
     )
 
 
@@ -117,12 +117,12 @@ class Proc:
 
     def __init__(self, *args: str) -> None:
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "quic_p2p", *args],
+            python_argv("-m", "quic_p2p", *args),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=python_env(PYTHONUNBUFFERED="1"),
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -214,10 +214,10 @@ def test_unreachable_contact_is_reported_not_a_traceback() -> None:
 
 # ------------------------------------------------------------------ "Keep the promises"
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "quic_p2p", *args]
+    return python_argv("-m", "quic_p2p", *args)
 
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+ENV = python_env(PYTHONUNBUFFERED="1")
 
 
 def _wait_for_line(p: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
@@ -346,12 +346,12 @@ def test_selfcheck_without_the_c_module_passes_and_says_why(tmp_path: Path) -> N
         ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"),
     )
     out = subprocess.run(
-        [sys.executable, "-m", "quic_p2p", "selfcheck"],
+        python_argv("-m", "quic_p2p", "selfcheck"),
         capture_output=True,
         text=True,
         timeout=60,
         cwd=tmp_path,
-        env={**ENV, "PYTHONPATH": str(tmp_path)},
+        env={**ENV, "PYTHONPATH": str(tmp_path)},  # the copy, not the tested package
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "active implementation: py" in out.stdout and "FAIL" not in out.stdout

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-import quic_p2p
+from netutil import python_argv, python_env
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def test_docs_tables_are_up_to_date() -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(quic_p2p.__file__).resolve().parent.parent)}
     out = subprocess.run(
-        [sys.executable, str(DOCS / "render.py"), "--check"],
+        python_argv(str(DOCS / "render.py"), "--check"),
         capture_output=True,
         text=True,
         timeout=60,
-        env=env,
+        env=python_env(),
     )
     assert out.returncode == 0, out.stdout + out.stderr

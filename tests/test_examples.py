@@ -9,26 +9,21 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import quic_p2p
+from netutil import python_argv, python_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # The examples import quic_p2p as users do: from wherever this run imports it
 # (site-packages in CI, the source tree in a checkout).
-ENV = {
-    **os.environ,
-    "PYTHONUNBUFFERED": "1",
-    "PYTHONPATH": str(Path(quic_p2p.__file__).resolve().parent.parent),
-}
+ENV = python_env(PYTHONUNBUFFERED="1")
 
 
 def run(script: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
+        python_argv(str(EXAMPLES / script), *args),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -64,7 +59,7 @@ def test_private_ca_admits_members_and_refuses_a_stranger() -> None:
 def test_chat_between_two_processes() -> None:
     env = ENV
     first = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "chat.py")],
+        python_argv(str(EXAMPLES / "chat.py")),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -77,7 +72,7 @@ def test_chat_between_two_processes() -> None:
         contact = first.stdout.readline().split("contact:", 1)[1].strip()
         json.loads(contact)
         second = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / "chat.py"), "--peer", contact],
+            python_argv(str(EXAMPLES / "chat.py"), "--peer", contact),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -140,7 +135,7 @@ class Lines:
 
 def _chat(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "chat.py"), *args],
+        python_argv(str(EXAMPLES / "chat.py"), *args),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -201,7 +196,7 @@ def test_file_transfer_ctrl_c_is_quiet(tmp_path: Path) -> None:
     with f.open("wb") as fh:
         fh.truncate(512 * 1024 * 1024)  # sparse: large enough to be mid-transfer
     p = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "file_transfer.py"), str(f), "--chunk-mib", "1"],
+        python_argv(str(EXAMPLES / "file_transfer.py"), str(f), "--chunk-mib", "1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=ENV,

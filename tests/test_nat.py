@@ -1,7 +1,8 @@
 """NAT lab (real kernel NAT in network namespaces): what peers behind NATs see.
 
 Marked ``netns``: skipped with the reason where root, ``ip netns`` or ``nft``
-are missing. Each test builds its own lab and always tears it down.
+are missing, a failure instead under ``QUIC_P2P_REQUIRE_NETNS=1`` (CI as root;
+tests/conftest.py). Each test builds its own lab and always tears it down.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import json
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,25 +19,17 @@ from pathlib import Path
 
 import pytest
 
-import quic_p2p
+from netlab import PUB2_ADDR, RDV_ADDR, NetLab
+from netutil import python_argv, python_env
 
-from netlab import PUB2_ADDR, RDV_ADDR, NetLab, missing_capability
-
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(missing_capability() is not None, reason=str(missing_capability())),
-]
+pytestmark = pytest.mark.netns  # skip or fail: tests/conftest.py
 
 PEER = Path(__file__).resolve().parent / "nat_peer.py"
 PUNCH_ATTEMPTS_PER_PAIR = int(os.environ.get("QUIC_P2P_PUNCH_ATTEMPTS", "20"))
 RELAY = f"{RDV_ADDR}:4433"
 #: How long a relayed pair that should punch is watched for its upgrade.
 UPGRADE_WAIT = 5.0
-ENV = {
-    **os.environ,
-    "PYTHONUNBUFFERED": "1",
-    "PYTHONPATH": str(Path(quic_p2p.__file__).resolve().parent.parent),
-}
+ENV = python_env(PYTHONUNBUFFERED="1")
 
 
 class Agent:
@@ -46,8 +38,7 @@ class Agent:
     def __init__(self, lab: NetLab, ns: str, *args: str) -> None:
         self.p = lab.popen(
             ns,
-            sys.executable,
-            str(PEER),
+            *python_argv(str(PEER)),
             *args,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

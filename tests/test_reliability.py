@@ -25,7 +25,6 @@ import random
 import signal
 import socket
 import struct
-import sys
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -47,14 +46,22 @@ from quic_p2p import (
     UnsentUserMessage,
 )
 
-from netutil import WAIT, drain, endpoints, node_config, until, wait_for_event
+from netutil import (
+    WAIT,
+    drain,
+    endpoints,
+    node_config,
+    python_argv,
+    python_env,
+    until,
+    wait_for_event,
+)
 from relay import Impairment, LossyRelay
 
 # Nothing may escape into the event loop; aioquic's safety net must not fire.
 pytestmark = pytest.mark.usefixtures("no_loop_errors")
 
 PEER_PROCESS = str(Path(__file__).with_name("peer_process.py"))
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------ helpers
@@ -255,12 +262,11 @@ class PeerProcess:
     @contextlib.asynccontextmanager
     async def start(cls, *args: str) -> AsyncIterator[PeerProcess]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            PEER_PROCESS,
+            *python_argv(PEER_PROCESS),
             *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=python_env(),
         )
         self = cls(proc)
         try:
@@ -295,6 +301,10 @@ SEND_CHUNK = 500
 
 async def _sigkill_mid_transfer(count: int, kill_after: int) -> None:
     idle_ms = 1_500
+    # Built before connecting: the large variant's 94 MB take 1 s of CPU unloaded,
+    # which on a busy machine blocked the loop past the 1.5 s idle timeout (the
+    # peer saw ConnectionFailure before the first message).
+    msgs = [payload(3, i, 4_000 if i % 50 else 40_000) for i in range(count)]
     async with (
         endpoints(
             node_config(idle_timeout_msec=idle_ms, keep_alive_interval_msec=300),
@@ -306,7 +316,6 @@ async def _sigkill_mid_transfer(count: int, kill_after: int) -> None:
         assert victim.info is not None
         peer = await asyncio.wait_for(s.connect_to(victim.info), WAIT)
         drain(s)
-        msgs = [payload(3, i, 4_000 if i % 50 else 40_000) for i in range(count)]
         sends: list[asyncio.Future[SentUserMessage | UnsentUserMessage]] = []
         for first in range(0, count, SEND_CHUNK):
             chunk = enumerate(msgs[first : first + SEND_CHUNK], first)

@@ -337,9 +337,7 @@ async def test_unverified_refuses_an_expired_client_but_serves_one_without_a_cer
             raw.close()
 
 
-async def test_an_unverified_node_dialling_a_private_ca_node_is_told_its_certificate_was_refused() -> (
-    None
-):
+async def test_unverified_node_dialling_a_private_ca_node_hears_of_its_certificate() -> None:
     async with endpoints(ca_config(), node_config()) as (ca_node, unverified):
         with pytest.raises(ConnectionFailedError) as info:
             await asyncio.wait_for(unverified.connect_to(NodeInfo(ca_node.local_addr)), WAIT)

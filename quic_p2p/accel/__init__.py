@@ -10,6 +10,7 @@ Both implementations have the same names, signatures and exceptions;
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,18 @@ try:
     from . import cimpl
 except ImportError as exc:  # no compiler at install time, or a broken build
     import_error = exc
+    _tree = Path(__file__).resolve().parents[2]
+    if (_tree / "csrc" / "build_accel.py").is_file():
+        # A source checkout, typically a clone's root as the current directory:
+        # `python -m` / `python -c` put it first on sys.path, ahead of the
+        # installed package. Say so, not just "No module named ...".
+        import_error = ImportError(
+            f"{exc}: quic_p2p was imported from the source tree {_tree}, which has no "
+            "compiled module (the current directory comes first on sys.path); run from "
+            "another directory or with `python -P` to use the installed package, or "
+            "build in place with ci/dev-build"
+        )
+        import_error.__cause__ = exc
 else:
     IMPLEMENTATIONS["c"] = cimpl
 
