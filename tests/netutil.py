@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -41,6 +44,34 @@ def python_env(**extra: str) -> dict[str, str]:
     ``PYTHONPATH``: the environment for :func:`python_argv`."""
     path = os.pathsep.join(p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+class Lines:
+    """A subprocess's stdout lines, collected by a thread (bounded waits)."""
+
+    def __init__(self, p: subprocess.Popen[str]) -> None:
+        self.p = p
+        self.q: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            self.q.put(line.rstrip("\n"))
+
+    def expect(self, needle: str, timeout: float = 30) -> str:
+        """The first line (from now on) containing ``needle``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if needle in line:
+                return line
+        raise AssertionError(f"{needle!r} not seen; output so far: {self.seen}")
 
 
 def node_config(**kw: Any) -> Config:

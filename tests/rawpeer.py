@@ -1,11 +1,14 @@
 """A raw aioquic client connection driven by hand, on its own UDP socket: how
-tests play a peer that writes our frames (docs/wire.md) as it likes. It accepts
-no incoming connection (a Client-like peer, or a Node that never answers the
-reverse connection)."""
+tests play a peer that writes our frames (docs/wire.md) as it likes, or one our
+own endpoint would never be (no certificate, a certificate whose key it does
+not hold, no flow-control credit). It accepts no incoming connection (a
+Client-like peer, or a Node that never answers the reverse connection). Real
+TLS on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +36,11 @@ def header(kind: int, msg_id: int = 0, length: int = 0, version: int = 1, flags:
 CONTROL = 2  # a client's first unidirectional stream: its control stream
 
 
+def raw_configuration() -> QuicConfiguration:
+    """A client that speaks our ALPN, checks nothing and presents nothing."""
+    return QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE)
+
+
 @dataclass(eq=False)
 class RawPeer(asyncio.DatagramProtocol):
     """An aioquic client connection we drive by hand."""
@@ -42,6 +50,11 @@ class RawPeer(asyncio.DatagramProtocol):
     #: plays a peer that withholds credit.
     max_data: int | None = None
     max_stream_data: int | None = None
+    #: None: ``raw_configuration()``.
+    configuration: QuicConfiguration | None = None
+    #: Sent on the control stream the moment the handshake completes, so it
+    #: leaves in the same datagram as the client's Finished (and certificate).
+    first_flight: bytes = b""
     quic: QuicConnection = field(init=False)
     events: list[qe.QuicEvent] = field(default_factory=list)
     transport: asyncio.DatagramTransport | None = None
@@ -49,7 +62,7 @@ class RawPeer(asyncio.DatagramProtocol):
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        cfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=0)
+        cfg = self.configuration or raw_configuration()
         if self.max_data is not None:
             cfg.max_data = self.max_data
         if self.max_stream_data is not None:
@@ -57,18 +70,30 @@ class RawPeer(asyncio.DatagramProtocol):
         self.quic = QuicConnection(configuration=cfg)
 
     @classmethod
-    async def connect(
+    async def open(
         cls, target: tuple[str, int], local_ip: str = "127.0.0.1", **options: Any
     ) -> RawPeer:
-        """A connection to ``target`` whose TLS handshake completed."""
+        """A connection to ``target``, its first Initial sent."""
         loop = asyncio.get_running_loop()
         _, peer = await loop.create_datagram_endpoint(
             lambda: cls(target, **options), local_addr=(local_ip, 0)
         )
         peer.quic.connect(target, now=loop.time())
         peer.flush()
-        await peer.wait(lambda: any(isinstance(e, qe.HandshakeCompleted) for e in peer.events))
         return peer
+
+    @classmethod
+    async def connect(
+        cls, target: tuple[str, int], local_ip: str = "127.0.0.1", **options: Any
+    ) -> RawPeer:
+        """A connection to ``target`` whose TLS handshake completed."""
+        peer = await cls.open(target, local_ip, **options)
+        await peer.wait(lambda: peer.completed)
+        return peer
+
+    @property
+    def completed(self) -> bool:
+        return any(isinstance(e, qe.HandshakeCompleted) for e in self.events)
 
     @property
     def addr(self) -> tuple[str, int]:
@@ -88,6 +113,8 @@ class RawPeer(asyncio.DatagramProtocol):
         while (ev := self.quic.next_event()) is not None:
             self.events.append(ev)
             self.changed.set()
+            if isinstance(ev, qe.HandshakeCompleted) and self.first_flight:
+                self.quic.send_stream_data(CONTROL, self.first_flight)
         if self.transport is not None and not self.transport.is_closing():
             for data, addr in self.quic.datagrams_to_send(now=loop.time()):
                 self.transport.sendto(data, addr)
@@ -116,11 +143,15 @@ class RawPeer(asyncio.DatagramProtocol):
     def new_stream(self) -> int:
         return self.quic.get_next_available_stream_id(is_unidirectional=True)
 
+    async def until_terminated(self, timeout: float = WAIT) -> qe.ConnectionTerminated:  # noqa: ASYNC109
+        await self.wait(lambda: self.terminated is not None, timeout)
+        term = self.terminated
+        assert term is not None
+        return term
+
     async def closed_with(self, timeout: float = WAIT) -> int:  # noqa: ASYNC109
         """The error code the victim closed the connection with."""
-        await self.wait(lambda: self.terminated is not None, timeout)
-        assert self.terminated is not None
-        return self.terminated.error_code
+        return (await self.until_terminated(timeout)).error_code
 
     @property
     def terminated(self) -> qe.ConnectionTerminated | None:

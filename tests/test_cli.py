@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from netutil import python_argv, python_env
+from netutil import Lines, python_argv, python_env
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -124,26 +124,9 @@ class Proc:
             text=True,
             env=python_env(PYTHONUNBUFFERED="1"),
         )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def expect(self, needle: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if needle in line:
-                return line
-        raise AssertionError(f"{needle!r} not seen; output so far: {self.seen}")
+        self.out = Lines(self.p)
+        self.expect = self.out.expect
+        self.seen = self.out.seen
 
     def send(self, text: str) -> None:
         assert self.p.stdin is not None

@@ -6,14 +6,12 @@ import ast
 import contextlib
 import json
 import os
-import queue
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-from netutil import python_argv, python_env
+from netutil import Lines, python_argv, python_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # The examples import quic_p2p as users do: from wherever this run imports it
@@ -106,33 +104,6 @@ def test_chat_between_two_processes() -> None:
 
 
 # ----------------------------------------------------- interruptions, peers leaving
-class Lines:
-    """A subprocess's stdout lines, collected by a thread (bounded waits)."""
-
-    def __init__(self, p: subprocess.Popen[str]) -> None:
-        self.p = p
-        self.q: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            self.q.put(line.rstrip("\n"))
-
-    def expect(self, needle: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if needle in line:
-                return line
-        raise AssertionError(f"{needle!r} not seen; output so far: {self.seen}")
-
-
 def _chat(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         python_argv(str(EXAMPLES / "chat.py"), *args),

@@ -28,7 +28,7 @@ from quic_p2p.config import ConfigError
 from quic_p2p.wire import frame
 
 from netutil import WAIT, drain, endpoints, node_config, wait_for_event
-from rawquic import CONTROL, RawClient, raw_configuration
+from rawpeer import CONTROL, RawPeer, raw_configuration
 
 CA = create_ca("test network CA")
 OTHER_CA = create_ca("another CA")
@@ -158,10 +158,10 @@ async def assert_refused_by(server, dialer, target: NodeInfo | None = None) -> s
     return reason
 
 
-async def raw_hello(server, configuration) -> RawClient:  # type: ignore[no-untyped-def]
+async def raw_hello(server, configuration) -> RawPeer:  # type: ignore[no-untyped-def]
     """A raw aioquic client that completes TLS, sends a Client handshake and a
     user message at once, and waits for the connection to end."""
-    client = await RawClient.open(server.local_addr, configuration)
+    client = await RawPeer.open(server.local_addr, configuration=configuration)
     try:
         await client.wait(lambda: client.completed or client.terminated is not None)
         if client.completed:
@@ -193,7 +193,7 @@ async def test_a_refused_client_s_coalesced_handshake_and_message_are_never_read
     # all of it at once, and none of it may get past the refusal.
     hello = frame(FrameKind.HANDSHAKE_CLIENT) + frame(FrameKind.USER_MESSAGE, b"sneaky", msg_id=1)
     async with endpoints(ca_config()) as (node,):
-        client = await RawClient.open(node.local_addr, raw_configuration(), first_flight=hello)
+        client = await RawPeer.open(node.local_addr, first_flight=hello)
         try:
             term = await asyncio.wait_for(client.until_terminated(), WAIT)
         finally:
@@ -324,7 +324,7 @@ async def test_unverified_refuses_an_expired_client_but_serves_one_without_a_cer
     ):
         await assert_refused_by(node, client)
         # Presenting no certificate is still allowed in this mode.
-        raw = await RawClient.open(node.local_addr, raw_configuration())
+        raw = await RawPeer.open(node.local_addr)
         try:
             await raw.wait(lambda: raw.completed or raw.terminated is not None)
             raw.send(
