@@ -84,22 +84,20 @@ async def test_outcome_events_can_be_asked_for() -> None:
 async def test_sends_to_a_peer_that_withholds_credit_end_unsent() -> None:
     """A connected peer that grants almost no flow-control credit and never
     acknowledges: every send ends unsent once send_timeout passes without
-    progress, the peer is reported failed, and nothing is left held."""
+    progress, and the peer is reported failed and dropped."""
     async with endpoints(node_config(), send_timeout=1.5) as (n,):
         staller = await RawPeer.connect(n.local_addr, max_stream_data=1000, max_data=2000)
-        loop = asyncio.get_running_loop()
         try:
             staller.send(CONTROL, frame(FrameKind.HANDSHAKE_CLIENT))
             await until(lambda: Peer.client(staller.addr) in n.connected_peers())
             peer = Peer.client(staller.addr)
-            started = loop.time()
             results = await asyncio.wait_for(
                 asyncio.gather(*(n.send(peer, bytes(1024), k) for k in range(200))), WAIT
             )
             assert all(isinstance(r, UnsentUserMessage) for r in results)
-            assert "acknowledged nothing" in results[0].reason
-            assert loop.time() - started < 1.5 + 3
+            assert "acknowledged nothing" in results[0].reason  # the timeout, not idling
             await wait_for_event(n, ConnectionFailure)
+            assert peer not in n.connected_peers()
         finally:
             staller.close()
 
