@@ -618,6 +618,10 @@ class QuicP2p:
         self._check_running()
         if not isinstance(node, NodeInfo):
             raise TypeError("connect_to takes a NodeInfo")
+        if self._is_us(node):
+            raise ConnectionFailedError(
+                node.peer_addr, "that is us (our own address or certificate)"
+            )
         record = self._records.get(node.peer_addr)
         if record is not None and record.connected:
             problem = _pin_problem(record, node.peer_cert_der)
@@ -1315,6 +1319,14 @@ class QuicP2p:
         self._bump("retry skipped: awaited reverse connection")
         return True
 
+    def _is_us(self, node: NodeInfo) -> bool:
+        """``node`` names this endpoint: our certificate, or the address we
+        are bound to (other addresses of ours are caught at TLS: the peer
+        would present our certificate)."""
+        return (bool(node.peer_cert_der) and node.peer_cert_der == self._cert.cert_der) or (
+            self._local_addr is not None and node.peer_addr == self._local_addr
+        )
+
     def _refusal(self, addr: Address) -> str | None:
         """Why a new connection from ``addr`` would be refused, or None."""
         if self._server_cfg is None:
@@ -1472,6 +1484,14 @@ class QuicP2p:
     def _on_up(self, conn: _Conn) -> None:
         if conn.up_future is not None and not conn.up_future.done():
             conn.up_future.set_result(None)
+        if tls.check_pinned_peer(conn.quic, self._cert.cert_der) is None:
+            # The peer holds our certificate and its key: it is this very
+            # endpoint, reached through another of our addresses.
+            self._bump("refused: a connection to ourselves")
+            reason = "that is us (the peer presents our own certificate)"
+            self._close_conn(conn, ErrorCode.REFUSED, reason)
+            self._on_down(conn, reason)
+            return
         if not conn.outgoing:
             # Before anything the peer sent is read (the link delivers nothing
             # once closed): a CA mode admits only certificates of the CA, and
@@ -1721,6 +1741,9 @@ class QuicP2p:
         # A rendezvous we are connected to asks us to dial the other side too.
         existing = self._records.get(addr)
         relayed = existing is not None and existing.connected and existing.relay is not None
+        if self._is_us(NodeInfo(addr, cert)):
+            self._bump("punches declined: names us")
+            return
         if (
             not self._helper(conn.record)
             or self._punches_pending >= PUNCH_MAX_PENDING

@@ -516,3 +516,21 @@ async def test_a_node_at_its_connection_limit_says_so() -> None:
             await asyncio.wait_for(second.connect_to(full.node_info), WAIT)
         assert "connection limit" in info.value.reason
         assert "connect back" not in info.value.reason
+
+
+async def test_a_node_never_connects_to_itself() -> None:
+    async with endpoints(node_config()) as (a,):
+        with pytest.raises(ConnectionFailedError, match="that is us"):
+            await asyncio.wait_for(a.connect_to(a.node_info), WAIT)
+        with pytest.raises(ConnectionFailedError, match="that is us"):
+            await asyncio.wait_for(
+                a.connect_to(NodeInfo(("127.0.0.2", 1), a.our_certificate)), WAIT
+            )
+    # Bound to every address: reached through one it did not bind by name.
+    async with endpoints(node_config(ip="0.0.0.0")) as (a,):
+        with pytest.raises(ConnectionFailedError, match="that is us"):
+            await asyncio.wait_for(a.connect_to(NodeInfo(("127.0.0.1", a.local_addr[1]))), WAIT)
+        await asyncio.sleep(0.1)
+        assert not [e for e in drain(a) if isinstance(e, ConnectedTo)]
+        assert a.connected_peers() == []
+        assert a.stats.get("refused: a connection to ourselves", 0) >= 1
