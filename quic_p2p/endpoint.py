@@ -58,6 +58,7 @@ from .link import (
     LinkUp,
 )
 from .peer import Address, NodeInfo, Peer, PeerKind, Reachability, normalize_address
+from .ratelimit import TokenBucket
 from .roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_up
 from .wire import (
     ErrorCode,
@@ -124,6 +125,15 @@ PUNCH_BACKOFF = 0.25
 PUNCH_START_DELAY_MS = 50
 #: Punches a node will join at once when a rendezvous asks (abuse bound).
 PUNCH_MAX_PENDING = 16
+#: Dials a rendezvous may start at our side with unrequested PUNCH_INFO
+#: notices (token buckets: burst, then per second), per rendezvous and in
+#: all; beyond them notices are declined and counted. A punch sends a few
+#: Initials (about four in PUNCH_HANDSHAKE_TIMEOUT), so this bounds what a
+#: hostile Node can make us send to addresses it names.
+PUNCH_NOTICE_BURST = 8
+PUNCH_NOTICE_RATE = 2.0
+PUNCH_DIAL_BURST = 16
+PUNCH_DIAL_RATE = 4.0
 #: A relayed peer: after the first punch failed and the relay connected,
 #: the remaining punches are tried in the background at these delays
 #: (seconds, one after the other), then less often; a success moves the
@@ -248,6 +258,9 @@ class _Conn:
     handshake_id: int = 0
     #: Key of the per-IP count an incoming connection is counted under.
     ip_key: bytes | None = None
+    #: A punch a rendezvous started (not yet a connected peer's): it does not
+    #: take a connection slot from a real peer.
+    punch: bool = False
     #: Our requests (echo, punch, relay) awaiting the answer frame, by msg_id.
     requests: dict[int, asyncio.Future[Frame]] = field(default_factory=dict)
     up_future: asyncio.Future[None] | None = None
@@ -289,6 +302,10 @@ class _Record:
     failure: str = ""
     #: Set while our connections to this peer send through a relay.
     relay: _RelayPath | None = None
+    #: As a rendezvous of ours: the punches it may still start at our side.
+    punch_notices: TokenBucket = field(
+        default_factory=lambda: TokenBucket(PUNCH_NOTICE_RATE, PUNCH_NOTICE_BURST)
+    )
 
     def peer(self) -> Peer:
         if self.kind is PeerKind.CLIENT:
@@ -459,6 +476,9 @@ class QuicP2p:
         #: Messages held for peers not yet proven (see UNPROVEN_MAX_BYTES).
         self._unproven = HeldBytes(UNPROVEN_MAX_BYTES)
         self._per_ip: dict[bytes, int] = {}
+        self._punch_dials = TokenBucket(PUNCH_DIAL_RATE, PUNCH_DIAL_BURST)
+        #: Connections flagged ``punch`` (see _Conn.punch).
+        self._punch_conns = 0
         #: Our socket is IPv6 (maybe dual stack): IPv4 peers are sent to as
         #: ``::ffff:a.b.c.d`` (we name them ``a.b.c.d`` everywhere else).
         self._v6_socket = False
@@ -1331,7 +1351,7 @@ class QuicP2p:
         """Why a new connection from ``addr`` would be refused, or None."""
         if self._server_cfg is None:
             return "we are a Client"
-        if len(self._conns) >= self.max_connections:
+        if len(self._conns) - self._punch_conns >= self.max_connections:
             return "connection limit"
         if self._per_ip.get(_ip_key(addr), 0) >= self.max_connections_per_ip:
             return "per-IP connection limit"
@@ -1379,6 +1399,9 @@ class QuicP2p:
             conn.link.release_all()
         self._conns.discard(conn)
         self._dirty.discard(conn)
+        if conn.punch:
+            conn.punch = False
+            self._punch_conns -= 1
         if conn.ip_key is not None:
             left = self._per_ip.get(conn.ip_key, 1) - 1
             if left > 0:
@@ -1744,12 +1767,18 @@ class QuicP2p:
         if self._is_us(NodeInfo(addr, cert)):
             self._bump("punches declined: names us")
             return
+        rendezvous = conn.record
         if (
-            not self._helper(conn.record)
+            rendezvous is None
+            or not self._helper(rendezvous)
             or self._punches_pending >= PUNCH_MAX_PENDING
             or (existing is not None and not relayed)
         ):
             self._bump("punches declined")
+            return
+        now = self._now()
+        if not rendezvous.punch_notices.take(now) or not self._punch_dials.take(now):
+            self._bump("punches declined: rate")
             return
         if existing is not None:
             # Relayed to that peer: probe the direct path instead.
@@ -1761,7 +1790,10 @@ class QuicP2p:
     def _punch(self, node: NodeInfo) -> None:
         self._punches_pending -= 1
         if not self._closing and node.peer_addr not in self._records:
-            self._connect(node, we_contacted=False, timeout=PUNCH_HANDSHAKE_TIMEOUT)
+            record = self._connect(node, we_contacted=False, timeout=PUNCH_HANDSHAKE_TIMEOUT)
+            if record.out is not None and not record.out.punch:
+                record.out.punch = True
+                self._punch_conns += 1
             self._flush_soon()
 
     def _on_reach_request(self, conn: _Conn, f: Frame) -> None:
@@ -2058,6 +2090,9 @@ class QuicP2p:
         for conn in (record.out, record.inn):
             if conn is not None:
                 conn.link.budget = None  # proven: its messages are no longer held
+                if conn.punch:  # a peer now: it counts like any other
+                    conn.punch = False
+                    self._punch_conns -= 1
         peer = record.peer()
         group, record.bootstrap = record.bootstrap, None
         if group is not None and _pin_problem(record, record.bootstrap_pin) is not None:

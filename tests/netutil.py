@@ -138,6 +138,18 @@ async def until(pred: Callable[[], bool], limit: float = WAIT, interval: float =
     raise AssertionError("condition not met")
 
 
+def send_control_frame(ep: QuicP2p, peer_addr: Any, data: bytes) -> None:
+    """Sends frame bytes of our choosing to a connected peer on ``ep``'s
+    control stream: how tests play a connected Node that sends what an
+    honest one would not (docs/wire.md)."""
+    record = ep._records[peer_addr]
+    conn = record.out or record.inn
+    assert conn is not None
+    conn.link.send_frame(data)
+    ep._dirty.add(conn)
+    ep._flush()
+
+
 async def dial_with_handshake(ep: QuicP2p, target: Any, handshake: bytes) -> Any:
     """A connection from ``ep`` to ``target`` that sends ``handshake`` (frame
     bytes of our choosing) instead of ``ep``'s own role handshake: how tests

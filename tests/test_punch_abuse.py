@@ -1,0 +1,73 @@
+"""Hole punching must not be a weapon: what a connected Node can make us send
+to addresses it names with unrequested PUNCH_INFO notices."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from quic_p2p import ConnectedTo, SentUserMessage
+from quic_p2p.endpoint import PUNCH_NOTICE_BURST, PUNCH_NOTICE_RATE
+from quic_p2p.wire import encode_punch_info
+
+from netutil import WAIT, endpoints, node_config, send_control_frame, wait_for_event
+
+pytestmark = pytest.mark.usefixtures("no_loop_errors")
+
+
+class Sink(asyncio.DatagramProtocol):
+    """A third address: counts the datagrams that reach it."""
+
+    def __init__(self) -> None:
+        self.datagrams = 0
+        self.bytes = 0
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.datagrams += 1
+        self.bytes += len(data)
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return (host, port)
+
+
+async def test_punch_notices_dial_third_addresses_only_within_the_budget() -> None:
+    async with endpoints(node_config(), node_config(), max_connections=40) as (victim, hostile):
+        await asyncio.wait_for(hostile.connect_to(victim.node_info), WAIT)
+        await wait_for_event(victim, ConnectedTo)
+        loop = asyncio.get_running_loop()
+        sinks: list[Sink] = []
+        try:
+            for _ in range(48):
+                _, sink = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
+                sinks.append(sink)
+            started = loop.time()
+            for sink in sinks:  # 48 notices, each naming another third address
+                send_control_frame(
+                    hostile, victim.local_addr, encode_punch_info(0, 0, sink.addr, b"")
+                )
+            sent_for = loop.time() - started
+            # Meanwhile an honest Node still finds a slot (punches take none).
+            async with endpoints(node_config(ip="127.0.0.2")) as (honest,):
+                peer = await asyncio.wait_for(honest.connect_to(victim.node_info), WAIT)
+                assert isinstance(await honest.send(peer, b"hi", 1), SentUserMessage)
+            await asyncio.sleep(4)  # a punch gives up after 3 s
+            dialled = [s for s in sinks if s.datagrams]
+            allowed = PUNCH_NOTICE_BURST + int(sent_for * PUNCH_NOTICE_RATE) + 1
+            assert 0 < len(dialled) <= allowed, (len(dialled), allowed)
+            assert victim.stats.get("punches declined: rate", 0) >= 48 - allowed
+            total = sum(s.bytes for s in sinks)
+            print(
+                f"\n48 notices: {len(dialled)} third addresses dialled, "
+                f"{sum(s.datagrams for s in sinks)} datagrams, {total} bytes"
+            )
+        finally:
+            for sink in sinks:
+                sink.transport.close()
