@@ -143,7 +143,10 @@ def send_control_frame(ep: QuicP2p, peer_addr: Any, data: bytes) -> None:
     control stream: how tests play a connected Node that sends what an
     honest one would not (docs/wire.md)."""
     record = ep._records[peer_addr]
-    conn = record.out or record.inn
+    _send_raw(ep, record.out or record.inn, data)
+
+
+def _send_raw(ep: QuicP2p, conn: Any, data: bytes) -> None:
     assert conn is not None
     conn.link.send_frame(data)
     ep._dirty.add(conn)
@@ -157,7 +160,5 @@ async def dial_with_handshake(ep: QuicP2p, target: Any, handshake: bytes) -> Any
     conn = ep._dial(target, echo_only=True)  # echo-only: no automatic handshake
     ep._flush()
     await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)
-    conn.link.send_frame(handshake)
-    ep._dirty.add(conn)
-    ep._flush()
+    _send_raw(ep, conn, handshake)
     return conn
