@@ -24,6 +24,7 @@ from .endpoint import (
     EchoError,
     EndpointClosedError,
     QuicP2p,
+    RelaySessionInfo,
 )
 from .errors import QuicP2pError, RemoteProtocolError
 from .events import (
@@ -70,6 +71,7 @@ __all__ = [
     "QuicP2pError",
     "Reachability",
     "RelayPolicy",
+    "RelaySessionInfo",
     "RemoteProtocolError",
     "SentUserMessage",
     "TrustMode",

@@ -174,7 +174,8 @@ class RelayPolicy:
     relay forwards their QUIC packets: it sees sizes and timing, never
     plaintext, and each session ends at the first limit reached."""
 
-    #: Sessions relayed at once, and at once for any one Node (either side).
+    #: Sessions relayed at once, and at once for any one Node that asked for
+    #: them (counted per asker, so nobody can spend another pair's share).
     max_sessions: int = 32
     max_sessions_per_peer: int = 4
     #: Bytes forwarded per session, both directions together.

@@ -60,6 +60,7 @@ from .link import (
 from .peer import Address, NodeInfo, Peer, PeerKind, Reachability, normalize_address
 from .ratelimit import TokenBucket
 from .roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_up
+from .scope import could_observe
 from .wire import (
     ErrorCode,
     RejectReason,
@@ -134,6 +135,21 @@ PUNCH_NOTICE_BURST = 8
 PUNCH_NOTICE_RATE = 2.0
 PUNCH_DIAL_BURST = 16
 PUNCH_DIAL_RATE = 4.0
+#: As a rendezvous: punch and relay requests one asker may make (a token
+#: bucket: burst, then per second); beyond it they are refused
+#: (RATE_LIMITED), so an asker cannot make us flood the Node it names. An
+#: asker refused so waits RATE_LIMITED_PAUSE and asks again, up to
+#: RATE_LIMITED_RETRIES times, so honest bursts (many connect_to at once)
+#: are paced rather than failed.
+RENDEZVOUS_REQUEST_BURST = 16
+RENDEZVOUS_REQUEST_RATE = 4.0
+RATE_LIMITED_PAUSE = 0.5
+RATE_LIMITED_RETRIES = 8
+#: As a relay: bytes of forwarded packets we hold for one side that has not
+#: acknowledged them (it stopped reading, or withholds flow-control credit);
+#: packets beyond it are dropped, like a full router queue — the two sides'
+#: own QUIC recovers them — so a stalled side costs at most this much memory.
+RELAY_MAX_BACKLOG = 1024 * 1024
 #: A relayed peer: after the first punch failed and the relay connected,
 #: the remaining punches are tried in the background at these delays
 #: (seconds, one after the other), then less often; a success moves the
@@ -207,6 +223,19 @@ class EndpointClosedError(QuicP2pError):
     """The endpoint is not running (not started, or closed)."""
 
 
+@dataclass(frozen=True)
+class RelaySessionInfo:
+    """One relay session we forward for (``QuicP2p.relay_sessions()``)."""
+
+    session_id: int
+    #: The Node that asked for the session, and the Node it named.
+    asker: Address
+    target: Address
+    #: Bytes of packets the two sides sent into it so far (what
+    #: ``RelayPolicy.max_bytes`` counts).
+    bytes: int
+
+
 class _NoRendezvous(ConnectionFailedError):
     """The rendezvous cannot help at all (not connected, does not know the
     peer): no further punch or relay attempt is made."""
@@ -269,6 +298,9 @@ class _Conn:
     finished: bool = False
     #: The relay session our packets travel through; None: the socket.
     relay: _RelayPath | None = None
+    #: The relay session an incoming connection arrived through (kept after
+    #: an upgrade to direct): its peer must prove the session's certificate.
+    came_via: _RelayPath | None = None
     #: A socket of its own (a reachability check); None: the endpoint's.
     transport: asyncio.DatagramTransport | None = None
 
@@ -306,6 +338,13 @@ class _Record:
     punch_notices: TokenBucket = field(
         default_factory=lambda: TokenBucket(PUNCH_NOTICE_RATE, PUNCH_NOTICE_BURST)
     )
+    #: As an asker of ours (we are its rendezvous): its punch/relay requests.
+    rendezvous_requests: TokenBucket = field(
+        default_factory=lambda: TokenBucket(RENDEZVOUS_REQUEST_RATE, RENDEZVOUS_REQUEST_BURST)
+    )
+    #: A punch dial the rendezvous at this address started (nothing else has
+    #: used the record yet): that rendezvous's relay session may replace it.
+    punched_by: Address | None = None
 
     def peer(self) -> Peer:
         if self.kind is PeerKind.CLIENT:
@@ -322,10 +361,15 @@ class _RelayPath:
     relay: _Record
     session: int
     peer_addr: Address  # the other side, as the relay sees it
+    #: The certificate the other side must present end to end (the relay
+    #: vouches for nothing): the pin we dialled with, else the one announced.
+    expect: bytes
     conns: set[_Conn] = field(default_factory=set)  # those sending through it
     record: _Record | None = None  # the peer reached through it
     #: We send directly now; packets still arriving through the relay are taken.
     direct: bool = False
+    #: The one incoming connection a session carries has arrived.
+    accepted: bool = False
     closed: bool = False
     deadline: asyncio.TimerHandle | None = None
 
@@ -472,6 +516,7 @@ class QuicP2p:
         self._relay_paths: dict[tuple[Address, int], _RelayPath] = {}
         self._relay_sessions: dict[int, _RelaySession] = {}
         self._next_relay_session = 1
+        self._relay_backlog_peak = 0
         self._reach_pending = 0
         #: Messages held for peers not yet proven (see UNPROVEN_MAX_BYTES).
         self._unproven = HeldBytes(UNPROVEN_MAX_BYTES)
@@ -567,12 +612,20 @@ class QuicP2p:
     @property
     def stats(self) -> dict[str, int]:
         """Counters of dropped or refused input (garbage datagrams, admission,
-        limits), and the bytes held for peers not yet proven (now, and the
-        most ever held)."""
+        limits, punch and relay refusals), the bytes held for peers not yet
+        proven (now, and the most ever held), and, for a relay, the most
+        bytes ever queued for one side."""
         out = dict(self._counters)
         out["unproven peers: bytes held"] = self._unproven.used
         out["unproven peers: most bytes held"] = self._unproven.peak
+        if self.relay_policy is not None:
+            out["relay: most bytes queued for one side"] = self._relay_backlog_peak
         return out
+
+    def relay_sessions(self) -> list[RelaySessionInfo]:
+        """As a relay: the sessions we forward packets for now."""
+        sessions = self._relay_sessions.values()
+        return [RelaySessionInfo(s.id, s.a.addr, s.b.addr, s.bytes) for s in sessions]
 
     @property
     def node_info(self) -> NodeInfo:
@@ -754,15 +807,20 @@ class QuicP2p:
     async def _ask_rendezvous(self, via_addr: Address, kind: FrameKind, target: Address) -> Frame:
         """A punch or relay request about ``target``; ``_NoRendezvous`` when the
         rendezvous cannot help at all."""
-        _, conn = self._rendezvous_conn(via_addr, target)
-        try:
-            return await self._ask(conn, kind, encode_address(target))
-        except ConnectionFailedError as exc:
-            if exc.reason == _REQUEST_REFUSALS[RejectReason.UNKNOWN_PEER]:
-                raise _NoRendezvous(target, exc.reason) from None
-            if exc.reason in _REQUEST_REFUSALS.values():
-                raise ConnectionFailedError(target, exc.reason) from None
-            raise ConnectionFailedError(target, f"rendezvous: {exc.reason}") from None
+        paced = _REQUEST_REFUSALS[RejectReason.RATE_LIMITED]
+        for attempt in range(RATE_LIMITED_RETRIES + 1):
+            _, conn = self._rendezvous_conn(via_addr, target)
+            try:
+                return await self._ask(conn, kind, encode_address(target))
+            except ConnectionFailedError as exc:
+                if exc.reason != paced or attempt == RATE_LIMITED_RETRIES:
+                    if exc.reason == _REQUEST_REFUSALS[RejectReason.UNKNOWN_PEER]:
+                        raise _NoRendezvous(target, exc.reason) from None
+                    if exc.reason in _REQUEST_REFUSALS.values():
+                        raise ConnectionFailedError(target, exc.reason) from None
+                    raise ConnectionFailedError(target, f"rendezvous: {exc.reason}") from None
+            await asyncio.sleep(RATE_LIMITED_PAUSE)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     async def _punch_start(self, via_addr: Address, target: Address) -> NodeInfo:
         """Asks the rendezvous for a punch to ``target`` and waits out the start
@@ -772,6 +830,10 @@ class QuicP2p:
             delay_ms, addr, cert = decode_punch_info(answer.body)
         except WireError as exc:
             raise ConnectionFailedError(target, f"bad answer: {exc}") from None
+        if addr != target:
+            # It knows the target at the address we named: anything else
+            # would make us dial where it likes.
+            raise ConnectionFailedError(target, "bad answer: it names another address")
         await asyncio.sleep(delay_ms / 1000)
         return NodeInfo(addr, cert)
 
@@ -783,18 +845,40 @@ class QuicP2p:
         )
 
     async def _connect_relayed(self, node: NodeInfo, via_addr: Address) -> Peer:
+        busy = "a direct connection to that address is in progress"
+        existing = self._records.get(node.peer_addr)
+        if existing is not None and not self._punch_only(existing, via_addr):
+            raise ConnectionFailedError(node.peer_addr, busy)
         answer = await self._ask_rendezvous(via_addr, FrameKind.RELAY_REQUEST, node.peer_addr)
+        rendezvous = self._records[via_addr]  # _ask_rendezvous checked it
         try:
             session, addr, cert = decode_relay_open(answer.body)
         except WireError as exc:
             raise ConnectionFailedError(node.peer_addr, f"bad answer: {exc}") from None
-        rendezvous = self._records[via_addr]  # _ask_rendezvous checked it
-        path = self._open_path(rendezvous, session, addr)
+        problem = None
+        existing = self._records.get(addr)
+        if addr != node.peer_addr:
+            problem = "bad answer: it names another address"
+        elif not (node.peer_cert_der or cert):
+            problem = "bad answer: no certificate for the peer"
+        elif existing is not None and not self._punch_only(existing, via_addr):
+            problem = busy  # (it started while we asked)
+        path = None
+        if problem is None:
+            # The peer must prove the certificate we dialled with (else the
+            # one the relay saw it present), end to end.
+            path = self._open_path(rendezvous, session, addr, node.peer_cert_der or cert)
+            if path is None:
+                problem = "relay session id already in use"
         if path is None:
-            raise ConnectionFailedError(node.peer_addr, "relay session id already in use")
-        self._drop_unconnected(addr)
+            if (rconn := self._send_conn(rendezvous)) is not None:
+                rconn.link.send_frame(encode_relay_close(session, RelayClose.CLOSED, "declined"))
+                self._dirty.add(rconn)
+                self._flush_soon()
+            raise ConnectionFailedError(node.peer_addr, problem or "declined")
+        self._replace_punch(addr)
         return await self._connect_and_wait(
-            NodeInfo(addr, node.peer_cert_der or cert), HANDSHAKE_TIMEOUT, relay=path
+            NodeInfo(addr, path.expect), HANDSHAKE_TIMEOUT, relay=path
         )
 
     async def _upgrade_loop(self, record: _Record, via_addr: Address) -> None:
@@ -1238,7 +1322,9 @@ class QuicP2p:
 
     def _receive(self, data: bytes, addr: Address, relay: _RelayPath | None) -> None:
         """One QUIC datagram from ``addr``, off the socket or out of a relay
-        session (then no Retry: the relay vouches for the path)."""
+        session. A session carries one incoming connection (no Retry: the
+        session is the path, and only its other side can use it); that peer
+        proves the session's certificate at TLS (``_on_up``)."""
         try:
             info = classify_datagram(data, CID_LENGTH)
         except (DatagramError, ValueError) as exc:
@@ -1248,6 +1334,9 @@ class QuicP2p:
         if conn is None:
             if not info.long_header:
                 self._bump("dropped: unknown connection")
+                return
+            if relay is not None and (relay.accepted or relay.direct):
+                self._bump("relay: dropped a second connection on one session")
                 return
             refusal = self._refusal(addr)
             skip_retry = relay is not None or (not info.token and self._skip_retry(addr))
@@ -1263,8 +1352,11 @@ class QuicP2p:
                 self._bump(f"dropped: {decision.reason}")
                 return
             conn = self._accept(decision, info.dcid, addr)
-            # Answer the way it came, unless we already reach that peer directly.
-            self._route(conn, relay if relay is not None and not relay.direct else None)
+            if relay is not None:
+                relay.accepted = True
+                conn.came_via = relay
+            # Answer the way it came.
+            self._route(conn, relay)
             fresh = True
         else:
             fresh = False
@@ -1520,6 +1612,8 @@ class QuicP2p:
             # once closed): a CA mode admits only certificates of the CA, and
             # no mode admits one outside its validity period.
             problem = tls.check_client_certificate(conn.quic, self.config)
+            if problem is None and conn.came_via is not None:
+                problem = tls.check_pinned_peer(conn.quic, conn.came_via.expect)
             if problem is not None:
                 self._bump("refused: peer certificate")
                 log.warning(
@@ -1616,6 +1710,8 @@ class QuicP2p:
             waiter = conn.requests.get(f.msg_id)
             if waiter is not None and not waiter.done():
                 waiter.set_result(f)
+            else:
+                self._bump("answers dropped: not to a request of ours")
         elif kind in (FrameKind.HANDSHAKE_NODE, FrameKind.HANDSHAKE_CLIENT):
             self._on_handshake(conn, f)
         elif kind == FrameKind.USER_MESSAGE:
@@ -1660,13 +1756,23 @@ class QuicP2p:
             self._violation(conn, ErrorCode.BAD_HANDSHAKE, "client handshake with a body")
             return
         record = self._records.get(addr)
+        if record is not None and record.relay is not None and conn.came_via is None:
+            # A direct handshake proves the address (the peer receives there);
+            # a relayed peer only claimed it, through the relay.
+            self._fail(
+                record,
+                "another peer proved that address directly (the relayed peer only claimed it)",
+                ErrorCode.DISCONNECTED,
+            )
+            record = None
         fresh = record is None
         if record is None:
             record = self._records[addr] = _Record(addr)
-            if conn.relay is not None and conn.relay.record is None:
+            path = conn.came_via
+            if path is not None and path.record is None and not path.closed:
                 # Reached through a relay: so is our reverse connection.
-                record.relay = conn.relay
-                conn.relay.record = record
+                record.relay = path
+                path.record = record
         action, code = on_incoming_handshake(is_node, record.to, record.frm)
         if action is not Action.REJECT and is_node and not _claim_matches(record, f.body):
             action, code = Action.REJECT, ErrorCode.CERTIFICATE_MISMATCH
@@ -1712,6 +1818,12 @@ class QuicP2p:
         except WireError as exc:
             self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
             return None
+        if not asker.rendezvous_requests.take(self._now()):
+            # Before anything goes to the Node it names: a flood of requests
+            # must not become a flood of notices to a third party.
+            self._refuse(conn, f.msg_id, RejectReason.RATE_LIMITED)
+            self._bump(f"{what}s refused: rate")
+            return None
         to_target = None if target is None else self._send_conn(target)
         if (
             target is None
@@ -1735,6 +1847,13 @@ class QuicP2p:
             and record.relay is None
             and self.config.our_type is OurType.NODE
         )
+
+    def _our_rendezvous(self, record: _Record | None) -> bool:
+        """Whether a Node may start punches and relay sessions at our side:
+        one we connected to ourselves (a contact, a bootstrap node, a peer
+        we dialled), connected directly. A Node that merely connected to us
+        cannot make us dial anyone or take relayed peers from it."""
+        return record is not None and record.we_contacted and self._helper(record)
 
     def _on_punch_request(self, conn: _Conn, f: Frame) -> None:
         """As the rendezvous: tell both sides where the other is, as we see
@@ -1761,19 +1880,20 @@ class QuicP2p:
         except WireError as exc:
             self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
             return
-        # A rendezvous we are connected to asks us to dial the other side too.
+        # A rendezvous we chose asks us to dial the other side too.
         existing = self._records.get(addr)
         relayed = existing is not None and existing.connected and existing.relay is not None
+        rendezvous = conn.record
+        if rendezvous is None or not self._our_rendezvous(rendezvous):
+            self._bump("punches declined: not a rendezvous we chose")
+            return
         if self._is_us(NodeInfo(addr, cert)):
             self._bump("punches declined: names us")
             return
-        rendezvous = conn.record
-        if (
-            rendezvous is None
-            or not self._helper(rendezvous)
-            or self._punches_pending >= PUNCH_MAX_PENDING
-            or (existing is not None and not relayed)
-        ):
+        if not could_observe(rendezvous.addr, addr):
+            self._bump("punches declined: an address the rendezvous could not have seen")
+            return
+        if self._punches_pending >= PUNCH_MAX_PENDING or (existing is not None and not relayed):
             self._bump("punches declined")
             return
         now = self._now()
@@ -1785,15 +1905,18 @@ class QuicP2p:
             self._probe_later(existing, NodeInfo(addr, existing.cert or cert), delay_ms / 1000)
             return
         self._punches_pending += 1
-        self._running_loop().call_later(delay_ms / 1000, self._punch, NodeInfo(addr, cert))
+        self._running_loop().call_later(
+            delay_ms / 1000, self._punch, NodeInfo(addr, cert), rendezvous.addr
+        )
 
-    def _punch(self, node: NodeInfo) -> None:
+    def _punch(self, node: NodeInfo, rendezvous: Address) -> None:
         self._punches_pending -= 1
         if not self._closing and node.peer_addr not in self._records:
             record = self._connect(node, we_contacted=False, timeout=PUNCH_HANDSHAKE_TIMEOUT)
             if record.out is not None and not record.out.punch:
                 record.out.punch = True
                 self._punch_conns += 1
+                record.punched_by = rendezvous
             self._flush_soon()
 
     def _on_reach_request(self, conn: _Conn, f: Frame) -> None:
@@ -1854,7 +1977,8 @@ class QuicP2p:
     # ------------------------------------------------------------ relaying
     def _on_relay_request(self, conn: _Conn, f: Frame) -> None:
         """As the rendezvous: open a relay session between the asker and the
-        Node it names, if our policy allows."""
+        Node it names, if our policy allows. Quotas count the sessions each
+        asker holds, so nobody can spend another pair's share."""
         parties = self._rendezvous_parties(conn, f, "relay request")
         if parties is None:
             return
@@ -1863,11 +1987,8 @@ class QuicP2p:
         if (
             policy is None
             or len(self._relay_sessions) >= policy.max_sessions
-            or any(
-                sum(p in (s.a, s.b) for s in self._relay_sessions.values())
-                >= policy.max_sessions_per_peer
-                for p in (asker, target)
-            )
+            or sum(s.a is asker for s in self._relay_sessions.values())
+            >= policy.max_sessions_per_peer
         ):
             self._refuse(conn, f.msg_id, RejectReason.RELAY_REFUSED)
             self._bump("relay requests refused")
@@ -1890,35 +2011,82 @@ class QuicP2p:
         )
 
     def _on_relay_open(self, conn: _Conn, f: Frame) -> None:
+        """As the target: a relay we chose announces a Node that asked it to
+        reach us. The announced certificate is the identity that Node must
+        prove end to end; the session never displaces a peer we have or are
+        connecting to."""
         try:
-            session, addr, _cert = decode_relay_open(f.body)
+            session, addr, cert = decode_relay_open(f.body)
         except WireError as exc:
             self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
             return
-        # A Node relays for a peer that wants to reach us: take its packets.
         relay = conn.record
-        existing = self._records.get(addr)
-        usable = relay is not None and self._helper(relay)
-        if existing is not None and existing.connected:
-            usable = False  # reached already: nothing to relay
-        if relay is None or not usable or self._open_path(relay, session, addr) is None:
+        problem = self._relay_open_problem(relay, addr, cert)
+        path = None
+        if problem is None:
+            assert relay is not None
+            path = self._open_path(relay, session, addr, cert)
+            if path is None:
+                problem = "too many relay sessions"
+        if path is None:
             conn.link.send_frame(encode_relay_close(session, RelayClose.CLOSED, "declined"))
             self._dirty.add(conn)
-            self._bump("relay sessions declined")
+            self._bump(f"relay sessions declined: {problem}")
             return
-        self._drop_unconnected(addr)
+        self._replace_punch(addr)
 
-    def _drop_unconnected(self, addr: Address) -> None:
+    def _relay_open_problem(self, relay: _Record | None, addr: Address, cert: bytes) -> str | None:
+        """Why we decline a relay session announced by ``relay`` for the Node
+        at ``addr`` with certificate ``cert``, or None."""
+        if relay is None or not self._our_rendezvous(relay):
+            return "not a relay we chose"
+        if not cert or cert == relay.cert:
+            return "no certificate of its own for the peer"
+        if self._is_us(NodeInfo(addr, cert)):
+            return "names us"
+        if not could_observe(relay.addr, addr):
+            return "an address the relay could not have seen"
+        known = self._known_cert(addr)
+        if known and known != cert:
+            return "not the certificate we know for that address"
+        existing = self._records.get(addr)
+        if existing is not None and not self._punch_only(existing, relay.addr):
+            return "that address is connected or connecting"
+        return None
+
+    def _known_cert(self, addr: Address) -> bytes:
+        """The certificate our contacts or bootstrap cache give for ``addr``."""
+        for node in (*self.config.hard_coded_contacts, *self._cache.peers()):
+            if node.peer_addr == addr and node.peer_cert_der:
+                return node.peer_cert_der
+        return b""
+
+    def _punch_only(self, record: _Record, rendezvous: Address) -> bool:
+        """``record`` is nothing but an unconnected punch dial that the
+        rendezvous at ``rendezvous`` started (nobody waits on it, sends on
+        it, or dialled in): that rendezvous's relay session may replace it."""
+        return (
+            record.punched_by == rendezvous
+            and not record.connected
+            and not record.we_contacted
+            and not record.waiters
+            and not record.pending_sends
+            and record.inn is None
+        )
+
+    def _replace_punch(self, addr: Address) -> None:
         """A punch's leftover dial to ``addr``: the relayed connection replaces it."""
         record = self._records.get(addr)
         if record is not None and not record.connected:
             self._fail(record, "replaced by a relayed connection", ErrorCode.NO_ERROR, report=False)
 
-    def _open_path(self, relay: _Record, session: int, peer_addr: Address) -> _RelayPath | None:
+    def _open_path(
+        self, relay: _Record, session: int, peer_addr: Address, expect: bytes
+    ) -> _RelayPath | None:
         key = (relay.addr, session)
         if key in self._relay_paths or len(self._relay_paths) >= RELAY_MAX_PATHS:
             return None
-        path = self._relay_paths[key] = _RelayPath(relay, session, peer_addr)
+        path = self._relay_paths[key] = _RelayPath(relay, session, peer_addr, expect)
         # A session no connection ever uses is given back to the relay.
         path.deadline = self._running_loop().call_later(HANDSHAKE_TIMEOUT, self._path_unused, path)
         return path
@@ -1996,7 +2164,15 @@ class QuicP2p:
         if out is None:
             self._end_relay_session(session, "the other side left the relay")
             return
-        out.link.send_frame(frame(FrameKind.RELAY_PACKET, f.body, session.id | FROM_RELAY))
+        packet = frame(FrameKind.RELAY_PACKET, f.body, session.id | FROM_RELAY)
+        queued = out.link.control_backlog + len(packet)
+        if queued > RELAY_MAX_BACKLOG:
+            # That side is not taking what we send it: drop, as a full
+            # router queue does; the pair's own QUIC resends what matters.
+            self._bump("relay: packets dropped, the receiving side is not reading")
+            return
+        self._relay_backlog_peak = max(self._relay_backlog_peak, queued)
+        out.link.send_frame(packet)
         self._dirty.add(out)
         self._bump("relay: bytes forwarded", len(f.body))
 
@@ -2319,6 +2495,8 @@ _ANSWERS = frozenset(
 _REQUEST_REFUSALS = {
     RejectReason.UNKNOWN_PEER: "the rendezvous is not connected to that peer",
     RejectReason.RELAY_REFUSED: "the rendezvous does not relay (or is at its relay limits)",
+    RejectReason.RATE_LIMITED: "the rendezvous refuses: too many punch or relay requests from us "
+    "(try again in a second)",
     RejectReason.CHECK_REFUSED: "the node runs no reachability check for us now (we are a "
     "Client, or it is busy)",
 }

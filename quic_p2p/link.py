@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 #: A receiver refuses (BUSY) a message stream beyond this many at once: an
 #: honest sender never has more, and each may buffer up to the message limit.
 MAX_ACTIVE_LARGE = 4
+#: What ``Link.control_backlog`` reports when aioquic's internals are not as
+#: expected: more than any bound a caller sets.
+UNREADABLE_BACKLOG = 1 << 62
 
 
 class HeldBytes:
@@ -153,6 +156,27 @@ class Link:
         if loss is None or not getattr(loss, "_rtt_initialized", False):
             return None
         return float(loss._rtt_smoothed)
+
+    @property
+    def control_backlog(self) -> int:
+        """Bytes queued on our control stream that the peer has not yet
+        acknowledged: what we hold in memory for it (a peer that stops
+        reading, or withholds flow-control credit, makes it grow). aioquic
+        keeps it private (the stream sender's buffer offsets); this is the
+        one place that reads them, and tests/test_relay_abuse.py fails if
+        aioquic renames them. Unreadable internals count as full
+        (``UNREADABLE_BACKLOG``): a caller bounding memory then queues
+        nothing rather than grow without bound."""
+        if self._control_id is None:
+            return 0
+        streams = getattr(self.quic, "_streams", None)
+        stream = streams.get(self._control_id) if isinstance(streams, dict) else None
+        sender = getattr(stream, "sender", None)
+        start = getattr(sender, "_buffer_start", None)
+        stop = getattr(sender, "_buffer_stop", None)
+        if not isinstance(start, int) or not isinstance(stop, int):
+            return UNREADABLE_BACKLOG
+        return stop - start
 
     # ------------------------------------------------------------ sending
     def send_frame(self, data: bytes) -> None:

@@ -86,6 +86,7 @@ class RejectReason(IntEnum):
     UNKNOWN_PEER = 3  # a rendezvous is not connected to the punch target
     RELAY_REFUSED = 4  # the node does not relay, or is at its relay limits
     CHECK_REFUSED = 5  # reachability checks: not for a Client, or too many at once
+    RATE_LIMITED = 6  # a rendezvous: too many punch/relay requests from this asker
 
 
 class RelayClose(IntEnum):

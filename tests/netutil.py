@@ -118,6 +118,28 @@ async def wait_for_event(
     raise AssertionError(f"no {kind.__name__} within {max_events} events: {seen[-5:]}")
 
 
+class Sink(asyncio.DatagramProtocol):
+    """A third address (``loop.create_datagram_endpoint(Sink, ...)``): counts
+    the datagrams that reach it."""
+
+    def __init__(self) -> None:
+        self.datagrams = 0
+        self.bytes = 0
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.datagrams += 1
+        self.bytes += len(data)
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return (host, port)
+
+
 def drain(ep: QuicP2p) -> list[Event]:
     """Events already queued, without waiting."""
     out = []

@@ -4,7 +4,6 @@ to addresses it names with unrequested PUNCH_INFO notices."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -12,36 +11,17 @@ from quic_p2p import ConnectedTo, SentUserMessage
 from quic_p2p.endpoint import PUNCH_NOTICE_BURST, PUNCH_NOTICE_RATE
 from quic_p2p.wire import encode_punch_info
 
-from netutil import WAIT, endpoints, node_config, send_control_frame, wait_for_event
+from netutil import WAIT, Sink, endpoints, node_config, send_control_frame, wait_for_event
 
 pytestmark = pytest.mark.usefixtures("no_loop_errors")
 
 
-class Sink(asyncio.DatagramProtocol):
-    """A third address: counts the datagrams that reach it."""
-
-    def __init__(self) -> None:
-        self.datagrams = 0
-        self.bytes = 0
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.datagrams += 1
-        self.bytes += len(data)
-
-    @property
-    def addr(self) -> tuple[str, int]:
-        host, port = self.transport.get_extra_info("sockname")[:2]
-        return (host, port)
-
-
 async def test_punch_notices_dial_third_addresses_only_within_the_budget() -> None:
     async with endpoints(node_config(), node_config(), max_connections=40) as (victim, hostile):
-        await asyncio.wait_for(hostile.connect_to(victim.node_info), WAIT)
-        await wait_for_event(victim, ConnectedTo)
+        # The victim chose the hostile Node (dialled it): only such a Node's
+        # notices start punches at all (tests/test_relay_abuse.py).
+        await asyncio.wait_for(victim.connect_to(hostile.node_info), WAIT)
+        await wait_for_event(hostile, ConnectedTo)
         loop = asyncio.get_running_loop()
         sinks: list[Sink] = []
         try:
@@ -67,6 +47,41 @@ async def test_punch_notices_dial_third_addresses_only_within_the_budget() -> No
             print(
                 f"\n48 notices: {len(dialled)} third addresses dialled, "
                 f"{sum(s.datagrams for s in sinks)} datagrams, {total} bytes"
+            )
+        finally:
+            for sink in sinks:
+                sink.transport.close()
+
+
+async def test_a_sustained_notice_stream_is_held_to_the_rendezvous_rate() -> None:
+    """20 notices a second for 4 s from one rendezvous we chose: after the
+    burst, dials follow the per-rendezvous rate (2/s), not the attacker's."""
+    async with endpoints(node_config(), node_config()) as (victim, hostile):
+        await asyncio.wait_for(victim.connect_to(hostile.node_info), WAIT)
+        await wait_for_event(hostile, ConnectedTo)
+        loop = asyncio.get_running_loop()
+        sinks: list[Sink] = []
+        try:
+            for _ in range(80):
+                _, sink = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
+                sinks.append(sink)
+            started = loop.time()
+            for sink in sinks:
+                send_control_frame(
+                    hostile, victim.local_addr, encode_punch_info(0, 0, sink.addr, b"")
+                )
+                await asyncio.sleep(0.05)
+            sent_for = loop.time() - started
+            await asyncio.sleep(4)  # the last punches give up after 3 s
+            dialled = sum(1 for s in sinks if s.datagrams)
+            allowed = PUNCH_NOTICE_BURST + int(sent_for * PUNCH_NOTICE_RATE) + 1
+            assert PUNCH_NOTICE_BURST < dialled <= allowed, (dialled, allowed)
+            datagrams = sum(s.datagrams for s in sinks)
+            total = sum(s.bytes for s in sinks)
+            print(
+                f"\n80 notices over {sent_for:.1f} s: {dialled} third addresses dialled, "
+                f"{datagrams} datagrams ({datagrams / sent_for:.1f}/s), "
+                f"{total} bytes ({total / sent_for / 1000:.1f} kB/s)"
             )
         finally:
             for sink in sinks:

@@ -34,6 +34,7 @@ SANS_IO = [
     "quic_p2p.peer",
     "quic_p2p.ratelimit",
     "quic_p2p.roles",
+    "quic_p2p.scope",
     "quic_p2p.tls",
     "quic_p2p.wire",
 ]
