@@ -140,6 +140,20 @@ class Sink(asyncio.DatagramProtocol):
         return (host, port)
 
 
+@asynccontextmanager
+async def third_addresses(n: int) -> AsyncIterator[list[Sink]]:
+    """``n`` third addresses on 127.0.0.1, closed on exit."""
+    loop = asyncio.get_running_loop()
+    made: list[Sink] = []
+    try:
+        for _ in range(n):
+            made.append((await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0)))[1])
+        yield made
+    finally:
+        for sink in made:
+            sink.transport.close()
+
+
 def drain(ep: QuicP2p) -> list[Event]:
     """Events already queued, without waiting."""
     out = []

@@ -11,7 +11,14 @@ from quic_p2p import ConnectedTo, SentUserMessage
 from quic_p2p.endpoint import PUNCH_NOTICE_BURST, PUNCH_NOTICE_RATE
 from quic_p2p.wire import encode_punch_info
 
-from netutil import WAIT, Sink, endpoints, node_config, send_control_frame, wait_for_event
+from netutil import (
+    WAIT,
+    endpoints,
+    node_config,
+    send_control_frame,
+    third_addresses,
+    wait_for_event,
+)
 
 pytestmark = pytest.mark.usefixtures("no_loop_errors")
 
@@ -23,11 +30,7 @@ async def test_punch_notices_dial_third_addresses_only_within_the_budget() -> No
         await asyncio.wait_for(victim.connect_to(hostile.node_info), WAIT)
         await wait_for_event(hostile, ConnectedTo)
         loop = asyncio.get_running_loop()
-        sinks: list[Sink] = []
-        try:
-            for _ in range(48):
-                _, sink = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
-                sinks.append(sink)
+        async with third_addresses(48) as sinks:
             started = loop.time()
             for sink in sinks:  # 48 notices, each naming another third address
                 send_control_frame(
@@ -48,9 +51,6 @@ async def test_punch_notices_dial_third_addresses_only_within_the_budget() -> No
                 f"\n48 notices: {len(dialled)} third addresses dialled, "
                 f"{sum(s.datagrams for s in sinks)} datagrams, {total} bytes"
             )
-        finally:
-            for sink in sinks:
-                sink.transport.close()
 
 
 async def test_a_sustained_notice_stream_is_held_to_the_rendezvous_rate() -> None:
@@ -60,11 +60,7 @@ async def test_a_sustained_notice_stream_is_held_to_the_rendezvous_rate() -> Non
         await asyncio.wait_for(victim.connect_to(hostile.node_info), WAIT)
         await wait_for_event(hostile, ConnectedTo)
         loop = asyncio.get_running_loop()
-        sinks: list[Sink] = []
-        try:
-            for _ in range(80):
-                _, sink = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
-                sinks.append(sink)
+        async with third_addresses(80) as sinks:
             started = loop.time()
             for sink in sinks:
                 send_control_frame(
@@ -83,6 +79,3 @@ async def test_a_sustained_notice_stream_is_held_to_the_rendezvous_rate() -> Non
                 f"{datagrams} datagrams ({datagrams / sent_for:.1f}/s), "
                 f"{total} bytes ({total / sent_for / 1000:.1f} kB/s)"
             )
-        finally:
-            for sink in sinks:
-                sink.transport.close()

@@ -10,8 +10,8 @@ whose announcements are rewritten on their way out (``lying_announcements``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 
@@ -37,11 +37,11 @@ from quic_p2p.wire import encode_address, encode_punch_info, encode_relay_open, 
 
 from netutil import (
     WAIT,
-    Sink,
     drain,
     endpoints,
     node_config,
     send_control_frame,
+    third_addresses,
     until,
     wait_for_event,
 )
@@ -61,23 +61,23 @@ def _connected_events(events: list[Event]) -> list[ConnectedTo]:
 
 
 @contextmanager
-def lying_announcements(asker: Address, claim: NodeInfo) -> Iterator[None]:
+def lying_announcements(
+    monkeypatch: pytest.MonkeyPatch, asker: Address, claim: NodeInfo
+) -> Iterator[None]:
     """While active, the relay of the test (one per test: the rewrite is
     module-wide) announces the Node at ``asker`` to the target of its relay
     sessions as ``claim`` (address and certificate): what a hostile relay can
     do, since it writes those frames itself."""
-    honest = endpoint_module.encode_relay_open
+    honest = encode_relay_open
 
     def lie(msg_id: int, session: int, addr: Address, cert: bytes) -> bytes:
         if msg_id == 0 and addr == asker:  # the announcement to the target
             addr, cert = claim.peer_addr, claim.peer_cert_der
         return honest(msg_id, session, addr, cert)
 
-    endpoint_module.encode_relay_open = lie  # type: ignore[assignment]
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(endpoint_module, "encode_relay_open", lie)
         yield
-    finally:
-        endpoint_module.encode_relay_open = honest  # type: ignore[assignment]
 
 
 # ------------------------------------------------------------------ a Node we did not choose
@@ -87,12 +87,7 @@ async def test_a_node_that_dialled_us_starts_no_punch_and_no_relay_session() -> 
     to the addresses it names, and its relayed "peer" never connects."""
     async with endpoints(node_config(), node_config(), node_config()) as (victim, hostile, x):
         await _dial(hostile, victim)
-        loop = asyncio.get_running_loop()
-        sinks = [
-            (await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0)))[1]
-            for _ in range(8)
-        ]
-        try:
+        async with third_addresses(8) as sinks:
             for sink in sinks:
                 send_control_frame(
                     hostile, victim.local_addr, encode_punch_info(0, 0, sink.addr, b"")
@@ -112,9 +107,6 @@ async def test_a_node_that_dialled_us_starts_no_punch_and_no_relay_session() -> 
             await asyncio.sleep(0.5)  # a punch would have started after 0 ms
             assert sum(s.datagrams for s in sinks) == 0
             assert not _connected_events(drain(victim))
-        finally:
-            for sink in sinks:
-                sink.transport.close()
 
 
 async def test_punch_notices_naming_addresses_the_rendezvous_cannot_see_are_declined() -> None:
@@ -132,22 +124,28 @@ async def test_punch_notices_naming_addresses_the_rendezvous_cannot_see_are_decl
 
 
 # ------------------------------------------------------------------ impostors behind a relay
-async def test_a_relay_we_chose_cannot_pass_off_another_certificate_as_a_known_node() -> None:
-    """A relay announces a Node under the address *and certificate* of another
-    (x); the Node behind the session cannot prove x's certificate, so it is
-    refused at TLS and never reaches ConnectedTo. x stays reachable."""
-    async with endpoints(node_config(), node_config(), node_config(), node_config()) as (
-        victim,
-        relay,
-        impostor,
-        x,
-    ):
+@asynccontextmanager
+async def _a_relay_we_chose_and_an_impostor() -> AsyncIterator[list[QuicP2p]]:
+    """victim and impostor connected to relay (which the victim chose), and
+    x, a Node nobody is connected to yet."""
+    async with endpoints(node_config(), node_config(), node_config(), node_config()) as eps:
+        victim, relay, impostor, _ = eps
         relay.relay_policy = RelayPolicy()
         await _dial(victim, relay)
         await _dial(impostor, relay)
         drain(victim)
+        yield eps
+
+
+async def test_a_relay_we_chose_cannot_pass_off_another_certificate_as_a_known_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A relay announces a Node under the address *and certificate* of another
+    (x); the Node behind the session cannot prove x's certificate, so it is
+    refused at TLS and never reaches ConnectedTo. x stays reachable."""
+    async with _a_relay_we_chose_and_an_impostor() as (victim, relay, impostor, x):
         with (
-            lying_announcements(impostor.local_addr, x.node_info),
+            lying_announcements(monkeypatch, impostor.local_addr, x.node_info),
             pytest.raises(ConnectionFailedError),
         ):
             await asyncio.wait_for(
@@ -161,7 +159,9 @@ async def test_a_relay_we_chose_cannot_pass_off_another_certificate_as_a_known_n
         assert isinstance(await victim.send(x.node_info, b"to x", 1), SentUserMessage)
 
 
-async def test_a_relay_cannot_claim_the_address_of_a_node_we_know_by_another_certificate() -> None:
+async def test_a_relay_cannot_claim_the_address_of_a_node_we_know_by_another_certificate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """x is a contact of ours (its certificate known): a relay announcing its
     impostor at x's address with the impostor's own certificate is declined."""
     async with (
@@ -174,7 +174,7 @@ async def test_a_relay_cannot_claim_the_address_of_a_node_we_know_by_another_cer
         drain(victim)
         claim = NodeInfo(x.local_addr, impostor.our_certificate)
         with (
-            lying_announcements(impostor.local_addr, claim),
+            lying_announcements(monkeypatch, impostor.local_addr, claim),
             pytest.raises(ConnectionFailedError),
         ):
             await asyncio.wait_for(
@@ -185,23 +185,16 @@ async def test_a_relay_cannot_claim_the_address_of_a_node_we_know_by_another_cer
         assert not _connected_events(drain(victim))
 
 
-async def test_a_direct_handshake_takes_an_address_back_from_a_relayed_claim() -> None:
+async def test_a_direct_handshake_takes_an_address_back_from_a_relayed_claim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A relay we chose may introduce a Node under an address we know nothing
     of (addresses of relayed peers are what the relay says). When the real
     Node at that address connects directly, it proves the address: the
     relayed claim is dropped, not the real Node refused as a duplicate."""
-    async with endpoints(node_config(), node_config(), node_config(), node_config()) as (
-        victim,
-        relay,
-        impostor,
-        x,
-    ):
-        relay.relay_policy = RelayPolicy()
-        await _dial(victim, relay)
-        await _dial(impostor, relay)
-        drain(victim)
+    async with _a_relay_we_chose_and_an_impostor() as (victim, relay, impostor, x):
         claim = NodeInfo(x.local_addr, impostor.our_certificate)
-        with lying_announcements(impostor.local_addr, claim):
+        with lying_announcements(monkeypatch, impostor.local_addr, claim):
             await asyncio.wait_for(
                 impostor.connect_to(victim.node_info, via=relay.node_info, punch=False), WAIT
             )
