@@ -186,7 +186,7 @@ async def test_a_client_claiming_to_be_a_node_fails_the_reachability_proof() -> 
         )
         await until(lambda: conn.link.down is not None)
         assert conn.link.down is not None
-        assert conn.link.down.error_code == 0x14  # REVERSE_CONNECT_FAILED
+        assert conn.link.down.error_code == 0x314  # REVERSE_CONNECT_FAILED
         assert liar._admission.counters.get("refused") == 1
         assert not [e for e in drain(victim) if isinstance(e, ConnectedTo)]
         assert victim.connected_peers() == []

@@ -21,6 +21,7 @@ from quic_p2p.accel.types import (
     FrameErrorCode,
     FrameKind,
 )
+from quic_p2p.wire import ErrorCode
 
 pytestmark = pytest.mark.c_extension
 
@@ -258,7 +259,7 @@ def test_oversize_rejected_before_body(impl: ModuleType) -> None:
     with pytest.raises(FrameError) as info:
         decoder.feed(header(length=500 * 2**20))
     assert info.value.code == FrameErrorCode.TOO_LARGE
-    assert info.value.error_code == 0x10
+    assert info.value.error_code == ErrorCode.BAD_FRAME
 
 
 def test_max_body_is_inclusive(impl: ModuleType) -> None:

@@ -49,6 +49,15 @@ pytestmark = pytest.mark.usefixtures("no_loop_errors")
 TLS_BAD_CERTIFICATE = 0x100 + 42
 
 
+def test_our_close_codes_never_read_as_quic_transport_codes() -> None:
+    """A close code alone (a log line, a raw peer's view) tells ours from QUIC's:
+    no ErrorCode is a transport code (RFC 9000 §20.1) or a TLS alert (0x100+)."""
+    from aioquic.quic.packet import QuicErrorCode
+
+    transport = {int(c) for c in QuicErrorCode} | set(range(0x100, 0x200))
+    assert not [c for c in ErrorCode if int(c) in transport]
+
+
 # ------------------------------------------------------------------ raw peer
 async def raw_peer(victim: QuicP2p, *, client_handshake: bool) -> RawPeer:
     peer = await RawPeer.connect(victim.local_addr)

@@ -25,7 +25,7 @@ from quic_p2p import (
 from quic_p2p.accel.types import FrameKind
 from quic_p2p.certs import create_ca, generate_self_signed, issue_certificate, load_signing_key
 from quic_p2p.config import ConfigError
-from quic_p2p.wire import frame
+from quic_p2p.wire import ErrorCode, frame
 
 from netutil import WAIT, drain, endpoints, node_config, wait_for_event
 from rawpeer import CONTROL, RawPeer, raw_configuration
@@ -114,8 +114,8 @@ async def test_unverified_mode_still_encrypts_and_connects_without_a_pin() -> No
 # ------------------------------------------------------------ incoming peers' certificates
 #: The endpoint.stats counter of incoming connections refused for their certificate.
 REFUSED = "refused: peer certificate"
-#: Our application close code for it (quic_p2p.wire.ErrorCode.CERTIFICATE_REFUSED).
-CERTIFICATE_REFUSED = 0x1D
+#: Our application close code for it.
+CERTIFICATE_REFUSED = ErrorCode.CERTIFICATE_REFUSED
 #: QUIC CRYPTO_ERROR for TLS alert 51 (decrypt_error): a CertificateVerify
 #: signature that does not verify with the presented certificate's key.
 TLS_DECRYPT_ERROR = 0x100 + 51
