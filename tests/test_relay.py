@@ -175,19 +175,22 @@ async def test_losing_the_relay_loses_the_relayed_peers_not_the_messages_outcome
     async with endpoints(node_config(), node_config(), node_config()) as (r, a, b):
         r.relay_policy = RelayPolicy()
         await _relayed(r, a, b)
-        pending = [
-            asyncio.ensure_future(a.send(b.node_info, os.urandom(60_000))) for _ in range(20)
-        ]
+        msgs = [os.urandom(60_000) for _ in range(20)]
+        pending = [asyncio.ensure_future(a.send(b.node_info, m, k)) for k, m in enumerate(msgs)]
         await asyncio.sleep(0)
         await r.aclose()
         outcomes = await asyncio.wait_for(asyncio.gather(*pending), WAIT)
-        assert len(outcomes) == 20  # each resolved exactly once, sent or unsent
+        # Each send has its own outcome, sent or unsent, naming its message.
+        assert all(isinstance(o, (SentUserMessage, UnsentUserMessage)) for o in outcomes)
+        assert [(o.msg, o.token) for o in outcomes] == [(m, k) for k, m in enumerate(msgs)]
+        unsent = [o for o in outcomes if isinstance(o, UnsentUserMessage)]
+        assert all("lost the relay" in o.reason for o in unsent), [o.reason for o in unsent]
         ev, _ = await wait_for_event(a, ConnectionFailure, lambda e: e.peer_addr == b.local_addr)
         assert "relay" in ev.error
         await until(lambda: not a._relay_paths and not b._relay_paths)
-        received = [e for e in drain(b) if isinstance(e, NewMessage)]
-        sent = [o for o in outcomes if isinstance(o, SentUserMessage)]
-        assert len(received) >= len(sent)  # never reported sent but not received
+        received = {e.msg for e in drain(b) if isinstance(e, NewMessage)}
+        sent = [o.msg for o in outcomes if isinstance(o, SentUserMessage)]
+        assert set(sent) <= received  # never reported sent but not received
 
 
 async def test_upgrade_to_direct_keeps_the_connection_and_its_messages() -> None:
