@@ -12,6 +12,7 @@ from quic_p2p import (
     ConnectionFailedError,
     ConnectionFailure,
     EchoError,
+    Event,
     Finish,
     NewMessage,
     NodeInfo,
@@ -27,6 +28,7 @@ from quic_p2p.wire import frame
 
 from netutil import (
     WAIT,
+    datagram_barrier,
     dial_with_handshake,
     drain,
     endpoints,
@@ -198,9 +200,14 @@ async def test_simultaneous_connects_converge_to_one_pair() -> None:
             asyncio.gather(a.connect_to(b.node_info), b.connect_to(a.node_info)), WAIT
         )
         assert pa == Peer.node(b.node_info) and pb == Peer.node(a.node_info)
-        await asyncio.sleep(0.2)
+        # Converged once a message each way has arrived after the handshakes
+        # (and every datagram sent before it has been processed).
+        for ep, other in ((a, b), (b, a)):
+            assert isinstance(await ep.send(Peer.node(other.node_info), b"m", 1), SentUserMessage)
         for ep in (a, b):
-            events = drain(ep)
+            _, events = await wait_for_event(ep, NewMessage)
+            await datagram_barrier(ep)
+            events += drain(ep)
             assert len([e for e in events if isinstance(e, ConnectedTo)]) == 1, events
             assert len(ep._conns) == 2  # one connection each way, no more
 
@@ -213,9 +220,21 @@ async def test_twenty_nodes_all_connecting_at_once_converge() -> None:
             asyncio.gather(*(a.connect_to(b.node_info) for a in eps for b in eps if a is not b)),
             90,
         )
-        await asyncio.sleep(0.5)
+        # Converged once each node has a message from every other, sent after
+        # all the connects returned (and has processed what came before it).
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(a.send(Peer.node(b.node_info), b"hi", 1) for a in eps for b in eps if a is not b)
+            ),
+            60,
+        )
         for ep in eps:
-            connected = [e for e in drain(ep) if isinstance(e, ConnectedTo)]
+            events: list[Event] = []
+            for _ in range(n - 1):
+                _, before = await wait_for_event(ep, NewMessage)
+                events += before
+            await datagram_barrier(ep)
+            connected = [e for e in events + drain(ep) if isinstance(e, ConnectedTo)]
             assert len(connected) == n - 1
             assert len({e.peer.peer_addr for e in connected}) == n - 1
             assert len(ep._conns) == 2 * (n - 1)

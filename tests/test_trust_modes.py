@@ -27,7 +27,7 @@ from quic_p2p.certs import create_ca, generate_self_signed, issue_certificate, l
 from quic_p2p.config import ConfigError
 from quic_p2p.wire import ErrorCode, frame
 
-from netutil import WAIT, drain, endpoints, node_config, wait_for_event
+from netutil import WAIT, datagram_barrier, drain, endpoints, node_config, wait_for_event
 from rawpeer import CONTROL, RawPeer, raw_configuration
 
 CA = create_ca("test network CA")
@@ -46,7 +46,8 @@ def ca_config(cert=None, ca=CA, **kw):  # type: ignore[no-untyped-def]
 async def assert_rejected(dialer, target: NodeInfo, victim) -> str:  # type: ignore[no-untyped-def]
     with pytest.raises(ConnectionFailedError) as info:
         await asyncio.wait_for(dialer.connect_to(target), WAIT)
-    await asyncio.sleep(0.1)
+    # Nothing else happens once the victim has processed all the dialer sent.
+    await datagram_barrier(victim)
     assert not [e for e in drain(victim) if isinstance(e, ConnectedTo)]
     return info.value.reason
 
@@ -76,7 +77,7 @@ async def test_private_ca_rejects_a_stranger_dialling_in() -> None:
     async with endpoints(ca_config(), stranger_cfg) as (a, stranger):
         with pytest.raises(ConnectionFailedError):
             await asyncio.wait_for(stranger.connect_to(NodeInfo(a.local_addr)), WAIT)
-        await asyncio.sleep(0.1)
+        await datagram_barrier(a)
         assert not [e for e in drain(a) if isinstance(e, ConnectedTo)]
 
 
@@ -150,7 +151,7 @@ async def assert_refused_by(server, dialer, target: NodeInfo | None = None) -> s
         assert isinstance(outcome, UnsentUserMessage)
         ev, _ = await wait_for_event(dialer, ConnectionFailure)
         reason = ev.error
-    await asyncio.sleep(0.1)
+    await datagram_barrier(server)
     seen = drain(server)
     assert not [e for e in seen if isinstance(e, (ConnectedTo, NewMessage))], seen
     assert server.stats.get(REFUSED, 0) >= 1, server.stats
@@ -182,7 +183,7 @@ async def test_ca_mode_refuses_a_client_without_a_certificate() -> None:
         term = client.terminated
         assert term is not None and term.error_code == CERTIFICATE_REFUSED, term
         assert "no certificate" in term.reason_phrase
-        await asyncio.sleep(0.1)
+        await datagram_barrier(node)
         assert not [e for e in drain(node) if isinstance(e, (ConnectedTo, NewMessage))]
         assert node.stats.get(REFUSED) == 1
 
@@ -199,7 +200,7 @@ async def test_a_refused_client_s_coalesced_handshake_and_message_are_never_read
         finally:
             client.close()
         assert term.error_code == CERTIFICATE_REFUSED, term
-        await asyncio.sleep(0.1)
+        await datagram_barrier(node)
         assert not [e for e in drain(node) if isinstance(e, (ConnectedTo, NewMessage))]
         assert node.stats.get(REFUSED) == 1
 
@@ -216,7 +217,7 @@ async def test_ca_mode_refuses_a_client_whose_key_does_not_match_its_certificate
         client = await raw_hello(node, configuration)
         term = client.terminated
         assert term is not None and term.error_code == TLS_DECRYPT_ERROR, term
-        await asyncio.sleep(0.1)
+        await datagram_barrier(node)
         assert not [e for e in drain(node) if isinstance(e, (ConnectedTo, NewMessage))]
 
 
