@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
@@ -272,11 +273,14 @@ async def test_reachability_check_from_a_fresh_socket() -> None:
 async def test_link_rtt_is_read_from_aioquic() -> None:
     """Guards the one read of aioquic's private RTT estimate (start delays)."""
     async with endpoints(node_config(), node_config()) as (a, b):
+        started = time.monotonic()
         await _connect(a, b)
         conn = a._records[b.local_addr].out
         assert conn is not None
         rtt = conn.link.rtt
-        assert rtt is not None and 0 < rtt < 1
+        # A sample of this connection, not a threshold: no round trip on it
+        # can have taken longer than the whole connect.
+        assert rtt is not None and 0 < rtt <= time.monotonic() - started
 
 
 # ------------------------------------------------------------------ bad input
