@@ -369,7 +369,18 @@ def test_file_is_written_atomically_and_temps_are_cleaned(tmp_path: Path) -> Non
     os.utime(dead, (time.time() - 60, time.time() - 60))
     young.write_bytes(b"being written")  # maybe a live writer's, going on unlocked
     cache.add(node(1), 1.0)
-    store.save(cache)
+    assert store.save(cache)
+    # Atomic: a save never writes into the file in place, it renames a
+    # complete new one over it. A reader holding the old file still reads all
+    # of it, unchanged, while the path already names the new, complete one.
+    with open(store.path, "rb") as reader:
+        old = store.path.read_bytes()
+        old_inode = os.fstat(reader.fileno()).st_ino
+        cache.add(node(2), 2.0)
+        assert store.save(cache)
+        assert reader.read() == old and decode_state(old).entries == [CacheEntry(node(1), 1000)]
+        assert store.path.stat().st_ino != old_inode
+        assert [e.info for e in decode_state(store.path.read_bytes()).entries] == [node(2), node(1)]
     young.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "bootstrap_cache.bin",
@@ -622,8 +633,14 @@ def test_two_processes_writing_concurrently_lose_nothing(tmp_path: Path, per_pro
     assert kept == 200
 
 
+#: Kills that must land inside a write (between mkstemp and the rename, seen
+#: as the killed writer's temp file left behind) for the test to count.
+MID_WRITE_KILLS = 10
+
+
 def test_sigkill_mid_write_always_leaves_a_loadable_file(tmp_path: Path) -> None:
-    """100 writers SIGKILLed at random moments, 3 running at once on one
+    """Writers SIGKILLed at random moments (100, or more until at least
+    MID_WRITE_KILLS of them landed inside a write), 3 running at once on one
     directory: every load in between succeeds and nothing is moved aside."""
     ctx = multiprocessing.get_context("fork")
     rnd = random.Random(5)
@@ -636,9 +653,13 @@ def test_sigkill_mid_write_always_leaves_a_loadable_file(tmp_path: Path) -> None
         assert ready.wait(timeout=20), "writer never saved"
         return proc
 
+    def mid_write_at_least() -> int:
+        # Temps now, less one per live writer (its save in progress): orphans.
+        return len(list(tmp_path.glob("*.tmp"))) - (len(procs) - 1)
+
     procs = [spawn() for _ in range(3)]
     try:
-        while kills < 100:
+        while kills < 100 or (mid_write_at_least() < MID_WRITE_KILLS and kills < 1000):
             # Did not hang (about 5 s here; a generous bound, not a measurement).
             assert time.monotonic() - start < 200, f"only {kills} kills in 200 s"
             k = rnd.randrange(len(procs))
@@ -664,6 +685,8 @@ def test_sigkill_mid_write_always_leaves_a_loadable_file(tmp_path: Path) -> None
     CacheStore(tmp_path).load()
     assert list(tmp_path.glob("*.tmp")) == [] and not corrupt_files(tmp_path)
     print(f"{kills} SIGKILLs in {elapsed:.1f} s, {len(temps)} inside a write")
+    # Every temp left is a writer killed inside a write (the last 3 included).
+    assert len(temps) >= MID_WRITE_KILLS, f"only {len(temps)} of {kills + 3} kills mid-write"
 
 
 # ------------------------------------------------------- non-regular files

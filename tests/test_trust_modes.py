@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import socket
 
 import pytest
 from cryptography import x509
@@ -27,8 +29,9 @@ from quic_p2p.certs import create_ca, generate_self_signed, issue_certificate, l
 from quic_p2p.config import ConfigError
 from quic_p2p.wire import ErrorCode, frame
 
-from netutil import WAIT, datagram_barrier, drain, endpoints, node_config, wait_for_event
+from netutil import WAIT, datagram_barrier, drain, endpoints, node_config, until, wait_for_event
 from rawpeer import CONTROL, RawPeer, raw_configuration
+from relay import LossyRelay
 
 CA = create_ca("test network CA")
 OTHER_CA = create_ca("another CA")
@@ -102,14 +105,35 @@ async def test_expired_certificate_is_rejected() -> None:
 
 
 async def test_unverified_mode_still_encrypts_and_connects_without_a_pin() -> None:
-    async with endpoints(node_config(), node_config()) as (a, b):
-        peer = await asyncio.wait_for(a.connect_to(NodeInfo(b.local_addr)), WAIT)
+    """No pin, no CA: still TLS. Both connections of the pair cross a relay
+    that records every datagram, and a marker sent both ways (on the control
+    stream and on a stream of its own) never appears on the wire."""
+    marker = os.urandom(16)
+    async with (
+        endpoints(node_config(), node_config()) as (a, b),
+        LossyRelay(a.local_addr, b.local_addr, capture=True) as wire,
+    ):
+        peer = await asyncio.wait_for(a.connect_to(NodeInfo(wire.for_a)), WAIT)
         # The certificate b proved (on the reverse connection) is recorded.
         ev, _ = await wait_for_event(b, ConnectedTo)
         assert ev.peer.peer_cert_der == a.our_certificate
-        assert peer.peer_addr == b.local_addr
+        assert peer.peer_addr == wire.for_a
         # ...and a learns b's certificate only as presented on its connection.
         assert peer.peer_cert_der == b.our_certificate
+        for msg in (marker * 4, marker * 2048):  # 64 B and 32 KiB
+            assert isinstance(await a.send(peer, msg, 1), SentUserMessage)
+            got, _ = await wait_for_event(b, NewMessage)
+            assert got.msg == msg
+            out = await b.send(ev.peer, msg, 2)
+            assert isinstance(out, SentUserMessage)
+            assert (await wait_for_event(a, NewMessage))[0].msg == msg
+        on_wire = list(wire.captured)
+        assert sum(map(len, on_wire)) > 2 * len(marker) * 2048  # it all crossed the relay
+        assert not [d for d in on_wire if marker in d], "plaintext on the wire"
+        # The capture does see plaintext when there is some.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"clear " + marker, wire.for_a)
+        await until(lambda: any(marker in d for d in wire.captured))
 
 
 # ------------------------------------------------------------ incoming peers' certificates
