@@ -74,16 +74,6 @@ def test_seed_hard_coded_contact_is_not_cached(impl: ModuleType) -> None:
     assert p1 not in cache and cache.is_hard_coded(p1)
 
 
-def test_seed_caps_size_at_200(impl: ModuleType) -> None:
-    cache = make(impl)
-    for i in range(200):
-        cache.add(node(i), float(i))
-    assert len(cache) == 200
-    cache.add(node(200), 200.0)
-    assert len(cache) == 200
-    assert node(0) not in cache and node(200) in cache
-
-
 def test_seed_moves_given_node_to_the_top(impl: ModuleType) -> None:
     p1, p2, p3 = node(1), node(2), node(3)
     cache = make(impl)

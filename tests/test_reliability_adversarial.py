@@ -81,6 +81,8 @@ class Case:
     attack: Callable[[RawPeer], None]
     code: ErrorCode
     after_handshake: bool = True
+    #: Words the victim's ConnectionFailure must give (when it reports one).
+    reason: str = ""
 
 
 def _two_messages_on_one_stream(p: RawPeer) -> None:
@@ -108,7 +110,12 @@ def _control(data: bytes, end: bool = False) -> Callable[[RawPeer], None]:
 
 
 CASES = [
-    Case("bad frame version", _control(header(5, version=9)), ErrorCode.BAD_FRAME),
+    Case(
+        "bad frame version",
+        _control(header(5, version=9)),
+        ErrorCode.BAD_FRAME,
+        reason="invalid frame",
+    ),
     Case("frame version 0", _control(header(5, version=0)), ErrorCode.BAD_FRAME),
     Case("unknown frame kind", _control(header(99)), ErrorCode.BAD_FRAME),
     Case("frame kind 0", _control(header(0)), ErrorCode.BAD_FRAME),
@@ -122,6 +129,7 @@ CASES = [
         "length 2**32-1 on the control stream",
         _control(header(FrameKind.USER_MESSAGE, 1, 2**32 - 1)),
         ErrorCode.BAD_FRAME,
+        reason="too_large",
     ),
     Case(
         "truncated header, control stream ends",
@@ -222,6 +230,7 @@ async def test_raw_peer_violation_is_closed_with_its_code(case: Case) -> None:
             failures = [e for e in drain(victim) if isinstance(e, ConnectionFailure)]
             if case.after_handshake:  # the application knew this peer
                 assert [f.peer_addr for f in failures] == [bad.addr]
+                assert case.reason in failures[0].error, failures[0].error
             else:
                 assert failures == []
             assert Peer.client(bad.addr) not in victim.connected_peers()
@@ -423,6 +432,7 @@ async def test_client_claiming_to_be_a_node_fails_with_reverse_connect_failed() 
         assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
         assert liar._admission.counters.get("refused") == 1  # it refused the reverse dial
         assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
+        assert victim.connected_peers() == []
 
 
 async def test_client_where_a_node_is_being_dialled_is_role_mismatch() -> None:
