@@ -10,6 +10,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -469,32 +470,107 @@ def test_path_that_is_a_file_keeps_the_cache_in_memory(
     assert blocker.read_bytes() == b"x"
 
 
-def test_unwritable_directory_keeps_the_cache_in_memory(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+# Run in a subprocess: as root, inside a private mount namespace (unshare -m)
+# where the directory is made read-only by a bind mount, since chmod does not
+# stop root; otherwise by chmod. Either way a real kernel refusal (EROFS or
+# EACCES), so one CI run as root covers it as well as the NAT lab.
+_UNWRITABLE = """
+import logging, os, subprocess, sys
+from pathlib import Path
+from quic_p2p.bootstrap_cache import BootstrapCache
+from quic_p2p.cache_store import CacheStore
+from quic_p2p.peer import NodeInfo
+
+d, how = Path(sys.argv[1]), sys.argv[2]
+warnings = []
+handler = logging.Handler()
+handler.emit = lambda r: warnings.append(r) if r.levelno >= logging.WARNING else None
+logging.getLogger("quic_p2p.cache_store").addHandler(handler)
+
+
+def node(i):
+    return NodeInfo((f"127.0.0.{i}", 5000 + i), f"cert{i}".encode() * 20)
+
+
+def mount(*opts):
+    subprocess.run(["mount", *opts, str(d)], check=True, capture_output=True)
+
+
+good = BootstrapCache()
+good.add(node(1), 1.0)
+assert CacheStore(d).save(good)
+(d / "bootstrap_cache.lock").unlink()
+if how == "mount":
+    mount("--bind", str(d))
+    mount("-o", "remount,bind,ro")
+else:
+    d.chmod(0o500)
+try:
+    assert not os.access(d, os.W_OK), "still writable"
+    store = CacheStore(d)
+    cache = BootstrapCache()
+    cache.merge(store.load())  # reading still works, without the lock
+    cache.add(node(2), 2.0)
+    assert store.save(cache) is False
+    cache.add(node(3), 3.0)
+    assert store.save(cache) is False
+    assert cache.peers() == [node(3), node(2), node(1)] and not store.writable
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once
+finally:
+    if how == "mount":
+        mount("-o", "remount,bind,rw")
+    else:
+        d.chmod(0o700)
+assert store.save(cache) and store.writable  # writable again: persisted
+assert [e.info for e in CacheStore(d).load().entries] == [node(3), node(2), node(1)]
+print("unwritable directory checked by", how)
+"""
+
+
+def _read_only_bind_mount_missing() -> str | None:
+    """Why a private mount namespace with a read-only bind mount is not
+    available here (root needs it: chmod does not stop root), or None."""
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        return "needs unshare and mount (util-linux)"
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if probe.returncode != 0:
+        return f"no private mount namespace here (unshare -m): {probe.stderr.strip()}"
+    return None
+
+
+def test_unwritable_directory_keeps_the_cache_in_memory(tmp_path: Path) -> None:
     d = tmp_path / "ro"
     d.mkdir()
-    good = BootstrapCache()
-    good.add(node(1), 1.0)
-    CacheStore(d).save(good)
-    (d / "bootstrap_cache.lock").unlink()
-    d.chmod(0o500)
-    try:
-        if os.access(d, os.W_OK):
-            pytest.skip("chmod does not stop this user (root) from writing")
-        store = CacheStore(d)
-        cache = BootstrapCache()
-        with caplog.at_level(logging.WARNING, logger="quic_p2p.cache_store"):
-            cache.merge(store.load())  # reading still works, without the lock
-            cache.add(node(2), 2.0)
-            assert store.save(cache) is False
-            cache.add(node(3), 3.0)
-            assert store.save(cache) is False
-        assert cache.peers() == [node(3), node(2), node(1)] and not store.writable
-        assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
-    finally:
-        d.chmod(0o700)
-    assert store.save(cache) and store.writable  # writable again: persisted
+    if os.geteuid() == 0:
+        why = _read_only_bind_mount_missing()
+        if why is not None:
+            pytest.skip(f"as root, an unwritable directory {why}")
+        prefix, how = ["unshare", "--mount", "--propagation", "private"], "mount"
+    else:
+        prefix, how = [], "chmod"
+    out = subprocess.run(
+        [*prefix, *python_argv("-c", _UNWRITABLE, str(d), how)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=python_env(),
+    )
+    if how == "chmod" and "still writable" in out.stderr:
+        pytest.skip("chmod does not stop this user from writing (CAP_DAC_OVERRIDE)")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"checked by {how}" in out.stdout
+    # The namespace (and its mount) ended with the child: the real directory
+    # holds what the child saved once writable again.
+    assert [e.info.peer_addr for e in CacheStore(d).load().entries] == [
+        ("127.0.0.3", 5003),
+        ("127.0.0.2", 5002),
+        ("127.0.0.1", 5001),
+    ]
 
 
 def test_failing_writes_warn_once_and_recover(
