@@ -21,7 +21,7 @@ class RemoteProtocolError(Exception):
     ``error_code`` is the QUIC application error code we close its connection with.
     """
 
-    error_code: int = 0x1  # generic protocol violation; subclasses narrow it
+    error_code: int = 0x301  # wire.ErrorCode.PROTOCOL_VIOLATION; subclasses narrow it
 
     def __init__(self, message: str, *, error_code: int | None = None) -> None:
         super().__init__(message)

@@ -58,26 +58,30 @@ RELAY_REASON_MAX = 200
 
 
 class ErrorCode(IntEnum):
-    """QUIC application error codes we close connections (or stop streams) with."""
+    """QUIC application error codes we close connections (or stop streams) with.
 
-    NO_ERROR = 0x0
-    PROTOCOL_VIOLATION = 0x1
-    BAD_FRAME = 0x10
-    BAD_HANDSHAKE = 0x11
-    DUPLICATE_HANDSHAKE = 0x12
-    ROLE_MISMATCH = 0x13
-    REVERSE_CONNECT_FAILED = 0x14
-    CERTIFICATE_MISMATCH = 0x15
-    BIDI_STREAM = 0x16
-    TOO_MANY_STREAMS = 0x17
-    REFUSED = 0x18
-    HANDSHAKE_TIMEOUT = 0x19
-    DISCONNECTED = 0x1A
-    MESSAGE_TOO_LARGE = 0x1B
-    SHUTDOWN = 0x1C
+    In a range of their own (0x300 + n): QUIC's transport codes are 0x00-0x10
+    and 0x100-0x1ff (TLS alerts), so a bare number in a log or a test (0x1
+    INTERNAL_ERROR, 0x10 NO_VIABLE_PATH) never reads as one of ours."""
+
+    NO_ERROR = 0x300
+    PROTOCOL_VIOLATION = 0x301
+    BAD_FRAME = 0x310
+    BAD_HANDSHAKE = 0x311
+    DUPLICATE_HANDSHAKE = 0x312
+    ROLE_MISMATCH = 0x313
+    REVERSE_CONNECT_FAILED = 0x314
+    CERTIFICATE_MISMATCH = 0x315
+    BIDI_STREAM = 0x316
+    TOO_MANY_STREAMS = 0x317
+    REFUSED = 0x318
+    HANDSHAKE_TIMEOUT = 0x319
+    DISCONNECTED = 0x31A
+    MESSAGE_TOO_LARGE = 0x31B
+    SHUTDOWN = 0x31C
     #: We refused the certificate the peer presented, or its absence (a CA
     #: mode's chain, or a validity period); not a pin mismatch.
-    CERTIFICATE_REFUSED = 0x1D
+    CERTIFICATE_REFUSED = 0x31D
 
 
 class RejectReason(IntEnum):

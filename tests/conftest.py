@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import socket
 from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
@@ -46,6 +47,29 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if REQUIRE_NETNS:
         pytest.fail(f"NAT lab required (QUIC_P2P_REQUIRE_NETNS=1) but unavailable: {why}")
     pytest.skip(why)
+
+
+@functools.cache
+def _ipv6_loopback_missing() -> str | None:
+    """Why this host has no IPv6 loopback, or None: decided once, by binding a
+    UDP socket to ::1 before any test runs, never from a test's own failure
+    (a hang there is a failure, not a missing capability)."""
+    if not socket.has_ipv6:
+        return "Python built without IPv6"
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError as exc:
+        return f"no IPv6 loopback: {exc}"
+    return None
+
+
+@pytest.fixture
+def ipv6_loopback() -> None:
+    """Skips the test where ::1 cannot be bound (see _ipv6_loopback_missing)."""
+    why = _ipv6_loopback_missing()
+    if why is not None:
+        pytest.skip(why)
 
 
 def _get_impl(name: str) -> ModuleType:

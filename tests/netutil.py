@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -172,6 +173,23 @@ async def until(pred: Callable[[], bool], limit: float = WAIT, interval: float =
             raise AssertionError(f"condition not met within {limit} s")
         await asyncio.sleep(interval)
     raise AssertionError("condition not met")
+
+
+def _dropped(ep: QuicP2p) -> int:
+    return sum(v for k, v in ep.stats.items() if k.startswith("dropped"))
+
+
+async def datagram_barrier(ep: QuicP2p) -> None:
+    """Returns once ``ep`` has processed every datagram sent to it before this
+    call: one junk datagram goes to it from a fresh socket, after whatever is
+    already queued on loopback, and ``ep`` counts it as dropped. The positive
+    signal that a quiet period is over, for checks that nothing else happened."""
+    before = _dropped(ep)
+    host = ep.local_addr[0]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"\x00barrier", ep.local_addr[:2])
+    await until(lambda: _dropped(ep) > before)
 
 
 def send_control_frame(ep: QuicP2p, peer_addr: Any, data: bytes) -> None:

@@ -97,6 +97,9 @@ class LossyRelay:
     seed: int = 0
     a_to_b: Impairment = field(default_factory=Impairment)
     b_to_a: Impairment = field(default_factory=Impairment)
+    #: Keep a copy of every datagram received, both ways, in ``captured``
+    #: (what an eavesdropper on the link sees).
+    capture: bool = False
 
     def __post_init__(self) -> None:
         for host, _ in (self.a, self.b):
@@ -110,6 +113,7 @@ class LossyRelay:
         self._handles: set[asyncio.TimerHandle] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self.captured: list[bytes] = []
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> LossyRelay:
@@ -178,6 +182,8 @@ class LossyRelay:
             return
         st = self.stats_by_dir[direction]
         st.received += 1
+        if self.capture:
+            self.captured.append(data)
         imp = self.a_to_b if direction == "a_to_b" else self.b_to_a
         if imp.blackhole or self.is_cut:
             st.cut += 1

@@ -12,12 +12,23 @@ from quic_p2p import (
     BootstrapFailure,
     BootstrappedTo,
     ConnectedTo,
+    NewMessage,
     NodeInfo,
     OurType,
+    Peer,
     QuicP2p,
+    SentUserMessage,
 )
 
-from netutil import WAIT, drain, endpoints, next_event, node_config, wait_for_event
+from netutil import (
+    WAIT,
+    datagram_barrier,
+    drain,
+    endpoints,
+    next_event,
+    node_config,
+    wait_for_event,
+)
 
 
 def cfg(cache: Path, **kw: object) -> object:
@@ -31,9 +42,21 @@ async def test_bootstrap_to_only_one_of_several_nodes(tmp_path: Path) -> None:
             info = await asyncio.wait_for(me.bootstrap(), WAIT)
             assert info in contacts
             assert (await next_event(me)) == BootstrappedTo(info)
-            await asyncio.sleep(0.3)
+            # The quiet period is over once every other contact has processed
+            # what we sent it (the close of its attempt), then we what they
+            # sent, and a message from the winner has arrived after all that.
+            for n in nodes:
+                if n.node_info != info:
+                    await datagram_barrier(n)
+            await datagram_barrier(me)
+            winner = next(n for n in nodes if n.node_info == info)
+            assert isinstance(
+                await winner.send(Peer.node(me.node_info), b"after", 1), SentUserMessage
+            )
+            _, before = await wait_for_event(me, NewMessage, lambda e: e.msg == b"after")
             assert [p.peer_addr for p in me.connected_peers()] == [info.peer_addr]
-            assert not [e for e in drain(me) if isinstance(e, (ConnectedTo, BootstrappedTo))]
+            late = [e for e in before + drain(me) if isinstance(e, (ConnectedTo, BootstrappedTo))]
+            assert not late
             # Hard-coded contacts are never cached.
             assert me.bootstrap_cache() == []
             assert me.is_hard_coded_contact(info)

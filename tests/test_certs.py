@@ -59,10 +59,17 @@ def test_self_signed_shape(self_signed: CompleteCert) -> None:
     assert san.get_values_for_type(x509.DNSName) == [certs.SELF_SIGNED_DNS_NAME]
     assert certs.is_self_signed(cert)
     assert self_signed.chain_der == ()
-    # The key is PKCS#8 DER and belongs to the certificate.
+    # The key is PKCS#8 DER and belongs to the certificate: its public half is
+    # the certificate's, and what it signs the certificate's key verifies.
     key = serialization.load_der_private_key(self_signed.key_der, None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     assert isinstance(key.curve, ec.SECP256R1)
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+    signature = key.sign(b"proof of possession", ec.ECDSA(hashes.SHA256()))
+    cert_key = cert.public_key()
+    assert isinstance(cert_key, ec.EllipticCurvePublicKey)
+    cert_key.verify(signature, b"proof of possession", ec.ECDSA(hashes.SHA256()))
 
 
 def test_default_validity_allows_clock_skew() -> None:

@@ -12,6 +12,7 @@ from quic_p2p import (
     ConnectionFailedError,
     ConnectionFailure,
     EchoError,
+    Event,
     Finish,
     NewMessage,
     NodeInfo,
@@ -27,12 +28,11 @@ from quic_p2p.wire import frame
 
 from netutil import (
     WAIT,
-    dial_with_handshake,
+    datagram_barrier,
     drain,
     endpoints,
     next_event,
     node_config,
-    until,
     wait_for_event,
 )
 
@@ -177,30 +177,20 @@ async def test_client_uses_one_connection_and_is_never_treated_as_a_node() -> No
         assert len(n._conns) == 1 and len(c._conns) == 1
 
 
-async def test_a_client_claiming_to_be_a_node_fails_the_reachability_proof() -> None:
-    async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (victim, liar):
-        # A Client cannot accept the victim's reverse connection, so sending a
-        # Node handshake from it must not produce a Node peer.
-        conn = await dial_with_handshake(
-            liar, victim.node_info, frame(FrameKind.HANDSHAKE_NODE, liar.our_certificate)
-        )
-        await until(lambda: conn.link.down is not None)
-        assert conn.link.down is not None
-        assert conn.link.down.error_code == 0x14  # REVERSE_CONNECT_FAILED
-        assert liar._admission.counters.get("refused") == 1
-        assert not [e for e in drain(victim) if isinstance(e, ConnectedTo)]
-        assert victim.connected_peers() == []
-
-
 async def test_simultaneous_connects_converge_to_one_pair() -> None:
     async with endpoints(node_config(), node_config()) as (a, b):
         pa, pb = await asyncio.wait_for(
             asyncio.gather(a.connect_to(b.node_info), b.connect_to(a.node_info)), WAIT
         )
         assert pa == Peer.node(b.node_info) and pb == Peer.node(a.node_info)
-        await asyncio.sleep(0.2)
+        # Converged once a message each way has arrived after the handshakes
+        # (and every datagram sent before it has been processed).
+        for ep, other in ((a, b), (b, a)):
+            assert isinstance(await ep.send(Peer.node(other.node_info), b"m", 1), SentUserMessage)
         for ep in (a, b):
-            events = drain(ep)
+            _, events = await wait_for_event(ep, NewMessage)
+            await datagram_barrier(ep)
+            events += drain(ep)
             assert len([e for e in events if isinstance(e, ConnectedTo)]) == 1, events
             assert len(ep._conns) == 2  # one connection each way, no more
 
@@ -213,9 +203,21 @@ async def test_twenty_nodes_all_connecting_at_once_converge() -> None:
             asyncio.gather(*(a.connect_to(b.node_info) for a in eps for b in eps if a is not b)),
             90,
         )
-        await asyncio.sleep(0.5)
+        # Converged once each node has a message from every other, sent after
+        # all the connects returned (and has processed what came before it).
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(a.send(Peer.node(b.node_info), b"hi", 1) for a in eps for b in eps if a is not b)
+            ),
+            60,
+        )
         for ep in eps:
-            connected = [e for e in drain(ep) if isinstance(e, ConnectedTo)]
+            events: list[Event] = []
+            for _ in range(n - 1):
+                _, before = await wait_for_event(ep, NewMessage)
+                events += before
+            await datagram_barrier(ep)
+            connected = [e for e in events + drain(ep) if isinstance(e, ConnectedTo)]
             assert len(connected) == n - 1
             assert len({e.peer.peer_addr for e in connected}) == n - 1
             assert len(ep._conns) == 2 * (n - 1)
@@ -272,37 +274,6 @@ async def test_oversized_message_is_refused_and_the_connection_survives() -> Non
         assert msgs == [b"x" * limit, b"small"]
 
 
-async def test_garbage_frames_disconnect_that_peer_only() -> None:
-    async with endpoints(node_config(), node_config(), node_config()) as (n, bad, good):
-        await connect(bad, n)
-        good_peer = await connect(good, n)
-        drain(n)
-        conn = bad._records[n.local_addr].out
-        assert conn is not None
-        # A frame header with an unknown version on its control stream.
-        conn.link.send_frame(b"\x09" + bytes(15))
-        bad._dirty.add(conn)
-        bad._flush()
-        ev, _ = await wait_for_event(n, ConnectionFailure)
-        assert ev.peer_addr == bad.local_addr and "invalid frame" in ev.error
-        assert isinstance(await good.send(good_peer, b"still here", 1), SentUserMessage)
-        ev2, _ = await wait_for_event(n, NewMessage)
-        assert ev2 == NewMessage(good.local_addr, b"still here")
-
-
-async def test_oversize_length_on_the_control_stream_is_a_protocol_error() -> None:
-    async with endpoints(node_config(), node_config()) as (n, bad):
-        await connect(bad, n)
-        conn = bad._records[n.local_addr].out
-        assert conn is not None
-        header = bytes([1, FrameKind.USER_MESSAGE, 0, 0]) + (10**9).to_bytes(4, "big")
-        conn.link.send_frame(header + (1).to_bytes(8, "big"))
-        bad._dirty.add(conn)
-        bad._flush()
-        ev, _ = await wait_for_event(n, ConnectionFailure)
-        assert "too_large" in ev.error
-
-
 async def test_every_send_resolves_once_when_the_peer_dies() -> None:
     async with endpoints(
         node_config(idle_timeout_msec=1000), node_config(), outcome_events=True
@@ -340,30 +311,13 @@ async def test_disconnect_from_reports_the_peer_and_closes() -> None:
 
 
 # ------------------------------------------------------------------ transport
+@pytest.mark.usefixtures("ipv6_loopback")  # decided before the test: a hang here fails
 async def test_ipv6_loopback() -> None:
-    try:
-        async with endpoints(node_config(ip="::1"), node_config(ip="::1")) as (a, b):
-            peer = await connect(a, b)
-            assert peer.peer_addr == b.local_addr and b.local_addr[0] == "::1"
-            assert isinstance(await a.send(peer, b"v6", 1), SentUserMessage)
-            assert (await wait_for_event(b, NewMessage))[0].msg == b"v6"
-    except OSError as exc:  # pragma: no cover - host without IPv6
-        pytest.skip(f"no IPv6 loopback: {exc}")
-
-
-async def test_garbage_datagrams_are_dropped_and_counted() -> None:
-    import socket
-
-    async with endpoints(node_config(), node_config()) as (n, other):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            for payload in (b"", b"\x00", b"\xc0" + bytes(5), b"\x40" + bytes(3), bytes(1300)):
-                sock.sendto(payload, n.local_addr)
-        finally:
-            sock.close()
-        peer = await connect(other, n)
-        assert isinstance(await other.send(peer, b"fine", 1), SentUserMessage)
-        assert sum(v for k, v in n.stats.items() if k.startswith("dropped")) >= 4
+    async with endpoints(node_config(ip="::1"), node_config(ip="::1")) as (a, b):
+        peer = await connect(a, b)
+        assert peer.peer_addr == b.local_addr and b.local_addr[0] == "::1"
+        assert isinstance(await a.send(peer, b"v6", 1), SentUserMessage)
+        assert (await wait_for_event(b, NewMessage))[0].msg == b"v6"
 
 
 async def test_stateless_retry_is_on_and_a_bad_token_is_refused() -> None:
@@ -458,13 +412,17 @@ async def test_connect_via_a_rendezvous() -> None:
         assert (await wait_for_event(b, NewMessage))[0].msg == b"direct"
 
 
-async def test_connect_via_a_rendezvous_that_does_not_know_the_peer() -> None:
+@pytest.mark.parametrize("punch", [True, False], ids=["punch", "relay"])
+async def test_connect_via_a_rendezvous_that_does_not_know_the_peer(punch: bool) -> None:
+    """Asked to punch, or to relay (tests/test_relay.py), a rendezvous that is
+    not connected to the target says so; so do we when not connected to it."""
     async with endpoints(node_config(), node_config()) as (r, a):
         await connect(a, r)
+        stranger = NodeInfo(("127.0.0.1", 9))
         with pytest.raises(ConnectionFailedError, match="not connected to that peer"):
-            await asyncio.wait_for(a.connect_to(NodeInfo(("127.0.0.1", 9)), via=r.local_addr), WAIT)
+            await asyncio.wait_for(a.connect_to(stranger, via=r.local_addr, punch=punch), WAIT)
         with pytest.raises(ConnectionFailedError, match="not connected to the rendezvous"):
-            await a.connect_to(NodeInfo(("127.0.0.1", 9)), via=("127.0.0.1", 1))
+            await a.connect_to(stranger, via=("127.0.0.1", 1), punch=punch)
 
 
 # ------------------------------------------------------------------ promises kept
@@ -483,12 +441,8 @@ async def test_reconnect_right_after_disconnect_works_every_time(role: OurType) 
         assert got == [b"round %d" % k for k in range(10)]
 
 
+@pytest.mark.usefixtures("ipv6_loopback")
 async def test_a_dual_stack_node_talks_to_ipv4_and_ipv6_peers() -> None:
-    try:
-        async with endpoints(node_config(ip="::1")):
-            pass
-    except OSError as exc:  # pragma: no cover - host without IPv6
-        pytest.skip(f"no IPv6 loopback: {exc}")
     async with endpoints(
         node_config(ip="::"), node_config(ip="127.0.0.1"), node_config(ip="::1")
     ) as (d, v4, v6):

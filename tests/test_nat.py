@@ -297,7 +297,10 @@ def test_symmetric_nats_without_a_relay_fail_clearly_in_bounded_time(lab: NetLab
     assert not found.connected
     assert "hole punching failed" in found.path and "symmetric" in found.path
     assert "did not relay" in found.path
-    assert found.seconds < 30
+    # Bounded means "did not hang": a generous margin under the command's own
+    # 90 s, not a measurement (the time is printed with -s, and docs/nat.md
+    # records the lab's figures).
+    assert found.seconds < 60
 
 
 @pytest.mark.parametrize("lab", [("cone", "cone")], indirect=True, ids=["cone-cone"])
@@ -368,7 +371,9 @@ def test_nat_traversal_matrix(lab: NetLab, expected: str) -> None:
         f"slowest to direct {max(direct, default=float('nan')):.2f} s"
     )
     assert not failed, failed
-    assert max(r.seconds for r in results) < 15  # bounded: never a hang
+    # Bounded: never a hang (a generous margin, not a measurement: the medians
+    # printed above are the figures, recorded in docs/nat.md).
+    assert max(r.seconds for r in results) < 60
     if expected == "direct":
         assert len(direct) >= 0.95 * len(results), results
     else:

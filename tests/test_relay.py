@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
@@ -19,7 +20,6 @@ from quic_p2p import (
     ConnectionFailedError,
     ConnectionFailure,
     NewMessage,
-    NodeInfo,
     OurType,
     Peer,
     QuicP2p,
@@ -116,10 +116,7 @@ async def test_a_node_that_does_not_relay_refuses_and_the_reason_is_clear() -> N
         with pytest.raises(ConnectionFailedError, match="does not relay"):
             await asyncio.wait_for(a.connect_to(b.node_info, via=r.node_info, punch=False), WAIT)
         assert r.stats.get("relay requests refused") == 1
-        with pytest.raises(ConnectionFailedError, match="not connected to that peer"):
-            await asyncio.wait_for(
-                a.connect_to(NodeInfo(("127.0.0.1", 9)), via=r.node_info, punch=False), WAIT
-            )
+        # A relay request for a peer it does not know: tests/test_endpoint.py.
 
 
 async def test_relay_session_limits_refuse_clearly() -> None:
@@ -175,19 +172,22 @@ async def test_losing_the_relay_loses_the_relayed_peers_not_the_messages_outcome
     async with endpoints(node_config(), node_config(), node_config()) as (r, a, b):
         r.relay_policy = RelayPolicy()
         await _relayed(r, a, b)
-        pending = [
-            asyncio.ensure_future(a.send(b.node_info, os.urandom(60_000))) for _ in range(20)
-        ]
+        msgs = [os.urandom(60_000) for _ in range(20)]
+        pending = [asyncio.ensure_future(a.send(b.node_info, m, k)) for k, m in enumerate(msgs)]
         await asyncio.sleep(0)
         await r.aclose()
         outcomes = await asyncio.wait_for(asyncio.gather(*pending), WAIT)
-        assert len(outcomes) == 20  # each resolved exactly once, sent or unsent
+        # Each send has its own outcome, sent or unsent, naming its message.
+        assert all(isinstance(o, (SentUserMessage, UnsentUserMessage)) for o in outcomes)
+        assert [(o.msg, o.token) for o in outcomes] == [(m, k) for k, m in enumerate(msgs)]
+        unsent = [o for o in outcomes if isinstance(o, UnsentUserMessage)]
+        assert all("lost the relay" in o.reason for o in unsent), [o.reason for o in unsent]
         ev, _ = await wait_for_event(a, ConnectionFailure, lambda e: e.peer_addr == b.local_addr)
         assert "relay" in ev.error
         await until(lambda: not a._relay_paths and not b._relay_paths)
-        received = [e for e in drain(b) if isinstance(e, NewMessage)]
-        sent = [o for o in outcomes if isinstance(o, SentUserMessage)]
-        assert len(received) >= len(sent)  # never reported sent but not received
+        received = {e.msg for e in drain(b) if isinstance(e, NewMessage)}
+        sent = [o.msg for o in outcomes if isinstance(o, SentUserMessage)]
+        assert set(sent) <= received  # never reported sent but not received
 
 
 async def test_upgrade_to_direct_keeps_the_connection_and_its_messages() -> None:
@@ -269,11 +269,14 @@ async def test_reachability_check_from_a_fresh_socket() -> None:
 async def test_link_rtt_is_read_from_aioquic() -> None:
     """Guards the one read of aioquic's private RTT estimate (start delays)."""
     async with endpoints(node_config(), node_config()) as (a, b):
+        started = time.monotonic()
         await _connect(a, b)
         conn = a._records[b.local_addr].out
         assert conn is not None
         rtt = conn.link.rtt
-        assert rtt is not None and 0 < rtt < 1
+        # A sample of this connection, not a threshold: no round trip on it
+        # can have taken longer than the whole connect.
+        assert rtt is not None and 0 < rtt <= time.monotonic() - started
 
 
 # ------------------------------------------------------------------ bad input

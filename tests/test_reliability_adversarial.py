@@ -49,6 +49,15 @@ pytestmark = pytest.mark.usefixtures("no_loop_errors")
 TLS_BAD_CERTIFICATE = 0x100 + 42
 
 
+def test_our_close_codes_never_read_as_quic_transport_codes() -> None:
+    """A close code alone (a log line, a raw peer's view) tells ours from QUIC's:
+    no ErrorCode is a transport code (RFC 9000 §20.1) or a TLS alert (0x100+)."""
+    from aioquic.quic.packet import QuicErrorCode
+
+    transport = {int(c) for c in QuicErrorCode} | set(range(0x100, 0x200))
+    assert not [c for c in ErrorCode if int(c) in transport]
+
+
 # ------------------------------------------------------------------ raw peer
 async def raw_peer(victim: QuicP2p, *, client_handshake: bool) -> RawPeer:
     peer = await RawPeer.connect(victim.local_addr)
@@ -72,6 +81,8 @@ class Case:
     attack: Callable[[RawPeer], None]
     code: ErrorCode
     after_handshake: bool = True
+    #: Words the victim's ConnectionFailure must give (when it reports one).
+    reason: str = ""
 
 
 def _two_messages_on_one_stream(p: RawPeer) -> None:
@@ -99,7 +110,12 @@ def _control(data: bytes, end: bool = False) -> Callable[[RawPeer], None]:
 
 
 CASES = [
-    Case("bad frame version", _control(header(5, version=9)), ErrorCode.BAD_FRAME),
+    Case(
+        "bad frame version",
+        _control(header(5, version=9)),
+        ErrorCode.BAD_FRAME,
+        reason="invalid frame",
+    ),
     Case("frame version 0", _control(header(5, version=0)), ErrorCode.BAD_FRAME),
     Case("unknown frame kind", _control(header(99)), ErrorCode.BAD_FRAME),
     Case("frame kind 0", _control(header(0)), ErrorCode.BAD_FRAME),
@@ -113,6 +129,7 @@ CASES = [
         "length 2**32-1 on the control stream",
         _control(header(FrameKind.USER_MESSAGE, 1, 2**32 - 1)),
         ErrorCode.BAD_FRAME,
+        reason="too_large",
     ),
     Case(
         "truncated header, control stream ends",
@@ -207,10 +224,13 @@ async def test_raw_peer_violation_is_closed_with_its_code(case: Case) -> None:
             case.attack(bad)
             code = await bad.closed_with()
             assert code == case.code, f"closed with {code:#x}, expected {case.code!r}"
-            await asyncio.sleep(0.05)
+            # The victim reports a failure when it closes, before its close
+            # leaves: what it reported is queued by now (and the later message
+            # below shows nothing came after).
             failures = [e for e in drain(victim) if isinstance(e, ConnectionFailure)]
             if case.after_handshake:  # the application knew this peer
                 assert [f.peer_addr for f in failures] == [bad.addr]
+                assert case.reason in failures[0].error, failures[0].error
             else:
                 assert failures == []
             assert Peer.client(bad.addr) not in victim.connected_peers()
@@ -219,11 +239,12 @@ async def test_raw_peer_violation_is_closed_with_its_code(case: Case) -> None:
             ]
         finally:
             bad.close()
-        # The victim keeps serving others.
+        # The victim keeps serving others, and reported nothing more.
         out = await asyncio.wait_for(good.send(good_peer, b"still fine", 1), WAIT)
         assert isinstance(out, SentUserMessage)
-        ev, _ = await wait_for_event(victim, NewMessage)
+        ev, later = await wait_for_event(victim, NewMessage)
         assert ev.msg == b"still fine"
+        assert not [e for e in later if isinstance(e, ConnectionFailure)], later
 
 
 async def test_tolerated_oddities_keep_the_connection() -> None:
@@ -257,11 +278,39 @@ async def test_tolerated_oddities_keep_the_connection() -> None:
             p.close()
 
 
+#: What the 25 seeded junk writes below do (docs/reliability.md): the inputs
+#: are fixed by the seed and the decoder is deterministic, so the figures are.
+JUNK_OUTCOMES = {"BAD_FRAME": 18, "DUPLICATE_HANDSHAKE": 4, "survived": 3}
+
+
+async def _closed_or_delivered(victim: QuicP2p, p: RawPeer, marker: bytes) -> str:
+    """After junk: the name of the code the victim closed ``p`` with, or
+    "survived" once the victim delivers ``marker``, a message ``p`` sent after
+    the junk on a stream of its own (a positive sign the connection lives)."""
+    p.send(p.new_stream(), header(FrameKind.USER_MESSAGE, 2, len(marker)) + marker, end=True)
+    closed = asyncio.ensure_future(p.until_terminated())
+    delivered = asyncio.ensure_future(wait_for_event(victim, NewMessage, lambda e: e.msg == marker))
+    try:
+        done, _ = await asyncio.wait(
+            {closed, delivered}, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for task in (closed, delivered):
+            task.cancel()
+        await asyncio.gather(closed, delivered, return_exceptions=True)
+    if delivered in done:
+        return "survived"
+    assert closed in done, "neither closed nor delivered within WAIT"
+    term = closed.result()
+    assert term.frame_type is None, f"a transport close, not ours: {term}"  # application close
+    return ErrorCode(term.error_code).name
+
+
 @pytest.mark.timeout(60)
 async def test_random_junk_on_the_control_stream_closes_with_our_codes() -> None:
-    """Seeded random bytes after a valid handshake: whatever happens, the
-    connection is closed with one of our codes or survives, and the victim
-    never raises."""
+    """Seeded random bytes after a valid handshake: each connection is closed
+    with one of our codes (an application close) or provably survives, and the
+    victim never raises."""
     codes: dict[str, int] = {}
     rng = random.Random(17)
     async with endpoints(node_config()) as (victim,):
@@ -275,17 +324,13 @@ async def test_random_junk_on_the_control_stream_closes_with_our_codes() -> None
                 p.send(CONTROL, junk, end=end)
                 if not end:  # then something valid, if the junk left it parseable
                     p.send(CONTROL, frame(FrameKind.USER_MESSAGE, b"x", 1))
-                try:
-                    code = await p.closed_with(timeout=0.5)
-                    name = ErrorCode(code).name
-                except TimeoutError:
-                    name = "survived"
+                name = await _closed_or_delivered(victim, p, b"marker %d " % i * 2000)
                 codes[name] = codes.get(name, 0) + 1
             finally:
                 p.close()
             drain(victim)
-        assert sum(codes.values()) == 25
     print(f"\nFIGURE random control junk: {dict(sorted(codes.items()))}")
+    assert codes == JUNK_OUTCOMES
 
 
 # ------------------------------------------------------------------ QuicP2p attackers
@@ -387,6 +432,7 @@ async def test_client_claiming_to_be_a_node_fails_with_reverse_connect_failed() 
         assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
         assert liar._admission.counters.get("refused") == 1  # it refused the reverse dial
         assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
+        assert victim.connected_peers() == []
 
 
 async def test_client_where_a_node_is_being_dialled_is_role_mismatch() -> None:

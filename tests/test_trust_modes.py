@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import socket
 
 import pytest
 from cryptography import x509
@@ -25,10 +27,11 @@ from quic_p2p import (
 from quic_p2p.accel.types import FrameKind
 from quic_p2p.certs import create_ca, generate_self_signed, issue_certificate, load_signing_key
 from quic_p2p.config import ConfigError
-from quic_p2p.wire import frame
+from quic_p2p.wire import ErrorCode, frame
 
-from netutil import WAIT, drain, endpoints, node_config, wait_for_event
+from netutil import WAIT, datagram_barrier, drain, endpoints, node_config, until, wait_for_event
 from rawpeer import CONTROL, RawPeer, raw_configuration
+from relay import LossyRelay
 
 CA = create_ca("test network CA")
 OTHER_CA = create_ca("another CA")
@@ -46,7 +49,8 @@ def ca_config(cert=None, ca=CA, **kw):  # type: ignore[no-untyped-def]
 async def assert_rejected(dialer, target: NodeInfo, victim) -> str:  # type: ignore[no-untyped-def]
     with pytest.raises(ConnectionFailedError) as info:
         await asyncio.wait_for(dialer.connect_to(target), WAIT)
-    await asyncio.sleep(0.1)
+    # Nothing else happens once the victim has processed all the dialer sent.
+    await datagram_barrier(victim)
     assert not [e for e in drain(victim) if isinstance(e, ConnectedTo)]
     return info.value.reason
 
@@ -76,7 +80,7 @@ async def test_private_ca_rejects_a_stranger_dialling_in() -> None:
     async with endpoints(ca_config(), stranger_cfg) as (a, stranger):
         with pytest.raises(ConnectionFailedError):
             await asyncio.wait_for(stranger.connect_to(NodeInfo(a.local_addr)), WAIT)
-        await asyncio.sleep(0.1)
+        await datagram_barrier(a)
         assert not [e for e in drain(a) if isinstance(e, ConnectedTo)]
 
 
@@ -101,21 +105,42 @@ async def test_expired_certificate_is_rejected() -> None:
 
 
 async def test_unverified_mode_still_encrypts_and_connects_without_a_pin() -> None:
-    async with endpoints(node_config(), node_config()) as (a, b):
-        peer = await asyncio.wait_for(a.connect_to(NodeInfo(b.local_addr)), WAIT)
+    """No pin, no CA: still TLS. Both connections of the pair cross a relay
+    that records every datagram, and a marker sent both ways (on the control
+    stream and on a stream of its own) never appears on the wire."""
+    marker = os.urandom(16)
+    async with (
+        endpoints(node_config(), node_config()) as (a, b),
+        LossyRelay(a.local_addr, b.local_addr, capture=True) as wire,
+    ):
+        peer = await asyncio.wait_for(a.connect_to(NodeInfo(wire.for_a)), WAIT)
         # The certificate b proved (on the reverse connection) is recorded.
         ev, _ = await wait_for_event(b, ConnectedTo)
         assert ev.peer.peer_cert_der == a.our_certificate
-        assert peer.peer_addr == b.local_addr
+        assert peer.peer_addr == wire.for_a
         # ...and a learns b's certificate only as presented on its connection.
         assert peer.peer_cert_der == b.our_certificate
+        for msg in (marker * 4, marker * 2048):  # 64 B and 32 KiB
+            assert isinstance(await a.send(peer, msg, 1), SentUserMessage)
+            got, _ = await wait_for_event(b, NewMessage)
+            assert got.msg == msg
+            out = await b.send(ev.peer, msg, 2)
+            assert isinstance(out, SentUserMessage)
+            assert (await wait_for_event(a, NewMessage))[0].msg == msg
+        on_wire = list(wire.captured)
+        assert sum(map(len, on_wire)) > 2 * len(marker) * 2048  # it all crossed the relay
+        assert not [d for d in on_wire if marker in d], "plaintext on the wire"
+        # The capture does see plaintext when there is some.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"clear " + marker, wire.for_a)
+        await until(lambda: any(marker in d for d in wire.captured))
 
 
 # ------------------------------------------------------------ incoming peers' certificates
 #: The endpoint.stats counter of incoming connections refused for their certificate.
 REFUSED = "refused: peer certificate"
-#: Our application close code for it (quic_p2p.wire.ErrorCode.CERTIFICATE_REFUSED).
-CERTIFICATE_REFUSED = 0x1D
+#: Our application close code for it.
+CERTIFICATE_REFUSED = ErrorCode.CERTIFICATE_REFUSED
 #: QUIC CRYPTO_ERROR for TLS alert 51 (decrypt_error): a CertificateVerify
 #: signature that does not verify with the presented certificate's key.
 TLS_DECRYPT_ERROR = 0x100 + 51
@@ -150,7 +175,7 @@ async def assert_refused_by(server, dialer, target: NodeInfo | None = None) -> s
         assert isinstance(outcome, UnsentUserMessage)
         ev, _ = await wait_for_event(dialer, ConnectionFailure)
         reason = ev.error
-    await asyncio.sleep(0.1)
+    await datagram_barrier(server)
     seen = drain(server)
     assert not [e for e in seen if isinstance(e, (ConnectedTo, NewMessage))], seen
     assert server.stats.get(REFUSED, 0) >= 1, server.stats
@@ -182,7 +207,7 @@ async def test_ca_mode_refuses_a_client_without_a_certificate() -> None:
         term = client.terminated
         assert term is not None and term.error_code == CERTIFICATE_REFUSED, term
         assert "no certificate" in term.reason_phrase
-        await asyncio.sleep(0.1)
+        await datagram_barrier(node)
         assert not [e for e in drain(node) if isinstance(e, (ConnectedTo, NewMessage))]
         assert node.stats.get(REFUSED) == 1
 
@@ -199,7 +224,7 @@ async def test_a_refused_client_s_coalesced_handshake_and_message_are_never_read
         finally:
             client.close()
         assert term.error_code == CERTIFICATE_REFUSED, term
-        await asyncio.sleep(0.1)
+        await datagram_barrier(node)
         assert not [e for e in drain(node) if isinstance(e, (ConnectedTo, NewMessage))]
         assert node.stats.get(REFUSED) == 1
 
@@ -216,7 +241,7 @@ async def test_ca_mode_refuses_a_client_whose_key_does_not_match_its_certificate
         client = await raw_hello(node, configuration)
         term = client.terminated
         assert term is not None and term.error_code == TLS_DECRYPT_ERROR, term
-        await asyncio.sleep(0.1)
+        await datagram_barrier(node)
         assert not [e for e in drain(node) if isinstance(e, (ConnectedTo, NewMessage))]
 
 
