@@ -90,7 +90,9 @@ CID_LENGTH = 8
 HANDSHAKE_TIMEOUT = 10.0
 #: A Node that dialled us must be reachable back within this time.
 REVERSE_CONNECT_TIMEOUT = 10.0
-#: Echo requests wait this long for an answer.
+#: Requests to a peer (echo, punch, relay) wait this long for the answer,
+#: the connection coming up included; a reachability check adds the time
+#: the checker takes to dial us back (PROBE_TIMEOUT).
 ECHO_TIMEOUT = 5.0
 #: How many nodes ``our_connection_info`` asks at most.
 ECHO_QUORUM = 3
@@ -294,7 +296,6 @@ class _Conn:
     requests: dict[int, asyncio.Future[Frame]] = field(default_factory=dict)
     up_future: asyncio.Future[None] | None = None
     deadline: asyncio.TimerHandle | None = None
-    next_request_id: int = 1
     finished: bool = False
     #: The relay session our packets travel through; None: the socket.
     relay: _RelayPath | None = None
@@ -781,24 +782,30 @@ class QuicP2p:
             raise _NoRendezvous(target, "the rendezvous is itself reached through a relay")
         return rendezvous, conn
 
-    async def _ask(self, conn: _Conn, kind: FrameKind, body: bytes) -> Frame:
-        """Sends a request frame and waits (ECHO_TIMEOUT) for the answer frame
-        with the same msg_id. Raises ``ConnectionFailedError`` (refused, lost,
-        no answer)."""
+    async def _ask(
+        self, conn: _Conn, kind: FrameKind, body: bytes, within: float = ECHO_TIMEOUT
+    ) -> Frame:
+        """Sends a request frame and waits for the answer frame with the same
+        msg_id, all within ``within`` seconds (the connection coming up
+        included).
+        Raises ``ConnectionFailedError`` (refused, lost, no answer)."""
+        loop = self._running_loop()
+        deadline = loop.time() + within
         if conn.up_future is not None and not conn.up_future.done():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(conn.up_future), ECHO_TIMEOUT)
+                await asyncio.wait_for(asyncio.shield(conn.up_future), within)
         if conn.link.down is not None or not conn.link.up:
             raise ConnectionFailedError(conn.link.peer_addr, "connection closed")
-        msg_id = conn.next_request_id
-        conn.next_request_id += 1
-        answer: asyncio.Future[Frame] = self._running_loop().create_future()
+        # From the id space of our user messages: a refusal of this request
+        # must never read as the refusal of a message (freeing its slot).
+        msg_id = conn.link.reserve_msg_id()
+        answer: asyncio.Future[Frame] = loop.create_future()
         conn.requests[msg_id] = answer
         conn.link.send_frame(frame(kind, body, msg_id))
         self._dirty.add(conn)
         self._flush_soon()
         try:
-            return await asyncio.wait_for(answer, ECHO_TIMEOUT)
+            return await asyncio.wait_for(answer, max(0.0, deadline - loop.time()))
         except TimeoutError:
             raise ConnectionFailedError(conn.link.peer_addr, "no answer in time") from None
         finally:
@@ -1111,7 +1118,10 @@ class QuicP2p:
             raise QuicP2pError("a Client accepts no connections: nothing to check")
         via_addr = via.peer_addr if isinstance(via, (NodeInfo, Peer)) else normalize_address(via)
         _, conn = self._rendezvous_conn(via_addr, via_addr)
-        answer = await self._ask(conn, FrameKind.REACH_REQUEST, b"")
+        # The checker dials us back first (up to PROBE_TIMEOUT, plus a socket).
+        answer = await self._ask(
+            conn, FrameKind.REACH_REQUEST, b"", within=PROBE_TIMEOUT + ECHO_TIMEOUT
+        )
         try:
             reached, addr = decode_reach_result(answer.body)
         except (WireError, ValueError) as exc:
@@ -1562,9 +1572,13 @@ class QuicP2p:
             conn.timer = self._running_loop().call_at(at, self._on_timer, conn)
 
     def _on_timer(self, conn: _Conn) -> None:
+        armed = conn.timer_at
         conn.timer = None
         conn.timer_at = None
-        conn.quic.handle_timer(now=self._now())
+        # The loop may fire a hair early; aioquic's own driver clamps to the
+        # time it armed, or the timer would do nothing and be re-armed.
+        now = self._now()
+        conn.quic.handle_timer(now=now if armed is None else max(armed, now))
         self._dirty.add(conn)
         self._process(conn)
         self._flush_soon()
@@ -1581,16 +1595,17 @@ class QuicP2p:
                 elif msg_id == conn.handshake_id and conn.record is not None:
                     conn.handshake_id = 0
                     self._complete(conn.record)  # the Node accepted us as a Client
-        elif isinstance(ev, LinkRefused) and ev.reason in _REQUEST_REFUSALS:
-            waiter = conn.requests.get(ev.msg_id)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(
-                    ConnectionFailedError(conn.link.peer_addr, _REQUEST_REFUSALS[ev.reason])
-                )
         elif isinstance(ev, LinkRefused):
+            refused = f"refused by the peer: {ev.reason.name.lower()}"
+            waiter = conn.requests.get(ev.msg_id)
+            if waiter is not None:
+                if not waiter.done():
+                    reason = _REQUEST_REFUSALS.get(ev.reason, refused)
+                    waiter.set_exception(ConnectionFailedError(conn.link.peer_addr, reason))
+                return
             s = self._settled(conn, ev.msg_id)
             if s is not None:
-                self._resolve(s, False, f"refused by the peer: {ev.reason.name.lower()}")
+                self._resolve(s, False, refused)
         elif isinstance(ev, LinkUp):
             self._on_up(conn)
         elif isinstance(ev, LinkDown):

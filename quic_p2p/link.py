@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from aioquic.quic import events as qe
 from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
@@ -131,8 +130,6 @@ class Link:
         self.max_msg_size = max_msg_size
         self.up = False
         self.down: LinkDown | None = None
-        #: What the layer above hangs on this link (e.g. its peer record).
-        self.owner: Any = None
         self._control_id: int | None = None
         # The peer's control stream is its first unidirectional stream:
         # id 2 when the client (initiator) opened it, 3 when the server did.
@@ -156,6 +153,12 @@ class Link:
         if loss is None or not getattr(loss, "_rtt_initialized", False):
             return None
         return float(loss._rtt_smoothed)
+
+    @property
+    def large_messages_in_progress(self) -> int:
+        """Our large messages on streams of their own, not yet acknowledged or
+        refused (at most ``MAX_ACTIVE_LARGE``; the rest wait their turn)."""
+        return len(self._large_active)
 
     @property
     def control_backlog(self) -> int:
@@ -186,8 +189,9 @@ class Link:
         self.quic.send_stream_data(self._control_id, data)
 
     def reserve_msg_id(self) -> int:
-        """A msg_id no user message of this link will use (for a frame the
-        peer acknowledges like a message, e.g. a Client's handshake)."""
+        """A msg_id no user message of this link will use: for a frame the
+        peer acknowledges like a message (a Client's handshake), or a request
+        whose answer or refusal carries it (echo, punch, relay, reach)."""
         msg_id = self._next_msg_id
         self._next_msg_id += 1
         return msg_id

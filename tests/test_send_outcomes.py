@@ -12,6 +12,8 @@ import tracemalloc
 import pytest
 
 from quic_p2p import (
+    ConnectedTo,
+    ConnectionFailedError,
     ConnectionFailure,
     NewMessage,
     NodeInfo,
@@ -143,3 +145,22 @@ async def test_backpressure_keeps_order_and_delivers_everything() -> None:
         assert all(isinstance(r, SentUserMessage) for r in results)
         got = [e.msg for e in drain(b) if isinstance(e, NewMessage)]
         assert sorted(got) == sorted(msgs)
+
+
+async def test_a_refused_request_never_frees_a_message_slot() -> None:
+    """Requests to a peer (here a punch request it refuses) and messages share
+    one msg_id space: the refusal of request N must not read as the refusal
+    of large message N, which would start a fifth message stream the peer
+    refuses (busy) although it refused nothing of ours."""
+    async with endpoints(node_config(), node_config()) as (a, b):
+        peer = await asyncio.wait_for(a.connect_to(b.node_info), WAIT)
+        await wait_for_event(b, ConnectedTo)
+        big = [os.urandom(6 * MIB) for _ in range(5)]  # four streams at once, one queued
+        sends = [asyncio.ensure_future(a.send(peer, m, i)) for i, m in enumerate(big)]
+        await asyncio.sleep(0)
+        with pytest.raises(ConnectionFailedError, match="not connected to that peer"):
+            await asyncio.wait_for(a.connect_to(NodeInfo(("127.0.0.1", 9)), via=b.node_info), WAIT)
+        done = await asyncio.wait_for(asyncio.gather(*sends), 6 * WAIT)
+        assert [type(o) for o in done] == [SentUserMessage] * 5, [
+            getattr(o, "reason", "") for o in done
+        ]
