@@ -45,7 +45,7 @@ def test_save_200(benchmark: Any, impl: ModuleType, tmp_path: Path) -> None:
 
     def save() -> bool:
         state["i"] += 1
-        cache.add(nodes[state["i"] % CAPACITY])
+        cache.add(nodes[state["i"] % CAPACITY], 1e9 + state["i"])
         return store.save(cache)
 
     assert benchmark(save)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -128,9 +127,8 @@ def node_key(info: NodeInfo) -> bytes:
     return _packed_ip(host) + port.to_bytes(2, "big") + accel.sha256(info.peer_cert_der)
 
 
-def _ms(now: float | None) -> int:
-    stamp = time.time() if now is None else now
-    return min(max(int(stamp * 1000), 0), _U64_MAX)
+def _ms(now: float) -> int:
+    return min(max(int(now * 1000), 0), _U64_MAX)
 
 
 class BootstrapCache:
@@ -190,9 +188,10 @@ class BootstrapCache:
         return [e.info for e in sorted(self.entries(), key=lambda e: e.failures)]
 
     # ----------------------------------------------------------- mutations
-    def add(self, info: NodeInfo, now: float | None = None) -> bool:
-        """Record a successful connection at ``now`` (seconds since the epoch;
-        None: the wall clock): insert or move to most recent, reset failures.
+    def add(self, info: NodeInfo, now: float) -> bool:
+        """Record a successful connection at ``now`` (seconds since the epoch,
+        from the caller: this module reads no clock): insert or move to most
+        recent, reset failures.
         False, and nothing cached, for a hard-coded contact."""
         if info in self._hard_coded:
             return False

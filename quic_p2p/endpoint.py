@@ -2300,7 +2300,11 @@ class QuicP2p:
         else:
             relay = None if record.relay is None else record.relay.relay.addr
             self._channel.push(ConnectedTo(peer, relay))
-        if peer.node_info is not None and record.we_contacted and self._cache.add(peer.node_info):
+        if (
+            peer.node_info is not None
+            and record.we_contacted
+            and self._cache.add(peer.node_info, time.time())
+        ):
             self._schedule_cache_save()
         for waiter in record.waiters:
             if not waiter.future.done():

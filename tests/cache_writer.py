@@ -10,6 +10,7 @@ the tests so both sides name the same nodes; the kill loop forks ``write_forever
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable
 from itertools import count
 
@@ -31,7 +32,7 @@ def write(directory: str, tag: int, numbers: Iterable[int], ready: Callable[[], 
     cache = BootstrapCache()
     cache.merge(store.load())
     for i in numbers:
-        cache.add(node_for(tag, i))
+        cache.add(node_for(tag, i), time.time())
         if not store.save(cache):
             return 1
         if i == 0:
