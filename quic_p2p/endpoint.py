@@ -612,11 +612,16 @@ class QuicP2p:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters of dropped or refused input (garbage datagrams, admission,
-        limits, punch and relay refusals), the bytes held for peers not yet
-        proven (now, and the most ever held), and, for a relay, the most
-        bytes ever queued for one side."""
+        """Counters of dropped or refused input (garbage datagrams, limits,
+        punch and relay refusals), of what admission did with unknown
+        Initials (``"admission: accept"``, ``"...: retry"``, ``"...: refused"``,
+        ``"...: invalid token"``, ...), the QUIC connections open now
+        (``"connections"``), the bytes held for peers not yet proven (now, and
+        the most ever held), and, for a relay, the most bytes ever queued for
+        one side."""
         out = dict(self._counters)
+        out.update({f"admission: {k}": v for k, v in self._admission.counters.items()})
+        out["connections"] = len(self._conns)
         out["unproven peers: bytes held"] = self._unproven.used
         out["unproven peers: most bytes held"] = self._unproven.peak
         if self.relay_policy is not None:

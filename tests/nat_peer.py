@@ -152,14 +152,7 @@ async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
             return "sent"
         raise QuicP2pError(out.reason)
     if op == "stats":
-        return {
-            "stats": ep.stats,
-            "admission": ep._admission.counters,
-            "records": {
-                format_address(a): [r.to.name, r.frm.name, r.connected]
-                for a, r in ep._records.items()
-            },
-        }
+        return ep.stats
     if op == "peers":
         return [format_address(p.peer_addr) for p in ep.connected_peers()]
     if op == "quit":

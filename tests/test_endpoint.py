@@ -174,7 +174,7 @@ async def test_client_uses_one_connection_and_is_never_treated_as_a_node() -> No
         assert isinstance(await n.send(client, b"down", 2), SentUserMessage)
         ev, _ = await wait_for_event(c, NewMessage)
         assert ev.msg == b"down"
-        assert len(n._conns) == 1 and len(c._conns) == 1
+        assert n.stats["connections"] == 1 and c.stats["connections"] == 1
 
 
 async def test_simultaneous_connects_converge_to_one_pair() -> None:
@@ -192,7 +192,7 @@ async def test_simultaneous_connects_converge_to_one_pair() -> None:
             await datagram_barrier(ep)
             events += drain(ep)
             assert len([e for e in events if isinstance(e, ConnectedTo)]) == 1, events
-            assert len(ep._conns) == 2  # one connection each way, no more
+            assert ep.stats["connections"] == 2  # one connection each way, no more
 
 
 @pytest.mark.timeout(120)
@@ -220,7 +220,7 @@ async def test_twenty_nodes_all_connecting_at_once_converge() -> None:
             connected = [e for e in events + drain(ep) if isinstance(e, ConnectedTo)]
             assert len(connected) == n - 1
             assert len({e.peer.peer_addr for e in connected}) == n - 1
-            assert len(ep._conns) == 2 * (n - 1)
+            assert ep.stats["connections"] == 2 * (n - 1)
 
 
 # ------------------------------------------------------------------ messages
@@ -329,7 +329,7 @@ async def test_stateless_retry_is_on_and_a_bad_token_is_refused() -> None:
 
     async with endpoints(node_config(), node_config()) as (n, other):
         await connect(other, n)
-        assert n._admission.counters.get("retry", 0) >= 1
+        assert n.stats.get("admission: retry", 0) >= 1
         # A client presenting a forged token gets INVALID_TOKEN (RFC 9000 §8.1).
         cfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=0)
         cfg.token = b"\x01" * 60
@@ -360,8 +360,8 @@ async def test_stateless_retry_is_on_and_a_bad_token_is_refused() -> None:
             assert terminated and terminated[0].error_code == 0x0B
         finally:
             transport.close()
-        assert n._admission.counters.get("invalid token", 0) == 1
-        assert len(n._conns) == 2  # no state was created for the forger
+        assert n.stats.get("admission: invalid token", 0) == 1
+        assert n.stats["connections"] == 2  # no state was created for the forger
 
 
 async def test_clean_shutdown_leaves_no_tasks_or_sockets() -> None:

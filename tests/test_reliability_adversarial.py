@@ -430,7 +430,7 @@ async def test_client_claiming_to_be_a_node_fails_with_reverse_connect_failed() 
         await until(lambda: conn.link.down is not None)
         assert conn.link.down is not None
         assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
-        assert liar._admission.counters.get("refused") == 1  # it refused the reverse dial
+        assert liar.stats.get("admission: refused") == 1  # it refused the reverse dial
         assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
         assert victim.connected_peers() == []
 
