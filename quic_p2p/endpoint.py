@@ -616,12 +616,13 @@ class QuicP2p:
         punch and relay refusals), of what admission did with unknown
         Initials (``"admission: accept"``, ``"...: retry"``, ``"...: refused"``,
         ``"...: invalid token"``, ...), the QUIC connections open now
-        (``"connections"``), the bytes held for peers not yet proven (now, and
-        the most ever held), and, for a relay, the most bytes ever queued for
-        one side."""
+        (``"connections"``) and the relay sessions we are a side of, the bytes
+        held for peers not yet proven (now, and the most ever held), and, for
+        a relay, the most bytes ever queued for one side."""
         out = dict(self._counters)
         out.update({f"admission: {k}": v for k, v in self._admission.counters.items()})
         out["connections"] = len(self._conns)
+        out["relay: sessions we are a side of"] = len(self._relay_paths)
         out["unproven peers: bytes held"] = self._unproven.used
         out["unproven peers: most bytes held"] = self._unproven.peak
         if self.relay_policy is not None:

@@ -40,9 +40,13 @@ from netutil import (
     drain,
     endpoints,
     node_config,
+    send_control_frame,
     until,
     wait_for_event,
 )
+
+#: Relay sessions an endpoint takes part in as one of the two sides.
+OUR_PATHS = "relay: sessions we are a side of"
 
 
 async def _connect(a: QuicP2p, b: QuicP2p) -> None:
@@ -131,7 +135,7 @@ async def test_relay_session_limits_refuse_clearly() -> None:
         with pytest.raises(ConnectionFailedError, match="at its relay limits"):
             await asyncio.wait_for(c.connect_to(a.node_info, via=r.node_info, punch=False), WAIT)
         assert r.stats["relay requests refused"] == 2
-        assert len(r._relay_sessions) == 1
+        assert len(r.relay_sessions()) == 1
         await _exchange(a, b, 3, b"unaffected")
 
 
@@ -151,7 +155,8 @@ async def test_relay_byte_limit_ends_the_session_and_every_send_has_an_outcome()
             )
             assert "relay byte limit reached" in ev.error
         assert r.stats.get("relay sessions closed") == 1
-        assert not r._relay_sessions and not a._relay_paths and not b._relay_paths
+        assert not r.relay_sessions()
+        assert a.stats[OUR_PATHS] == b.stats[OUR_PATHS] == 0
         # Both stay connected to the relay itself.
         assert a.connected_peers() == [Peer.node(r.node_info)]
 
@@ -184,7 +189,7 @@ async def test_losing_the_relay_loses_the_relayed_peers_not_the_messages_outcome
         assert all("lost the relay" in o.reason for o in unsent), [o.reason for o in unsent]
         ev, _ = await wait_for_event(a, ConnectionFailure, lambda e: e.peer_addr == b.local_addr)
         assert "relay" in ev.error
-        await until(lambda: not a._relay_paths and not b._relay_paths)
+        await until(lambda: a.stats[OUR_PATHS] == b.stats[OUR_PATHS] == 0)
         received = {e.msg for e in drain(b) if isinstance(e, NewMessage)}
         sent = [o.msg for o in outcomes if isinstance(o, SentUserMessage)]
         assert set(sent) <= received  # never reported sent but not received
@@ -213,9 +218,9 @@ async def test_upgrade_to_direct_keeps_the_connection_and_its_messages() -> None
                     got.append(e.msg)
         assert sorted(got) == sorted(b"m%d" % i for i in range(200))
         # Same connections (probe connections came and went), relay session over.
-        await until(lambda: not r._relay_sessions)
+        await until(lambda: not r.relay_sessions())
         assert r.stats.get("relay sessions closed") == 1
-        await until(lambda: not a._relay_paths and not b._relay_paths)
+        await until(lambda: a.stats[OUR_PATHS] == b.stats[OUR_PATHS] == 0)
         assert conns_before & {id(c) for c in a._conns}
         forwarded = r.stats["relay: bytes forwarded"]
         await _exchange(a, b, 20, b"after")
@@ -285,19 +290,15 @@ async def test_relay_frames_from_strangers_and_garbage_are_dropped_or_closed() -
         r.relay_policy = RelayPolicy()
         await _relayed(r, a, b)
         # A packet for a session that does not exist, both directions: dropped.
-        a_to_r = a._send_conn(a._records[r.local_addr])
-        assert a_to_r is not None
         for msg_id in (999, 999 | endpoint_module.FROM_RELAY):
-            a_to_r.link.send_frame(frame(FrameKind.RELAY_PACKET, b"\x40" * 30, msg_id))
-        a_to_r.link.send_frame(encode_relay_close(999, RelayClose.CLOSED, "nothing"))
-        a._dirty.add(a_to_r)
-        a._flush()
+            send_control_frame(a, r.local_addr, frame(FrameKind.RELAY_PACKET, b"\x40" * 30, msg_id))
+        send_control_frame(a, r.local_addr, encode_relay_close(999, RelayClose.CLOSED, "nothing"))
         await until(lambda: r.stats.get("relay: dropped a packet of an unknown session") == 2)
         # Garbage in a real session reaches b's demultiplexer, which drops it.
-        path = next(iter(a._relay_paths.values()))
-        a_to_r.link.send_frame(frame(FrameKind.RELAY_PACKET, b"\x00junk", path.session))
-        a._dirty.add(a_to_r)
-        a._flush()
+        (session,) = r.relay_sessions()
+        send_control_frame(
+            a, r.local_addr, frame(FrameKind.RELAY_PACKET, b"\x00junk", session.session_id)
+        )
         await until(lambda: any(k.startswith("dropped") for k in b.stats))
         await _exchange(a, b, 3, b"still fine")
 
@@ -306,8 +307,6 @@ async def test_relay_frames_from_strangers_and_garbage_are_dropped_or_closed() -
         await until(lambda: conn.link.down is not None)
         assert conn.link.down.error_code == ErrorCode.PROTOCOL_VIOLATION
         # A malformed RELAY_OPEN from a connected peer: BAD_FRAME.
-        a_to_r.link.send_frame(frame(FrameKind.RELAY_OPEN, b"\x00", 0))
-        a._dirty.add(a_to_r)
-        a._flush()
+        send_control_frame(a, r.local_addr, frame(FrameKind.RELAY_OPEN, b"\x00", 0))
         ev, _ = await wait_for_event(a, ConnectionFailure, lambda e: e.peer_addr == r.local_addr)
         assert "RELAY_OPEN body too short" in ev.error
