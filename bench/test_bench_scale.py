@@ -112,6 +112,7 @@ def test_connections_1000(benchmark: Any, tmp_path: Path) -> None:
             result["server_rss_before_kib"] = before
             result["server_rss_after_kib"] = after
             result["rss_per_connection_kib"] = (after - before) / (CONNECTIONS - 1)
+            assert child.stdin is not None and child.stdout is not None
             child.stdin.write("count\n")
             child.stdin.flush()
             line = await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)

@@ -78,6 +78,6 @@ def test_token_verify_garbage(benchmark: Any, impl: ModuleType) -> None:
 def _best_sha256_backend(impl: ModuleType) -> None:
     """Benchmarks measure what users get: the block function chosen at load."""
     if impl.NAME == "c":
-        from quic_p2p.accel._native import lib  # type: ignore[import-not-found]
+        from quic_p2p.accel._native import lib
 
         lib.qp2p_sha256_backend(lib.QP2P_SHA256_AUTO)
