@@ -39,7 +39,7 @@ QUICK = os.environ.get("QUIC_P2P_BENCH_MODE") == "quick"
 def initials() -> dict[str, Any]:
     """A real client's first Initial, and its second one carrying our token."""
     cfg = Config(ip="127.0.0.1")
-    admission = Admission(RetryTokens(), cid_length=CID_LENGTH)
+    admission = Admission(RetryTokens(), random_bytes=os.urandom, cid_length=CID_LENGTH)
     client = QuicConnection(configuration=client_configuration(cfg, None))
     client.connect(SERVER, now=NOW)
     first = client.datagrams_to_send(now=NOW)[0][0]

@@ -9,8 +9,8 @@ until it does, the only cost to us is one HMAC and one Retry packet.
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aioquic.quic.connection import TRANSPORT_CLOSE_FRAME_CAPACITY
@@ -67,11 +67,15 @@ class Admission:
         self,
         tokens: RetryTokens,
         *,
+        random_bytes: Callable[[int], bytes],
         retry: bool = True,
         retry_above_rate: float = 0.0,
         cid_length: int = 8,
     ) -> None:
         self.tokens = tokens
+        #: Where the Retry's source CID comes from (the driver passes
+        #: ``os.urandom``; tests may pass something repeatable).
+        self.random_bytes = random_bytes
         self.retry = retry
         #: Retry only while more than this many new handshakes per second
         #: arrive (0: always retry). Saves a round trip when not under load.
@@ -119,7 +123,7 @@ class Admission:
         addr_key = address_bytes(addr[0], addr[1])
         now_ms = int(now * 1000)
         if not info.token:
-            retry_scid = os.urandom(self.cid_length)
+            retry_scid = self.random_bytes(self.cid_length)
             token = self.tokens.mint(addr_key, info.dcid, retry_scid, now_ms)
             return self._count(
                 Reply(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -485,6 +486,7 @@ class QuicP2p:
         self._tokens = RetryTokens()
         self._admission = Admission(
             self._tokens,
+            random_bytes=os.urandom,
             retry=stateless_retry,
             retry_above_rate=retry_above_rate,
             cid_length=CID_LENGTH,

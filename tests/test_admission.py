@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
@@ -22,7 +24,7 @@ def initial(token: bytes = b"") -> bytes:
 
 
 def test_tokenless_initial_gets_a_retry_and_its_token_is_accepted() -> None:
-    adm = Admission(RetryTokens(b"k" * 32))
+    adm = Admission(RetryTokens(b"k" * 32), random_bytes=os.urandom)
     first = initial()
     info = classify_datagram(first, 8)
     decision = adm.decide(info, len(first), ADDR, now=100.0)
@@ -30,7 +32,8 @@ def test_tokenless_initial_gets_a_retry_and_its_token_is_accepted() -> None:
     # The Retry's token and SCID come back in the client's next Initial.
     retry = classify_datagram(decision.datagram, 8)
     token = decision.datagram[7 + len(retry.dcid) + len(retry.scid) : -16]
-    again = Admission(adm.tokens)  # same keys, no other state needed: stateless
+    # Same keys, no other state needed: stateless.
+    again = Admission(adm.tokens, random_bytes=os.urandom)
     second = initial(token)
     info2 = classify_datagram(second, 8)._replace(dcid=retry.scid)
     accepted = again.decide(info2, len(second), ADDR, now=100.5)
@@ -41,7 +44,7 @@ def test_tokenless_initial_gets_a_retry_and_its_token_is_accepted() -> None:
 
 
 def test_retry_only_above_the_handshake_rate() -> None:
-    adm = Admission(RetryTokens(), retry_above_rate=3)
+    adm = Admission(RetryTokens(), random_bytes=os.urandom, retry_above_rate=3)
     data = initial()
     info = classify_datagram(data, 8)
     kinds = [type(adm.decide(info, len(data), ADDR, now=10.0 + i * 0.01)) for i in range(6)]
@@ -51,7 +54,7 @@ def test_retry_only_above_the_handshake_rate() -> None:
 
 
 def test_refusal_small_datagrams_and_other_packet_types() -> None:
-    adm = Admission(RetryTokens())
+    adm = Admission(RetryTokens(), random_bytes=os.urandom)
     data = initial()
     info = classify_datagram(data, 8)
     refused = adm.decide(info, len(data), ADDR, now=1.0, accepting=False)

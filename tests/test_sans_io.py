@@ -59,8 +59,6 @@ KNOWN_IMPURE = {
     "quic_p2p.accel.cimpl.lru": {"os.urandom()"},
     # One reusable C output buffer per thread.
     "quic_p2p.accel.cimpl.classify": {"import threading"},
-    # The Retry packet's source CID.
-    "quic_p2p.admission": {"os.urandom()"},
     # Certificate validity checks default to the wall clock.
     "quic_p2p.tls": {"datetime.now()"},
     # Certificate creation dates, and key/certificate file writers for the CLI.
