@@ -6,6 +6,7 @@ TLS trust modes; every ``send`` ends in exactly one outcome (sent or unsent).
 
 from __future__ import annotations
 
+from .aio import QuicP2p
 from .config import (
     DEFAULT_IDLE_TIMEOUT_MSEC,
     DEFAULT_KEEP_ALIVE_INTERVAL_MSEC,
@@ -17,16 +18,15 @@ from .config import (
     RelayPolicy,
     TrustMode,
 )
-from .endpoint import (
+from .errors import (
     BootstrapError,
     ConnectionFailedError,
     EchoDisagreementError,
     EchoError,
     EndpointClosedError,
-    QuicP2p,
-    RelaySessionInfo,
+    QuicP2pError,
+    RemoteProtocolError,
 )
-from .errors import QuicP2pError, RemoteProtocolError
 from .events import (
     BootstrapFailure,
     BootstrappedTo,
@@ -40,6 +40,7 @@ from .events import (
     UpgradedToDirect,
 )
 from .peer import InvalidContactError, NodeInfo, Peer, PeerKind, Reachability
+from .proto import RelaySessionInfo
 
 __version__ = "0.1.0.dev0"
 

@@ -1,67 +1,38 @@
-"""A bounded, ordered event channel between the endpoint and its user."""
+"""Waiting for the engine's events (``QuicP2p.events()``)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import AsyncIterator
 
-from .events import Event, Finish, NewMessage
+from .events import Event, Finish
+from .proto.events_queue import EventQueue
 
 
 class EventChannel:
-    """Events in order. Protocol events (connections, outcomes) are always
-    queued; user messages only while fewer than ``capacity`` of them wait, so
-    a user who stops reading makes peers see their messages refused (unsent),
-    never silently lost and never an unbounded buffer. Other events do not
-    count against ``capacity``: a user who never reads stays able to receive
-    as soon as it does."""
+    """The async face of an ``EventQueue``: readers wait until it has an event."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: deque[Event] = deque()
-        self._messages = 0  # NewMessage events among _items
+    def __init__(self, queue: EventQueue) -> None:
+        self.queue = queue
         self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
+        queue.on_push = self._wake
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def has_room(self) -> bool:
-        """Whether one more user message may be queued."""
-        return self._messages < self.capacity
-
-    def push(self, event: Event) -> None:
-        if self._closed:
-            return
-        if isinstance(event, NewMessage):
-            self._messages += 1
-        self._items.append(event)
-        if isinstance(event, Finish):
-            self._closed = True
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def get_nowait(self) -> Event | None:
-        """The next event if one is queued, else None."""
-        if not self._items:
-            return None
-        event = self._items.popleft()
-        if isinstance(event, NewMessage):
-            self._messages -= 1
-        return event
-
     async def get(self) -> Event:
-        while not self._items:
-            if self._closed:
+        queue = self.queue
+        while not len(queue):
+            if queue.closed:
                 return Finish()
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        event = self.get_nowait()
+        event = queue.get_nowait()
         assert event is not None
         return event
 

@@ -22,9 +22,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from .aio import QuicP2p
 from .certs import load_certificate, load_certificates, load_complete_cert
 from .config import CompleteCert, Config, ConfigError, OurType, RelayPolicy, TrustMode
-from .endpoint import QuicP2p
 from .errors import QuicP2pError
 from .events import (
     BootstrappedTo,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from .aio import QuicP2p
 from .certs import create_ca, issue_certificate
 from .config import Config, OurType, TrustMode
-from .endpoint import QuicP2p
 from .events import NewMessage, SentUserMessage
 from .peer import Peer, format_address
 
@@ -251,14 +251,14 @@ def _table(options: DemoOptions, members: list[_Member]) -> list[list[str]]:
             "trust mode",
         ]
     ]
-    names = {m.endpoint.local_addr: m.name for m in members if m.endpoint._local_addr}
+    names = {m.endpoint.local_addr: m.name for m in members if m.endpoint.engine.local_addr}
     for m in members:
         ep = m.endpoint
         peers = (
             sorted(
                 names.get(p.peer_addr, format_address(p.peer_addr)) for p in ep.connected_peers()
             )
-            if ep._local_addr
+            if ep.engine.local_addr
             else []
         )
         median = f"{statistics.median(m.latencies) * 1000:.1f} ms" if m.latencies else "-"
@@ -266,7 +266,7 @@ def _table(options: DemoOptions, members: list[_Member]) -> list[list[str]]:
             [
                 m.name,
                 ep.config.our_type.value,
-                format_address(ep.local_addr) if ep._local_addr else "-",
+                format_address(ep.local_addr) if ep.engine.local_addr else "-",
                 ", ".join(peers) if len(peers) <= 3 else f"{len(peers)} peers",
                 str(m.sent),
                 str(m.unsent),

@@ -27,3 +27,48 @@ class RemoteProtocolError(Exception):
         super().__init__(message)
         if error_code is not None:
             self.error_code = error_code
+
+
+#: A peer's (host, port); the same type as ``peer.Address``, spelled out here
+#: so this module imports nothing of ours.
+_Addr = tuple[str, int]
+
+
+class ConnectionFailedError(QuicP2pError):
+    """``connect_to`` did not end with a connected peer; ``reason`` says why."""
+
+    def __init__(self, peer_addr: _Addr, reason: str) -> None:
+        super().__init__(f"connection to {peer_addr[0]}:{peer_addr[1]} failed: {reason}")
+        self.peer_addr = peer_addr
+        self.reason = reason
+
+
+class NoRendezvousError(ConnectionFailedError):
+    """The rendezvous cannot help at all (not connected, does not know the
+    peer): no further punch or relay attempt is made."""
+
+
+class EchoError(QuicP2pError):
+    """``our_connection_info`` could not learn our address."""
+
+
+class EchoDisagreementError(EchoError):
+    """Nodes we asked saw us at different addresses (NAT, or a lying node)."""
+
+    def __init__(self, answers: dict[_Addr, _Addr]) -> None:
+        seen = ", ".join(f"{k[0]}:{k[1]} saw {v[0]}:{v[1]}" for k, v in answers.items())
+        super().__init__(f"echo answers disagree: {seen}")
+        self.answers = answers
+
+
+class BootstrapError(QuicP2pError):
+    """``bootstrap`` found no contact; ``reasons`` maps each tried address to why."""
+
+    def __init__(self, message: str, reasons: dict[_Addr, str]) -> None:
+        detail = "; ".join(f"{a[0]}:{a[1]}: {r}" for a, r in reasons.items())
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.reasons = reasons
+
+
+class EndpointClosedError(QuicP2pError):
+    """The endpoint is not running (not started, or closed)."""

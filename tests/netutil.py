@@ -5,6 +5,7 @@ test run imported."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import socket
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import quic_p2p
-from quic_p2p import Config, Event, QuicP2p
+from quic_p2p import Config, Event, NodeInfo, QuicP2p
+from quic_p2p.proto import ConnectionInfo
 
 E = TypeVar("E")
 
@@ -195,24 +197,103 @@ async def datagram_barrier(ep: QuicP2p) -> None:
 def send_control_frame(ep: QuicP2p, peer_addr: Any, data: bytes) -> None:
     """Sends frame bytes of our choosing to a connected peer on ``ep``'s
     control stream: how tests play a connected Node that sends what an
-    honest one would not (docs/wire.md)."""
-    record = ep._records[peer_addr]
-    _send_raw(ep, record.out or record.inn, data)
+    honest one would not (docs/wire.md). The connection ``ep`` dialled, else
+    the one the peer dialled."""
+    conns = [c for c in ep.engine.connections() if c.peer_addr == peer_addr and not c.closed]
+    conns.sort(key=lambda c: not c.outgoing)
+    assert conns, f"no open connection to {peer_addr}"
+    send_on(ep, conns[0].id, data)
 
 
-def _send_raw(ep: QuicP2p, conn: Any, data: bytes) -> None:
-    assert conn is not None
-    conn.link.send_frame(data)
-    ep._dirty.add(conn)
-    ep._flush()
+def send_on(ep: QuicP2p, conn_id: int, data: bytes) -> None:
+    """Frame bytes of our choosing on one of ``ep``'s connections."""
+    ep.engine.send_raw_frame(asyncio.get_running_loop().time(), conn_id, data)
+    ep.flush()
 
 
-async def dial_with_handshake(ep: QuicP2p, target: Any, handshake: bytes) -> Any:
+def connection_to(ep: QuicP2p, peer_addr: Any, *, outgoing: bool) -> ConnectionInfo:
+    """``ep``'s open connection to ``peer_addr`` in the direction asked."""
+    (conn,) = [
+        c
+        for c in ep.engine.connections()
+        if c.peer_addr == peer_addr and c.outgoing is outgoing and not c.closed
+    ]
+    return conn
+
+
+def is_down(ep: QuicP2p, conn_id: int) -> bool:
+    """Connection ``conn_id`` of ``ep`` is closed (or already forgotten)."""
+    conn = ep.engine.connection(conn_id)
+    return conn is None or conn.closed
+
+
+async def closed(ep: QuicP2p, conn_id: int) -> ConnectionInfo:
+    """Connection ``conn_id`` of ``ep`` once it is closed (as it was then)."""
+    await until(lambda: is_down(ep, conn_id))
+    info = ep.engine.connection(conn_id)
+    assert info is not None, "forgotten: more connections ended than the engine remembers"
+    return info
+
+
+async def dial_with_handshake(ep: QuicP2p, target: Any, handshake: bytes) -> int:
     """A connection from ``ep`` to ``target`` that sends ``handshake`` (frame
     bytes of our choosing) instead of ``ep``'s own role handshake: how tests
-    play a peer that lies about its role or certificate. Returns the _Conn."""
-    conn = ep._dial(target, echo_only=True)  # echo-only: no automatic handshake
-    ep._flush()
-    await asyncio.wait_for(asyncio.shield(conn.up_future), WAIT)
-    _send_raw(ep, conn, handshake)
+    play a peer that lies about its role or certificate. Returns its id."""
+    loop = asyncio.get_running_loop()
+    conn = ep.engine.dial_echo(loop.time(), target)  # echo-only: no automatic handshake
+    ep.flush()
+    async with asyncio.timeout(WAIT):
+        while not (info := ep.engine.connection(conn)) or not info.up:
+            assert info is not None and not info.closed, "the connection did not come up"
+            await asyncio.sleep(0.01)
+    send_on(ep, conn, handshake)
     return conn
+
+
+PEER_PROCESS = str(Path(__file__).with_name("peer_process.py"))
+
+
+class PeerProcess:
+    """``peer_process.py`` as a subprocess; stdout lines are collected."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.info: NodeInfo | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(cls, *args: str) -> AsyncIterator[PeerProcess]:
+        proc = await asyncio.create_subprocess_exec(
+            *python_argv(PEER_PROCESS),
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=python_env(),
+        )
+        self = cls(proc)
+        try:
+            line = await asyncio.wait_for(self.readline(), 30)
+            assert line.startswith("ready "), line
+            self.info = NodeInfo.from_json(line[6:])
+            yield self
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 10)
+
+    async def readline(self) -> str:
+        assert self.proc.stdout is not None
+        raw = await self.proc.stdout.readline()
+        line = raw.decode().rstrip("\n")
+        if raw:
+            self.lines.append(line)
+        return line
+
+    async def read_rest(self) -> None:
+        for _ in range(10**6):
+            if not await asyncio.wait_for(self.readline(), WAIT):
+                return
+        raise AssertionError("peer process output never ended")

@@ -13,7 +13,7 @@ and writes to stdout, one line each, flushed:
                                  for every user message the endpoint accepts
     event <EventName>            for every other event
 
-``msg`` lines are written by a hook on the endpoint's event channel, so each
+``msg`` lines are written by a hook on the endpoint's event queue (``engine.events``), so each
 is on stdout *before* the endpoint acknowledges the message to its sender:
 a message the sender saw as sent has its ``msg`` line, even when this process
 is SIGKILLed right after (a pipe keeps what was written before the kill). If
@@ -45,9 +45,10 @@ def _msg_line(ev: NewMessage) -> str:
 
 
 def _install_hook(ep: QuicP2p) -> bool:
-    channel = getattr(ep, "_channel", None)
-    push = getattr(channel, "push", None)
-    if channel is None or push is None:
+    engine = getattr(ep, "engine", None)
+    queue = getattr(engine, "events", None)
+    push = getattr(queue, "push", None)
+    if queue is None or push is None:
         return False
 
     def recording_push(event: object) -> None:
@@ -55,7 +56,7 @@ def _install_hook(ep: QuicP2p) -> bool:
             _line(_msg_line(event))
         push(event)
 
-    channel.push = recording_push  # type: ignore[method-assign]
+    queue.push = recording_push  # type: ignore[method-assign]
     return True
 
 

@@ -135,6 +135,6 @@ async def test_cache_is_tried_first_and_failed_entries_are_demoted(tmp_path: Pat
         await restarted.start()
         try:
             assert gone_info in restarted.bootstrap_cache()
-            assert restarted._cache.bootstrap_order()[0] == a.node_info
+            assert restarted.engine.cache.bootstrap_order()[0] == a.node_info
         finally:
             await restarted.aclose()

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from quic_p2p import ConnectedTo, SentUserMessage
-from quic_p2p.endpoint import PUNCH_NOTICE_BURST, PUNCH_NOTICE_RATE
+from quic_p2p.proto.limits import PUNCH_NOTICE_BURST, PUNCH_NOTICE_RATE
 from quic_p2p.wire import encode_punch_info
 
 from netutil import (

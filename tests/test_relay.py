@@ -30,12 +30,16 @@ from quic_p2p import (
     UnsentUserMessage,
     UpgradedToDirect,
 )
-from quic_p2p import endpoint as endpoint_module
 from quic_p2p.accel.types import FrameKind
+from quic_p2p.aio import nat as nat_module
+from quic_p2p.proto.limits import FROM_RELAY
+from quic_p2p.proto.state import AnswerResult
 from quic_p2p.wire import ErrorCode, RelayClose, encode_relay_close, frame
 
 from netutil import (
     WAIT,
+    closed,
+    connection_to,
     dial_with_handshake,
     drain,
     endpoints,
@@ -96,13 +100,7 @@ async def test_two_nodes_talk_through_a_relay() -> None:
         # The relay forwards QUIC packets: it never sees the plaintext.
         secret = os.urandom(32)
         forwarded: list[bytes] = []
-        real = r._on_relay_packet
-
-        def spy(conn: object, f: object) -> None:
-            forwarded.append(bytes(f.body))  # type: ignore[attr-defined]
-            real(conn, f)  # type: ignore[arg-type]
-
-        r._on_relay_packet = spy  # type: ignore[method-assign]
+        r.engine.relay_tap = forwarded.append
         await _exchange(a, b, 50, secret)
         big = secret * 4096  # 128 KiB: a message on its own stream
         assert isinstance(await asyncio.wait_for(a.send(b.node_info, big), WAIT), SentUserMessage)
@@ -199,7 +197,7 @@ async def test_upgrade_to_direct_keeps_the_connection_and_its_messages() -> None
     async with endpoints(node_config(), node_config(), node_config()) as (r, a, b):
         r.relay_policy = RelayPolicy()
         await _relayed(r, a, b)
-        conns_before = {id(c) for c in a._conns}
+        conns_before = {c.id for c in a.engine.connections()}
         # Messages in flight while the path changes.
         during = [asyncio.ensure_future(a.send(b.node_info, b"m%d" % i)) for i in range(200)]
         peer = await asyncio.wait_for(a.connect_to(b.node_info, via=r.node_info), WAIT)
@@ -221,7 +219,7 @@ async def test_upgrade_to_direct_keeps_the_connection_and_its_messages() -> None
         await until(lambda: not r.relay_sessions())
         assert r.stats.get("relay sessions closed") == 1
         await until(lambda: a.stats[OUR_PATHS] == b.stats[OUR_PATHS] == 0)
-        assert conns_before & {id(c) for c in a._conns}
+        assert conns_before & {c.id for c in a.engine.connections()}
         forwarded = r.stats["relay: bytes forwarded"]
         await _exchange(a, b, 20, b"after")
         assert r.stats["relay: bytes forwarded"] == forwarded  # all direct now
@@ -232,8 +230,8 @@ async def test_relay_fallback_starts_background_upgrades(
 ) -> None:
     """With punching on and relaying on, the endpoint goes on trying punches
     in the background once relayed (here: no punch before the relay)."""
-    monkeypatch.setattr(endpoint_module, "PUNCH_ATTEMPTS", 0)
-    monkeypatch.setattr(endpoint_module, "RELAY_UPGRADE_DELAYS", (0.05,))
+    monkeypatch.setattr(nat_module, "PUNCH_ATTEMPTS", 0)
+    monkeypatch.setattr(nat_module, "RELAY_UPGRADE_DELAYS", (0.05,))
     async with endpoints(node_config(), node_config(), node_config()) as (r, a, b):
         r.relay_policy = RelayPolicy()
         await _connect(a, r)
@@ -263,10 +261,12 @@ async def test_reachability_check_from_a_fresh_socket() -> None:
         await asyncio.wait_for(c.connect_to(b.node_info), WAIT)
         with pytest.raises(QuicP2pError, match="Client"):
             await c.check_reachability(b.node_info)
-        conn = c._send_conn(c._records[b.local_addr])
-        assert conn is not None
-        with pytest.raises(ConnectionFailedError, match="runs no reachability check"):
-            await asyncio.wait_for(c._ask(conn, FrameKind.REACH_REQUEST, b""), WAIT)
+        conn = connection_to(c, b.local_addr, outgoing=True)
+        now = asyncio.get_running_loop().time()
+        asked = c.engine.ask(now, conn.id, FrameKind.REACH_REQUEST, b"", WAIT)
+        answer = await asyncio.wait_for(c.result_of(asked), WAIT)
+        assert isinstance(answer, AnswerResult) and answer.frame is None
+        assert "runs no reachability check" in answer.error
         with pytest.raises(ConnectionFailedError, match="not connected to the rendezvous"):
             await a.check_reachability(("127.0.0.1", 9))
 
@@ -276,9 +276,7 @@ async def test_link_rtt_is_read_from_aioquic() -> None:
     async with endpoints(node_config(), node_config()) as (a, b):
         started = time.monotonic()
         await _connect(a, b)
-        conn = a._records[b.local_addr].out
-        assert conn is not None
-        rtt = conn.link.rtt
+        rtt = connection_to(a, b.local_addr, outgoing=True).rtt
         # A sample of this connection, not a threshold: no round trip on it
         # can have taken longer than the whole connect.
         assert rtt is not None and 0 < rtt <= time.monotonic() - started
@@ -290,7 +288,7 @@ async def test_relay_frames_from_strangers_and_garbage_are_dropped_or_closed() -
         r.relay_policy = RelayPolicy()
         await _relayed(r, a, b)
         # A packet for a session that does not exist, both directions: dropped.
-        for msg_id in (999, 999 | endpoint_module.FROM_RELAY):
+        for msg_id in (999, 999 | FROM_RELAY):
             send_control_frame(a, r.local_addr, frame(FrameKind.RELAY_PACKET, b"\x40" * 30, msg_id))
         send_control_frame(a, r.local_addr, encode_relay_close(999, RelayClose.CLOSED, "nothing"))
         await until(lambda: r.stats.get("relay: dropped a packet of an unknown session") == 2)
@@ -304,8 +302,7 @@ async def test_relay_frames_from_strangers_and_garbage_are_dropped_or_closed() -
 
         # A relay frame before the role handshake closes that connection.
         conn = await dial_with_handshake(a, r.node_info, frame(FrameKind.RELAY_PACKET, b"x", 1))
-        await until(lambda: conn.link.down is not None)
-        assert conn.link.down.error_code == ErrorCode.PROTOCOL_VIOLATION
+        assert (await closed(a, conn)).close_code == ErrorCode.PROTOCOL_VIOLATION
         # A malformed RELAY_OPEN from a connected peer: BAD_FRAME.
         send_control_frame(a, r.local_addr, frame(FrameKind.RELAY_OPEN, b"\x00", 0))
         ev, _ = await wait_for_event(a, ConnectionFailure, lambda e: e.peer_addr == r.local_addr)

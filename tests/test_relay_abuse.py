@@ -25,14 +25,15 @@ from quic_p2p import (
     RelayPolicy,
     SentUserMessage,
 )
-from quic_p2p import endpoint as endpoint_module
 from quic_p2p.accel.types import FrameKind
-from quic_p2p.endpoint import (
+from quic_p2p.aio import nat as nat_module
+from quic_p2p.peer import Address
+from quic_p2p.proto import relay as relay_module
+from quic_p2p.proto.limits import (
     RELAY_MAX_BACKLOG,
     RENDEZVOUS_REQUEST_BURST,
     RENDEZVOUS_REQUEST_RATE,
 )
-from quic_p2p.peer import Address
 from quic_p2p.wire import encode_address, encode_punch_info, encode_relay_open, frame
 
 from netutil import (
@@ -76,7 +77,7 @@ def lying_announcements(
         return honest(msg_id, session, addr, cert)
 
     with monkeypatch.context() as patch:
-        patch.setattr(endpoint_module, "encode_relay_open", lie)
+        patch.setattr(relay_module, "encode_relay_open", lie)
         yield
 
 
@@ -326,7 +327,7 @@ async def test_an_asker_over_the_rate_is_paced_not_failed() -> None:
 
 
 async def test_an_asker_whose_retries_run_out_is_told_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(endpoint_module, "RATE_LIMITED_RETRIES", 0)  # refused once: final
+    monkeypatch.setattr(nat_module, "RATE_LIMITED_RETRIES", 0)  # refused once: final
     async with endpoints(node_config(), node_config(), node_config()) as (r, a, b):
         await _dial(a, r)
         await _dial(b, r)

@@ -27,8 +27,6 @@ import socket
 import struct
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,11 +46,10 @@ from quic_p2p import (
 
 from netutil import (
     WAIT,
+    PeerProcess,
     drain,
     endpoints,
     node_config,
-    python_argv,
-    python_env,
     until,
     wait_for_event,
 )
@@ -60,8 +57,6 @@ from relay import Impairment, LossyRelay
 
 # Nothing may escape into the event loop; aioquic's safety net must not fire.
 pytestmark = pytest.mark.usefixtures("no_loop_errors")
-
-PEER_PROCESS = str(Path(__file__).with_name("peer_process.py"))
 
 
 # ------------------------------------------------------------------ helpers
@@ -250,52 +245,6 @@ async def test_link_cut_longer_than_idle_timeout_then_reconnect() -> None:
 
 
 # ------------------------------------------------------------------ 3. SIGKILL
-class PeerProcess:
-    """``peer_process.py`` as a subprocess; stdout lines are collected."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self.info: NodeInfo | None = None
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def start(cls, *args: str) -> AsyncIterator[PeerProcess]:
-        proc = await asyncio.create_subprocess_exec(
-            *python_argv(PEER_PROCESS),
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=python_env(),
-        )
-        self = cls(proc)
-        try:
-            line = await asyncio.wait_for(self.readline(), 30)
-            assert line.startswith("ready "), line
-            self.info = NodeInfo.from_json(line[6:])
-            yield self
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 10)
-
-    async def readline(self) -> str:
-        assert self.proc.stdout is not None
-        raw = await self.proc.stdout.readline()
-        line = raw.decode().rstrip("\n")
-        if raw:
-            self.lines.append(line)
-        return line
-
-    async def read_rest(self) -> None:
-        for _ in range(10**6):
-            if not await asyncio.wait_for(self.readline(), WAIT):
-                return
-        raise AssertionError("peer process output never ended")
-
-
 SEND_CHUNK = 500
 
 
@@ -472,7 +421,7 @@ async def _garbage_flood(total: int, seed: int) -> None:
         peer = await asyncio.wait_for(c.connect_to(n.node_info), WAIT)
         await wait_for_event(n, ConnectedTo)
         conns_before = n.stats["connections"]
-        known = list(n._cids)
+        known = [cid for conn in n.engine.connections() for cid in conn.cids]
         rng = random.Random(seed)
         sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
         categories: dict[str, int] = {}
@@ -608,7 +557,7 @@ async def _forged_initials(count: int) -> None:
         try:
             peer = await asyncio.wait_for(c.connect_to(n.node_info), WAIT)
             await wait_for_event(n, ConnectedTo)
-            conns, conn_set = n.stats["connections"], set(n._conns)
+            conns, conn_set = n.stats["connections"], {c.id for c in n.engine.connections()}
             counters0 = n.stats
 
             def retries_now() -> int:
@@ -631,7 +580,7 @@ async def _forged_initials(count: int) -> None:
             elapsed = time.monotonic() - started
             retries = n.stats["admission: retry"] - counters0.get("admission: retry", 0)
             assert retries == count
-            assert set(n._conns) == conn_set, "state for a forged source"
+            assert {c.id for c in n.engine.connections()} == conn_set, "state for a forged source"
             assert n.stats.get("admission: accept", 0) == counters0.get("admission: accept", 0)
 
             # A genuine token, replayed from a forged source: refused (bound to
@@ -843,5 +792,5 @@ async def test_idle_timeout_is_reported_as_such() -> None:
         await asyncio.wait_for(c.connect_to(NodeInfo(relay.for_a, n.our_certificate)), WAIT)
         relay.cut(WAIT)
         ev, _ = await wait_for_event(c, ConnectionFailure)
-        # quic_p2p.endpoint._describe_close's words for aioquic's "Idle timeout".
+        # quic_p2p.proto.conns.describe_close's words for aioquic's "Idle timeout".
         assert ev.error == IDLE_TIMEOUT, ev.error

@@ -20,7 +20,6 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
@@ -36,9 +35,22 @@ from quic_p2p import (
     SentUserMessage,
 )
 from quic_p2p.accel.types import FrameKind
+from quic_p2p.proto import ConnectionInfo
 from quic_p2p.wire import CONTROL_FRAME_MAX, ErrorCode, encode_ack, frame
 
-from netutil import WAIT, dial_with_handshake, drain, endpoints, node_config, until, wait_for_event
+from netutil import (
+    WAIT,
+    closed,
+    connection_to,
+    dial_with_handshake,
+    drain,
+    endpoints,
+    is_down,
+    node_config,
+    send_on,
+    until,
+    wait_for_event,
+)
 from rawpeer import CONTROL, RawPeer, header
 
 # Nothing may escape into the event loop; aioquic's safety net must not fire.
@@ -235,7 +247,7 @@ async def test_raw_peer_violation_is_closed_with_its_code(case: Case) -> None:
                 assert failures == []
             assert Peer.client(bad.addr) not in victim.connected_peers()
             assert not [
-                c for c in victim._conns if c.link.peer_addr == bad.addr and c.link.down is None
+                c for c in victim.engine.connections() if c.peer_addr == bad.addr and not c.closed
             ]
         finally:
             bad.close()
@@ -334,20 +346,26 @@ async def test_random_junk_on_the_control_stream_closes_with_our_codes() -> None
 
 
 # ------------------------------------------------------------------ QuicP2p attackers
-async def claim_certificate(bad: QuicP2p, victim: QuicP2p, cert: bytes) -> tuple[Any, list[Any]]:
+async def claim_certificate(
+    bad: QuicP2p, victim: QuicP2p, cert: bytes
+) -> tuple[ConnectionInfo, list[ConnectionInfo]]:
     """``bad`` dials ``victim`` claiming ``cert`` in its Node handshake; waits until
     that connection and the victim's reverse connection(s) to ``bad`` are down.
     Returns (bad's connection, the reverse connections as ``bad`` accepted them)."""
-    before = set(bad._conns)
+    before = {c.id for c in bad.engine.connections()}
     conn = await dial_with_handshake(bad, victim.node_info, frame(FrameKind.HANDSHAKE_NODE, cert))
-    reverse: list[Any] = []
+    reverse: list[int] = []
 
     def reverse_down() -> bool:
-        reverse.extend(c for c in bad._conns - before if not c.outgoing and c not in reverse)
-        return bool(reverse) and all(c.link.down is not None for c in reverse)
+        reverse.extend(
+            c.id
+            for c in bad.engine.connections()
+            if c.id not in before and not c.outgoing and c.id not in reverse
+        )
+        return bool(reverse) and all(is_down(bad, c) for c in reverse)
 
-    await until(lambda: conn.link.down is not None and reverse_down())
-    return conn, reverse
+    await until(lambda: is_down(bad, conn) and reverse_down())
+    return await closed(bad, conn), [await closed(bad, c) for c in reverse]
 
 
 async def _connect(a: QuicP2p, b: QuicP2p) -> Peer:
@@ -362,23 +380,19 @@ async def test_handshake_from_the_accepting_side_is_bad_handshake() -> None:
         drain(victim)
         # The connection the victim dialled: the attacker accepted it, and now
         # sends a role handshake on it, which only a dialler may do.
-        conn = bad._records[victim.local_addr].inn
-        assert conn is not None and not conn.outgoing
-        victim_out = victim._records[bad.local_addr].out
-        assert victim_out is not None
-        conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, bad.our_certificate))
-        bad._dirty.add(conn)
-        bad._flush()
+        conn = connection_to(bad, victim.local_addr, outgoing=False)
+        victim_out = connection_to(victim, bad.local_addr, outgoing=True)
+        send_on(bad, conn.id, frame(FrameKind.HANDSHAKE_NODE, bad.our_certificate))
         ev, _ = await wait_for_event(victim, ConnectionFailure)
         assert ev.peer_addr == bad.local_addr and "handshake from the accepting side" in ev.error
         # The victim closed its connection with BAD_HANDSHAKE (the attacker's
         # view may show DISCONNECTED: the victim also closes the pair's other
         # connection, and whichever close arrives first wins).
-        assert victim_out.link.down is not None
-        assert victim_out.link.down.error_code == ErrorCode.BAD_HANDSHAKE
-        await until(lambda: conn.link.down is not None)
-        assert conn.link.down is not None
-        assert conn.link.down.error_code in (ErrorCode.BAD_HANDSHAKE, ErrorCode.DISCONNECTED)
+        victim_out_now = victim.engine.connection(victim_out.id)
+        assert victim_out_now is not None and victim_out_now.closed
+        assert victim_out_now.close_code == ErrorCode.BAD_HANDSHAKE
+        bad_side = await closed(bad, conn.id)
+        assert bad_side.close_code in (ErrorCode.BAD_HANDSHAKE, ErrorCode.DISCONNECTED)
         assert victim.connected_peers() == []
 
 
@@ -387,11 +401,11 @@ async def test_node_whose_reverse_connection_presents_another_certificate() -> N
     the victim's reverse connection finds the attacker's own certificate."""
     async with endpoints(node_config(), node_config(), node_config()) as (victim, bad, third):
         conn, reverse = await claim_certificate(bad, victim, third.our_certificate)
-        assert conn.link.down is not None
-        assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
+        assert conn.closed
+        assert conn.close_code == ErrorCode.REVERSE_CONNECT_FAILED
         # The pin is enforced inside TLS: the victim's client aborts the
         # handshake with bad_certificate (CRYPTO_ERROR 0x100 + alert 42).
-        assert [c.link.down.error_code for c in reverse] == [TLS_BAD_CERTIFICATE]
+        assert [c.close_code for c in reverse] == [TLS_BAD_CERTIFICATE]
         # Never visible to the victim's application: no peer, no failure event.
         assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
         assert victim.connected_peers() == []
@@ -399,15 +413,17 @@ async def test_node_whose_reverse_connection_presents_another_certificate() -> N
 
 async def test_dialling_a_node_that_presents_another_certificate() -> None:
     async with endpoints(node_config(), node_config(), node_config()) as (victim, bad, third):
-        before = set(bad._conns)
-        new: list[Any] = []
+        before = {c.id for c in bad.engine.connections()}
+        new: list[int] = []
 
         def bad_side_down() -> bool:
             # Collected while it lives: once closed, bad forgets its side of the
             # connection after QUIC's draining period, which a loaded machine
             # can outlast before the failure below is even read.
-            new.extend(c for c in bad._conns - before if c not in new)
-            return bool(new) and all(c.link.down is not None for c in new)
+            new.extend(
+                c.id for c in bad.engine.connections() if c.id not in before and c.id not in new
+            )
+            return bool(new) and all(is_down(bad, c) for c in new)
 
         dial = asyncio.ensure_future(
             victim.connect_to(NodeInfo(bad.local_addr, third.our_certificate))
@@ -418,7 +434,7 @@ async def test_dialling_a_node_that_presents_another_certificate() -> None:
         ev, _ = await wait_for_event(victim, ConnectionFailure)  # the application asked
         assert ev.peer_addr == bad.local_addr and "certificate" in ev.error
         assert f"{TLS_BAD_CERTIFICATE:#x}" in ev.error
-        assert [c.link.down.error_code for c in new] == [TLS_BAD_CERTIFICATE]
+        assert [(await closed(bad, c)).close_code for c in new] == [TLS_BAD_CERTIFICATE]
         assert bad.connected_peers() == [] and victim.connected_peers() == []
 
 
@@ -427,9 +443,8 @@ async def test_client_claiming_to_be_a_node_fails_with_reverse_connect_failed() 
         conn = await dial_with_handshake(
             liar, victim.node_info, frame(FrameKind.HANDSHAKE_NODE, liar.our_certificate)
         )
-        await until(lambda: conn.link.down is not None)
-        assert conn.link.down is not None
-        assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
+        liar_side = await closed(liar, conn)
+        assert liar_side.close_code == ErrorCode.REVERSE_CONNECT_FAILED
         assert liar.stats.get("admission: refused") == 1  # it refused the reverse dial
         assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
         assert victim.connected_peers() == []
@@ -442,7 +457,11 @@ async def test_client_where_a_node_is_being_dialled_is_role_mismatch() -> None:
         p = await RawPeer.connect(victim.local_addr)
         try:
             dial = asyncio.ensure_future(victim.connect_to(NodeInfo(p.addr)))
-            await until(lambda: p.addr in victim._records)
+            await until(
+                lambda: any(
+                    c.peer_addr == p.addr and c.outgoing for c in victim.engine.connections()
+                )
+            )
             p.send(CONTROL, frame(FrameKind.HANDSHAKE_CLIENT))
             assert await p.closed_with() == ErrorCode.ROLE_MISMATCH
             assert not dial.done()
@@ -461,9 +480,8 @@ async def test_second_connection_from_a_connected_node_is_a_duplicate() -> None:
         extra = await dial_with_handshake(
             bad, victim.node_info, frame(FrameKind.HANDSHAKE_NODE, bad.our_certificate)
         )
-        await until(lambda: extra.link.down is not None)
-        assert extra.link.down is not None
-        assert extra.link.down.error_code == ErrorCode.DUPLICATE_HANDSHAKE
+        extra_side = await closed(bad, extra)
+        assert extra_side.close_code == ErrorCode.DUPLICATE_HANDSHAKE
         # Only the extra connection is closed: no second peer, and the
         # established one keeps working.
         assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
@@ -492,14 +510,14 @@ async def test_ca_issued_node_presenting_another_certificate_is_certificate_mism
         assert ev.peer_addr == bad.local_addr and "does not match" in ev.error
         # And a Node claiming a certificate that is not its own, at the reverse step.
         conn, reverse = await claim_certificate(bad, victim, third.our_certificate)
-        assert conn.link.down is not None
-        assert conn.link.down.error_code == ErrorCode.REVERSE_CONNECT_FAILED
+        assert conn.closed
+        assert conn.close_code == ErrorCode.REVERSE_CONNECT_FAILED
         # The victim closes its reverse connection with CERTIFICATE_MISMATCH; the
         # attacker may only see APPLICATION_ERROR (0x0c): a close sent before the
         # handshake is confirmed also goes out in Handshake packets, where RFC
         # 9000 §10.2.3 replaces application codes with it.
         assert any("does not match the pinned one" in r.getMessage() for r in caplog.records)
-        assert [c.link.down.error_code for c in reverse] in (
+        assert [c.close_code for c in reverse] in (
             [ErrorCode.CERTIFICATE_MISMATCH],
             [0x0C],
         )

@@ -1,0 +1,515 @@
+"""``QuicP2p``: the public endpoint, an asyncio face over the sans-IO engine.
+
+One UDP socket carries every connection, inbound and outbound: the address
+others see is the address we listen on, which the Node reachability proof
+depends on. The engine (``quic_p2p.proto``) holds all protocol state; this
+module binds the socket, keeps the engine's clock and one timer, and turns
+its results into the awaitables of the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .. import certs
+from ..accel.types import FrameKind
+from ..cache_store import CacheStore
+from ..channel import EventChannel
+from ..config import Config, OurType, RelayPolicy
+from ..errors import (
+    BootstrapError,
+    ConnectionFailedError,
+    EchoDisagreementError,
+    EchoError,
+    EndpointClosedError,
+    QuicP2pError,
+)
+from ..events import BootstrapFailure, Event, Finish, SentUserMessage, UnsentUserMessage
+from ..peer import Address, NodeInfo, Peer, Reachability, normalize_address
+from ..proto import Engine, EventQueue, RelaySessionInfo
+from ..proto.limits import (
+    BOOTSTRAP_PARALLEL,
+    BOOTSTRAP_TIMEOUT,
+    DEFAULT_EVENT_CAPACITY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_UNACKED_BYTES,
+    DEFAULT_SEND_TIMEOUT,
+    ECHO_QUORUM,
+    ECHO_TIMEOUT,
+    PROBE_TIMEOUT,
+)
+from ..proto.state import Result
+from ..wire import WireError, decode_address, decode_reach_result
+from .driver import log
+from .nat import Nat
+from .socket import drain_socket, socket_families
+
+
+class QuicP2p(Nat):
+    """A peer-to-peer endpoint: one UDP socket, QUIC connections to peers.
+
+    Use it as an async context manager (``async with QuicP2p(config) as node``)
+    or call ``start()`` and ``aclose()``.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        event_capacity: int = DEFAULT_EVENT_CAPACITY,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP,
+        stateless_retry: bool = True,
+        retry_above_rate: float = 0.0,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+        max_unacked_bytes: int = DEFAULT_MAX_UNACKED_BYTES,
+        outcome_events: bool = False,
+        relay: RelayPolicy | None = None,
+    ) -> None:
+        self.config = config if config is not None else Config()
+        if event_capacity < 1 or max_connections < 1 or max_connections_per_ip < 1:
+            raise QuicP2pError(
+                "event_capacity, max_connections and max_connections_per_ip must be positive"
+            )
+        if send_timeout is not None and not send_timeout > 0:
+            raise QuicP2pError("send_timeout must be positive (or None: never)")
+        if max_unacked_bytes < 1:
+            raise QuicP2pError("max_unacked_bytes must be positive")
+        if relay is not None and not isinstance(relay, RelayPolicy):
+            raise TypeError("relay must be a RelayPolicy (or None: do not relay)")
+        if relay is not None and self.config.our_type is not OurType.NODE:
+            raise QuicP2pError("only a Node can relay")
+        queue = EventQueue(event_capacity)
+        self._channel = EventChannel(queue)
+        #: The sans-IO engine under this endpoint (its state, for inspection).
+        self.engine = Engine(
+            self.config,
+            cert=self.config.our_complete_cert or certs.generate_self_signed(),
+            random_bytes=os.urandom,
+            wall_clock=time.time,
+            events=queue,
+            max_connections=max_connections,
+            max_connections_per_ip=max_connections_per_ip,
+            stateless_retry=stateless_retry,
+            retry_above_rate=retry_above_rate,
+            send_timeout=send_timeout,
+            max_unacked_bytes=max_unacked_bytes,
+            outcome_events=outcome_events,
+            relay=relay,
+        )
+        self._init_driver()
+        self._bootstrapping = False
+
+    # ------------------------------------------------------------ settings
+    @property
+    def relay_policy(self) -> RelayPolicy | None:
+        """Our offer to relay for others (None: we refuse relay requests)."""
+        return self.engine.relay_policy
+
+    @relay_policy.setter
+    def relay_policy(self, policy: RelayPolicy | None) -> None:
+        self.engine.relay_policy = policy
+
+    @property
+    def max_connections(self) -> int:
+        return self.engine.max_connections
+
+    @property
+    def max_connections_per_ip(self) -> int:
+        """Incoming connections one IPv4 address (or IPv6 /64) may hold at once."""
+        return self.engine.max_connections_per_ip
+
+    @property
+    def send_timeout(self) -> float | None:
+        """Seconds a connection may leave sends unacknowledged (None: forever)."""
+        return self.engine.send_timeout
+
+    @property
+    def max_unacked_bytes(self) -> int:
+        """Unacknowledged bytes per connection before ``send()`` waits."""
+        return self.engine.max_unacked_bytes
+
+    @property
+    def outcome_events(self) -> bool:
+        """Also put every send's outcome on ``events()`` (the seed's way). Off,
+        only outcomes whose ``send()`` caller stopped waiting go there."""
+        return self.engine.outcome_events
+
+    # ------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> QuicP2p:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Binds the socket and starts serving."""
+        if self._transport is not None:
+            raise QuicP2pError("endpoint already started")
+        self._loop = asyncio.get_running_loop()
+        # Loaded before binding: a cache problem is a warning, never a failed start.
+        # In a thread: waiting for another process's lock must not stall the loop.
+        self._cache_store = CacheStore(self.config.bootstrap_cache_dir)
+        self.engine.cache.merge(await asyncio.to_thread(self._cache_store.load))
+        transport, _ = await self._loop.create_datagram_endpoint(
+            self._protocol_factory,
+            local_addr=(self.config.bind_ip, self.config.bind_port),
+        )
+        self._transport = transport
+        assert self._protocol is not None
+        self._protocol.sock = drain_socket(transport)
+        local = normalize_address(transport.get_extra_info("sockname"))
+        self._v6_socket, ipv4_ok = socket_families(transport, local)
+        self.engine.start(self._now(), local, v6_socket=self._v6_socket, ipv4_ok=ipv4_ok)
+        self._flush()
+        log.info("endpoint %s bound to %s:%d", self.config.our_type.value, *local)
+
+    async def aclose(self) -> None:
+        """Closes every connection; pending sends resolve unsent; ``Finish`` is
+        the last event."""
+        if self.engine.closing:
+            return
+        if self._loop is None:
+            self.engine.close(0.0)
+            self._channel.queue.push(Finish())
+            return
+        self.engine.close(self._now())
+        self._flush()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.engine.forget_all()
+        self._take_results()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._cache_save is not None:
+            self._cache_save.cancel()
+            self._save_cache()
+        for sid in list(self._side):
+            self._close_side_socket(sid)
+        if self._protocol is not None:
+            self._protocol.close()
+        if self._transport is not None:
+            self._transport.close()
+            # Let the transport finish closing its socket before we return.
+            await asyncio.sleep(0)
+        self._channel.queue.push(Finish())
+
+    # ------------------------------------------------------------ properties
+    @property
+    def local_addr(self) -> Address:
+        """The (host, port) actually bound."""
+        addr = self.engine.local_addr
+        if addr is None:
+            raise EndpointClosedError("endpoint not started")
+        return addr
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of dropped or refused input (garbage datagrams, limits,
+        punch and relay refusals), of what admission did with unknown
+        Initials (``"admission: accept"``, ``"...: retry"``, ``"...: refused"``,
+        ``"...: invalid token"``, ...), the QUIC connections open now
+        (``"connections"``) and the relay sessions we are a side of, the bytes
+        held for peers not yet proven (now, and the most ever held), and, for
+        a relay, the most bytes ever queued for one side."""
+        return self.engine.stats
+
+    def relay_sessions(self) -> list[RelaySessionInfo]:
+        """As a relay: the sessions we forward packets for now."""
+        return self.engine.relay_sessions()
+
+    @property
+    def node_info(self) -> NodeInfo:
+        """Our NodeInfo at the bound address (see ``our_connection_info``)."""
+        return NodeInfo(self.local_addr, self.engine.our_certificate)
+
+    @property
+    def our_certificate(self) -> bytes:
+        return self.engine.our_certificate
+
+    def is_hard_coded_contact(self, node_info: NodeInfo) -> bool:
+        return node_info in self.config.hard_coded_contacts
+
+    def connected_peers(self) -> list[Peer]:
+        return self.engine.connected_peers()
+
+    def relayed_via(self, peer: Peer | NodeInfo | Address) -> Address | None:
+        """The relay our packets to a connected ``peer`` go through, or None
+        when they go directly (or we are not connected to it)."""
+        addr = peer.peer_addr if isinstance(peer, (Peer, NodeInfo)) else normalize_address(peer)
+        return self.engine.relayed_via(addr)
+
+    # ------------------------------------------------------------ events
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event in order; ends after ``Finish``."""
+        async for event in self._channel:
+            yield event
+
+    async def next_event(self) -> Event:
+        """The next event, waiting for one."""
+        return await self._channel.get()
+
+    def poll_event(self) -> Event | None:
+        """The next event if one is already queued, else None (no waiting)."""
+        return self.engine.poll_event()
+
+    # ------------------------------------------------------------ connecting
+    async def connect_to(
+        self,
+        node: NodeInfo,
+        *,
+        via: NodeInfo | Peer | Address | None = None,
+        punch: bool = True,
+        relay: bool = True,
+    ) -> Peer:
+        """Connects to a Node; returns once it is connected (for a Node peer:
+        both directions proven). Raises ``ConnectionFailedError``.
+
+        ``via``: a Node we are connected to that is also connected to ``node``
+        (a rendezvous; ``node`` is given as the rendezvous knows it). Both
+        sides must be Nodes. With ``punch``, the rendezvous tells each side
+        the other's address as it sees them and a common start time, and both
+        dial at once from their one socket, so NAT mappings open both ways
+        (hole punching). With ``relay``, if the first punch fails (or
+        ``punch`` is off), packets go through the rendezvous when it offers to
+        relay (``RelayPolicy``): the peer is connected, ``relayed_via`` names
+        the relay, and the remaining punches run in the background; one that
+        succeeds moves the connection to the direct path (``UpgradedToDirect``).
+        Called again for a relayed peer, it tries one punch now and returns
+        the peer, direct or still relayed."""
+        self._check_running()
+        if not isinstance(node, NodeInfo):
+            raise TypeError("connect_to takes a NodeInfo")
+        if via is None:
+            return await self._connect_and_wait(node)
+        connected = self.engine.check_connect(node)
+        if not (punch or relay):
+            raise QuicP2pError("connect_to via a rendezvous needs punch or relay (or both)")
+        if self.config.our_type is not OurType.NODE:
+            raise QuicP2pError("punching and relaying connect Nodes; a Client connects directly")
+        via_addr = via.peer_addr if isinstance(via, (NodeInfo, Peer)) else normalize_address(via)
+        if connected is not None:
+            if self.engine.relayed_via(node.peer_addr) is not None and punch:
+                await self._try_upgrade(node.peer_addr, via_addr)
+            return self.engine.peer(node.peer_addr) or connected
+        return await self._connect_via(node, via_addr, punch=punch, relay=relay)
+
+    async def disconnect_from(self, peer_addr: Address) -> None:
+        """Closes every connection with the peer (``ConnectionFailure`` if it was
+        connected)."""
+        if self._loop is None:
+            return
+        self.engine.disconnect(self._now(), normalize_address(peer_addr))
+        self._after()
+
+    # ------------------------------------------------------------ sending
+    async def send(
+        self, peer: Peer | NodeInfo, msg: bytes, token: int = 0
+    ) -> SentUserMessage | UnsentUserMessage:
+        """Sends ``msg``; resolves to ``SentUserMessage`` once the peer received
+        it, or ``UnsentUserMessage`` (the message handed back) — the same
+        outcome is also reported on ``events()`` when ``outcome_events`` is on,
+        or when the caller stops waiting. Sending to a Node we are not
+        connected to connects first, as the seed did."""
+        if isinstance(peer, NodeInfo):
+            peer = Peer.node(peer)
+        if not isinstance(peer, Peer):
+            raise TypeError("send takes a Peer or NodeInfo")
+        if not isinstance(msg, (bytes, bytearray, memoryview)):
+            raise TypeError("msg must be bytes")
+        if not isinstance(token, int) or not 0 <= token < 2**64:
+            raise QuicP2pError("token must be an integer in 0..2**64-1")
+        loop = self._running_loop()
+        send_id = self.engine.send(loop.time(), peer, bytes(msg), token)
+        future: asyncio.Future[SentUserMessage | UnsentUserMessage] = loop.create_future()
+        self._send_futures[send_id] = future
+        self._after()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller stopped waiting: the outcome goes to events() instead,
+            # decided by the engine from now on, or, if it was decided just
+            # before the cancellation reached us, put there now.
+            if self._send_futures.pop(send_id, None) is not None:
+                self.engine.abandon_send(send_id)
+            elif future.done() and not future.cancelled() and not self.outcome_events:
+                self._channel.queue.push(future.result())
+            raise
+
+    # ------------------------------------------------------------ bootstrap
+    def bootstrap_cache(self) -> list[NodeInfo]:
+        """Cached nodes, most recently connected first."""
+        return self.engine.cache.peers()
+
+    async def bootstrap(self) -> NodeInfo:
+        """Joins the network: tries the cached nodes (healthy, most recent first)
+        and then the hard-coded contacts, ``BOOTSTRAP_PARALLEL`` at a time. The
+        first to complete the role handshake wins (``BootstrappedTo``); the
+        others are closed. Raises ``BootstrapError`` (and reports
+        ``BootstrapFailure``) with each contact's reason when all fail."""
+        self._check_running()
+        if self._bootstrapping:
+            raise QuicP2pError("a bootstrap is already in progress")
+        contacts = self.engine.cache.bootstrap_order()
+        contacts += [c for c in self.config.hard_coded_contacts if c not in contacts]
+        if not contacts:
+            self._channel.queue.push(BootstrapFailure({}))
+            raise BootstrapError(
+                "nothing to bootstrap from: no hard-coded contacts and an empty bootstrap cache",
+                {},
+            )
+        group = self.engine.bootstrap_begin()
+        winner: asyncio.Future[NodeInfo] = self._running_loop().create_future()
+        self._winners[group] = winner
+        self._bootstrapping = True
+        reasons: dict[Address, str] = {}
+        slots = asyncio.Semaphore(BOOTSTRAP_PARALLEL)
+
+        async def attempt(contact: NodeInfo) -> None:
+            async with slots:
+                if winner.done():
+                    return
+                try:
+                    waiter = self.engine.bootstrap_connect(self._now(), contact, group)
+                    if waiter is None:
+                        self._after()
+                    else:
+                        await self._connected(waiter)
+                except ConnectionFailedError as exc:
+                    reasons[contact.peer_addr] = exc.reason
+                    if self.engine.cache.record_failure(contact):
+                        self._schedule_cache_save()
+
+        tasks = [asyncio.ensure_future(attempt(c)) for c in contacts]
+        everyone = asyncio.gather(*tasks)
+        waitables: set[asyncio.Future[Any]] = {winner, everyone}
+        try:
+            await asyncio.wait(
+                waitables, timeout=BOOTSTRAP_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            self._bootstrapping = False
+            self._winners.pop(group, None)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(everyone, return_exceptions=True)
+            if self._loop is not None:
+                self.engine.bootstrap_end(self._now(), group)
+                self._after()
+        if winner.done() and not winner.cancelled():
+            return winner.result()
+        winner.cancel()
+        for contact in contacts:
+            reasons.setdefault(contact.peer_addr, "no answer in time")
+        self._channel.queue.push(BootstrapFailure(dict(reasons)))
+        raise BootstrapError("bootstrap failed", reasons)
+
+    # ------------------------------------------------------------ asking peers
+    async def our_connection_info(self) -> NodeInfo:
+        """Our NodeInfo as the network sees us: asks up to three connected
+        Nodes (or hard-coded contacts) which address they see. Two or more
+        answers must agree; ``EchoDisagreementError`` reports when they do not."""
+        self._check_running()
+        targets = self.engine.echo_conns()
+        temporary: list[int] = []
+        if not targets:
+            contacts = list(self.config.hard_coded_contacts)[:ECHO_QUORUM]
+            if not contacts:
+                host = self.local_addr[0]
+                if host in ("0.0.0.0", "::"):
+                    raise EchoError(
+                        "no node to ask for our address (no connected node, no hard-coded"
+                        " contact) and we are bound to an unspecified address"
+                    )
+                return self.node_info
+            early: list[str] = []
+            for contact in contacts:
+                try:
+                    temporary.append(self.engine.dial_echo(self._now(), contact))
+                except ConnectionFailedError as exc:
+                    early.append(str(exc))
+            if not temporary:
+                raise EchoError("no contact to ask for our address: " + "; ".join(early))
+            targets = temporary
+        self._after()
+        try:
+            results = await asyncio.gather(
+                *(self._ask_echo(c) for c in targets), return_exceptions=True
+            )
+        finally:
+            if self._loop is not None:
+                for conn in temporary:
+                    self.engine.close_connection(self._now(), conn, "echo done")
+                self._after()
+        answers: dict[Address, Address] = {}
+        errors: list[str] = []
+        for conn, result in zip(targets, results, strict=True):
+            peer = self.engine.connection_peer(conn)
+            if isinstance(result, BaseException):
+                errors.append(f"{peer[0]}:{peer[1]}: {result}")
+            else:
+                answers[peer] = result
+        if not answers:
+            raise EchoError("no node answered our echo request: " + "; ".join(errors))
+        seen = set(answers.values())
+        if len(seen) > 1:
+            raise EchoDisagreementError(answers)
+        return NodeInfo(seen.pop(), self.our_certificate)
+
+    async def _ask_echo(self, conn: int) -> Address:
+        try:
+            answer = await self._ask(conn, FrameKind.ECHO_REQUEST, b"")
+            return decode_address(answer.body)
+        except ConnectionFailedError as exc:
+            raise EchoError(exc.reason) from None
+        except (WireError, ValueError) as exc:
+            raise EchoError(f"bad echo response: {exc}") from None
+
+    async def check_reachability(self, via: NodeInfo | Peer | Address) -> Reachability:
+        """Asks ``via``, a Node we are connected to, to dial us from a fresh
+        socket — a port we never sent anything to — at the address it sees us
+        at. The reverse connection of the Node handshake comes from the very
+        socket we dialled, which a NAT lets in as a reply; this dial does not
+        ride any mapping we opened, so it tells whether *anyone* can reach us
+        (a public address, or a NAT without filtering) or only nodes we
+        contact first (then others reach us by ``connect_to(via=...)``).
+        Raises ``ConnectionFailedError`` when ``via`` cannot check."""
+        self._check_running()
+        if self.config.our_type is not OurType.NODE:
+            raise QuicP2pError("a Client accepts no connections: nothing to check")
+        via_addr = via.peer_addr if isinstance(via, (NodeInfo, Peer)) else normalize_address(via)
+        conn = self.engine.rendezvous_conn(via_addr, via_addr)
+        # The checker dials us back first (up to PROBE_TIMEOUT, plus a socket).
+        answer = await self._ask(
+            conn, FrameKind.REACH_REQUEST, b"", within=PROBE_TIMEOUT + ECHO_TIMEOUT
+        )
+        try:
+            reached, addr = decode_reach_result(answer.body)
+        except (WireError, ValueError) as exc:
+            raise ConnectionFailedError(via_addr, f"bad reachability answer: {exc}") from None
+        return Reachability(reached, addr, via_addr)
+
+    # ------------------------------------------------------------ the engine, directly
+    async def result_of(self, command_id: int) -> Result:
+        """Awaits the result of a command given to ``engine`` directly (call
+        it right after the command, before yielding to the loop)."""
+        return await self._wait(command_id)
+
+    def flush(self) -> None:
+        """Sends what ``engine`` queued after a command given to it directly."""
+        self._take_results()
+        self._flush()
+
+    # ------------------------------------------------------------ helpers
+    def _check_running(self) -> None:
+        if self._transport is None or self.engine.closing:
+            raise EndpointClosedError("endpoint is not running")

@@ -1,0 +1,454 @@
+"""``Engine``: the whole protocol as a state machine, no I/O.
+
+The contract is aioquic's and quinn-proto's: datagrams and ``now`` in
+(``handle_datagram``), datagrams out (``datagrams_to_send``), one deadline
+(``poll_timeout`` / ``handle_timeout``), the user's events out
+(``poll_event``), and commands in (send, connect, ask, probe, ...), each
+returning an id whose outcome comes out of ``poll_result`` as a ``Result``.
+It never reads a clock (every entry point takes ``now``; the wall clock for
+certificate dates and the cache is injected), draws no randomness it was not
+given, and touches no socket, file or task: ``aio`` drives it.
+"""
+
+from __future__ import annotations
+
+from ..accel.types import Frame, FrameKind
+from ..errors import ConnectionFailedError
+from ..events import BootstrappedTo, Event
+from ..link import LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
+from ..peer import Address, NodeInfo, Peer, PeerKind
+from ..wire import ErrorCode, encode_address, frame
+from .base import Transmit
+from .conns import connection_info, describe_close
+from .limits import ECHO_QUORUM, HANDSHAKE_TIMEOUT
+from .pins import pin_problem
+from .relay import BUSY, Relaying
+from .sends import REQUEST_REFUSALS
+from .state import (
+    BootstrapGroup,
+    BootstrapWon,
+    Conn,
+    ConnectionInfo,
+    ConnectResult,
+    ProbeResult,
+    RelaySessionInfo,
+    Result,
+    Send,
+    Waiter,
+)
+
+__all__ = ["Engine", "RelaySessionInfo"]
+
+#: Frame kinds that answer a request (msg_id: the request's); with msg_id 0,
+#: PUNCH_INFO and RELAY_OPEN are notices from a rendezvous instead.
+_ANSWERS = frozenset(
+    {FrameKind.ECHO_RESPONSE, FrameKind.PUNCH_INFO, FrameKind.RELAY_OPEN, FrameKind.REACH_RESULT}
+)
+
+
+class Engine(Relaying):
+    """One endpoint's protocol state: connections, peers, sends, requests,
+    relay sessions and rendezvous duties. See the module docstring."""
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self, now: float, local_addr: Address, *, v6_socket: bool, ipv4_ok: bool) -> None:
+        """The driver bound its socket at ``local_addr``."""
+        self._advance(now)
+        self._started = True
+        self._local_addr = local_addr
+        self._v6_socket = v6_socket
+        self._ipv4_ok = ipv4_ok
+        interval = self.config.keep_alive_interval_msec / 1000.0
+        if interval > 0 or self.send_timeout:
+            tick = min(x for x in (interval, self.send_timeout or 0.0, 1.0) if x > 0)
+            self._call_later(tick, self._housekeeping, tick, now)
+
+    def close(self, now: float) -> None:
+        """Closes everything: pending sends resolve unsent, peers are dropped
+        without a ``ConnectionFailure``."""
+        self._advance(now)
+        if self._closing:
+            return
+        self._closing = True
+        for record in list(self._records.values()):
+            self._fail(record, "endpoint closed", ErrorCode.SHUTDOWN, report=False)
+        for path in list(self._relay_paths.values()):
+            self._close_path(path, "endpoint closed", notify=False)
+        for session in list(self._relay_sessions.values()):
+            self._end_relay_session(session, "endpoint closed")
+        for conn in list(self._conns):
+            self._close_conn(conn, ErrorCode.SHUTDOWN, "endpoint closed")
+        for s in list(self._sends.values()):
+            self._resolve(s, False, "endpoint closed")
+
+    def forget_all(self) -> None:
+        """After ``close`` and the last transmit: drops every connection."""
+        for conn in list(self._conns):
+            self._forget(conn)
+        self._timers.clear()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # ------------------------------------------------------------ I/O in and out
+    def handle_datagram(self, now: float, data: bytes, addr: Address, socket: int = 0) -> None:
+        """One UDP datagram from ``addr`` (normalized), off our socket
+        (``socket`` 0) or one the driver opened for a probe."""
+        if self._closing:
+            return
+        self._advance(now)
+        self._receive(data, addr, None, socket)
+        self._drain_inner()
+
+    def handle_timeout(self, now: float) -> None:
+        """Runs what was due by ``now`` (see ``poll_timeout``)."""
+        self._advance(now)
+        self._run_due_timers(now)
+        self._drain_inner()
+
+    def datagrams_to_send(self, now: float) -> list[Transmit]:
+        """What to send now: (payload, destination, socket) each."""
+        self._advance(now)
+        self._flush()
+        out, self._transmits = self._transmits, []
+        return out
+
+    def poll_event(self) -> Event | None:
+        """The user's next event, if one is queued."""
+        return self.events.get_nowait()
+
+    def poll_result(self) -> Result | None:
+        """The next command outcome (or driver request), if any."""
+        if not self._results:
+            return None
+        return self._results.pop(0)
+
+    def take_results(self) -> list[Result]:
+        """Every command outcome queued so far, in order."""
+        out, self._results = self._results, []
+        return out
+
+    def _drain_inner(self) -> None:
+        # Relayed datagrams, each handled on its own, not inside the relay
+        # connection's processing (bounded: each comes from a frame received).
+        while self._inner:
+            data, addr, path = self._inner.pop(0)
+            self._receive(data, addr, path, 0)
+
+    # ------------------------------------------------------------ commands: sends
+    def send(self, now: float, peer: Peer, msg: bytes, token: int) -> int:
+        """Sends ``msg`` to ``peer`` (connecting to a Node first); its outcome
+        is a ``SendResult``."""
+        self._advance(now)
+        pin = peer.node_info.peer_cert_der if peer.node_info is not None else b""
+        s = Send(self._next_id(), peer.peer_addr, bytes(msg), token, pin)
+        self._sends[s.id] = s
+        self._submit(peer, s)
+        return s.id
+
+    def abandon_send(self, send_id: int) -> bool:
+        """Nobody waits on send ``send_id`` any more: its outcome goes to the
+        events instead. False when it is already decided."""
+        s = self._sends.get(send_id)
+        if s is None:
+            return False
+        s.abandoned = True
+        return True
+
+    # ------------------------------------------------------------ commands: peers
+    def check_connect(self, node: NodeInfo) -> Peer | None:
+        """The connected peer at ``node``'s address (None: not connected).
+        Raises ``ConnectionFailedError`` for a node that is us, or a
+        connected peer that does not hold the certificate ``node`` pins."""
+        if self._is_us(node):
+            raise ConnectionFailedError(
+                node.peer_addr, "that is us (our own address or certificate)"
+            )
+        record = self._records.get(node.peer_addr)
+        if record is None or not record.connected:
+            return None
+        problem = pin_problem(record, node.peer_cert_der)
+        if problem is not None:
+            raise ConnectionFailedError(node.peer_addr, problem)
+        return record.peer()
+
+    def connect(self, now: float, node: NodeInfo, *, timeout: float = HANDSHAKE_TIMEOUT) -> int:
+        """Connects to ``node``; a ``ConnectResult`` follows (at once when it
+        is already connected). Raises as ``check_connect`` does."""
+        self._advance(now)
+        peer = self.check_connect(node)
+        waiter = Waiter(self._next_id(), node.peer_cert_der)
+        if peer is not None:
+            self._emit(ConnectResult(waiter.id, node.peer_addr, peer))
+            return waiter.id
+        return self._connect_waiting(node, waiter, timeout)
+
+    def disconnect(self, now: float, addr: Address) -> None:
+        """Closes every connection with the peer (``ConnectionFailure`` if it
+        was connected)."""
+        self._advance(now)
+        record = self._records.get(addr)
+        if record is not None:
+            self._fail(record, "disconnected by us", ErrorCode.DISCONNECTED)
+
+    # ------------------------------------------------------------ commands: requests
+    def ask(self, now: float, conn_id: int, kind: FrameKind, body: bytes, within: float) -> int:
+        """Sends a request on connection ``conn_id``; an ``AnswerResult``
+        follows within ``within`` seconds."""
+        self._advance(now)
+        conn = self._conn_ids.get(conn_id)
+        if conn is None:
+            raise ConnectionFailedError(("", 0), "connection closed")
+        return self._ask(conn, kind, body, within)
+
+    def rendezvous_conn(self, via: Address, target: Address) -> int:
+        """The connection id to ask the rendezvous ``via`` about ``target``;
+        ``NoRendezvousError`` when it cannot help."""
+        return self._rendezvous_conn(via, target).id
+
+    def dial_echo(self, now: float, contact: NodeInfo) -> int:
+        """A connection that only asks for our address (no role handshake)."""
+        self._advance(now)
+        return self._dial(contact, echo_only=True).id
+
+    def echo_conns(self) -> list[int]:
+        """Connections to Nodes we may ask for our address (``ECHO_QUORUM`` at most)."""
+        return [
+            r.out.id
+            for r in self._records.values()
+            if r.connected and r.kind is PeerKind.NODE and r.out is not None
+        ][:ECHO_QUORUM]
+
+    def close_connection(self, now: float, conn_id: int, reason: str) -> None:
+        self._advance(now)
+        conn = self._conn_ids.get(conn_id)
+        if conn is not None:
+            self._close_conn(conn, ErrorCode.NO_ERROR, reason)
+
+    def connection_peer(self, conn_id: int) -> Address:
+        conn = self._conn_ids.get(conn_id)
+        return conn.link.peer_addr if conn is not None else ("", 0)
+
+    # ------------------------------------------------------------ commands: NAT
+    def probe(self, now: float, node: NodeInfo, socket: int = 0) -> int:
+        """A throwaway connection to ``node`` from ``socket``; a ``ProbeResult``
+        says whether its TLS handshake completed."""
+        self._advance(now)
+        return self._probe(node, socket)
+
+    def probe_path(self, now: float, addr: Address, node: NodeInfo) -> int:
+        """Probes the direct path to the relayed peer at ``addr`` (reached at
+        ``node``); one that works is taken (``UpgradedToDirect``)."""
+        self._advance(now)
+        record = self._records.get(addr)
+        if record is None:
+            probe = self._next_id()
+            self._emit(ProbeResult(probe, False))
+            return probe
+        return self._probe_path(record, node)
+
+    def relay_busy(self, addr: Address, via: Address) -> str | None:
+        """Why a relayed connection to ``addr`` through ``via`` cannot start."""
+        existing = self._records.get(addr)
+        if existing is not None and not self._punch_only(existing, via):
+            return BUSY
+        return None
+
+    def connect_relayed(self, now: float, node: NodeInfo, via: Address, answer: Frame) -> int:
+        """Connects to ``node`` through the session ``answer`` (the relay's
+        RELAY_OPEN) opened; a ``ConnectResult`` follows."""
+        self._advance(now)
+        return self._connect_relayed(node, via, answer)
+
+    def reach_checked(self, now: float, check: int, target: Address, reached: bool) -> None:
+        """The driver's answer to a ``ReachCheckWanted``."""
+        self._advance(now)
+        self._reach_checked(check, target, reached)
+
+    # ------------------------------------------------------------ commands: bootstrap
+    def bootstrap_begin(self) -> int:
+        group = BootstrapGroup(self._next_id())
+        self._bootstraps[group.id] = group
+        return group.id
+
+    def bootstrap_connect(self, now: float, contact: NodeInfo, group_id: int) -> int | None:
+        """Tries one contact for the bootstrap ``group_id``; its connect id, or
+        None when a connected Node at that address won it at once."""
+        self._advance(now)
+        group = self._bootstraps[group_id]
+        existing = self._records.get(contact.peer_addr)
+        if existing is not None and existing.connected and existing.kind is PeerKind.NODE:
+            problem = pin_problem(existing, contact.peer_cert_der)
+            if problem is not None:
+                raise ConnectionFailedError(contact.peer_addr, problem)
+            if not group.won:
+                info = NodeInfo(existing.addr, existing.cert)
+                self.events.push(BootstrappedTo(info))
+                group.won = True
+                self._emit(BootstrapWon(group.id, info))
+            return None
+        record = self._connect(contact, we_contacted=True)
+        if record.dead:
+            raise ConnectionFailedError(contact.peer_addr, record.failure)
+        if record.bootstrap is None and not record.connected:
+            record.bootstrap = group
+            record.bootstrap_pin = contact.peer_cert_der
+            group.members.append(record)
+        waiter = Waiter(self._next_id(), contact.peer_cert_der)
+        record.waiters.append(waiter)
+        return waiter.id
+
+    def bootstrap_end(self, now: float, group_id: int) -> None:
+        """The bootstrap is over: members still connecting are dropped."""
+        self._advance(now)
+        group = self._bootstraps.pop(group_id, None)
+        if group is None:
+            return
+        group.won = True
+        for record in group.members:
+            if record.bootstrap is group and not record.connected:
+                record.bootstrap = None
+                self._fail(record, "bootstrap done", ErrorCode.NO_ERROR, report=False)
+
+    # ------------------------------------------------------------ queries
+    @property
+    def local_addr(self) -> Address | None:
+        return self._local_addr
+
+    @property
+    def our_certificate(self) -> bytes:
+        return self._cert.cert_der
+
+    def is_us(self, node: NodeInfo) -> bool:
+        return self._is_us(node)
+
+    def connected_peers(self) -> list[Peer]:
+        return [r.peer() for r in self._records.values() if r.connected]
+
+    def peer(self, addr: Address) -> Peer | None:
+        """The connected peer at ``addr``, or None."""
+        record = self._records.get(addr)
+        return record.peer() if record is not None and record.connected else None
+
+    def relayed_via(self, addr: Address) -> Address | None:
+        """The relay our packets to the connected peer at ``addr`` go
+        through, or None (direct, or not connected)."""
+        record = self._records.get(addr)
+        if record is None or not record.connected or record.relay is None:
+            return None
+        return record.relay.relay.addr
+
+    def peer_certificate(self, addr: Address) -> bytes:
+        """The certificate we know for the peer at ``addr`` (b"": none)."""
+        record = self._records.get(addr)
+        return record.cert if record is not None else b""
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Adds to one of the ``stats`` counters (the driver's drops)."""
+        self._bump(key, n)
+
+    def is_relayed(self, addr: Address) -> bool:
+        """The peer at ``addr`` is known (connected or connecting) and relayed."""
+        record = self._records.get(addr)
+        return record is not None and not record.dead and record.relay is not None
+
+    def connections(self) -> list[ConnectionInfo]:
+        """Every QUIC connection we hold now, oldest first."""
+        return [connection_info(c) for c in sorted(self._conns, key=lambda c: c.id)]
+
+    def connection(self, conn_id: int) -> ConnectionInfo | None:
+        """Connection ``conn_id`` now (or as it was when it ended, for the
+        last ``RECENTLY_CLOSED`` connections), else None."""
+        conn = self._conn_ids.get(conn_id)
+        return self._recently_closed.get(conn_id) if conn is None else connection_info(conn)
+
+    def send_raw_frame(self, now: float, conn_id: int, data: bytes) -> None:
+        """Puts frame bytes, as given and unchecked, on connection
+        ``conn_id``'s control stream: for tools and tests that speak the wire
+        protocol (docs/wire.md) directly, e.g. to play a misbehaving peer."""
+        self._advance(now)
+        conn = self._conn_ids.get(conn_id)
+        if conn is None or conn.link.down is not None:
+            raise ConnectionFailedError(("", 0), "connection closed")
+        conn.link.send_frame(data)
+        self._dirty.add(conn)
+
+    def relay_sessions(self) -> list[RelaySessionInfo]:
+        """As a relay: the sessions we forward packets for now."""
+        sessions = self._relay_sessions.values()
+        return [RelaySessionInfo(s.id, s.a.addr, s.b.addr, s.bytes) for s in sessions]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """See ``QuicP2p.stats``."""
+        out = dict(self._counters)
+        out.update({f"admission: {k}": v for k, v in self._admission.counters.items()})
+        out["connections"] = len(self._conns)
+        out["relay: sessions we are a side of"] = len(self._relay_paths)
+        out["unproven peers: bytes held"] = self._unproven.used
+        out["unproven peers: most bytes held"] = self._unproven.peak
+        if self.relay_policy is not None:
+            out["relay: most bytes queued for one side"] = self._relay_backlog_peak
+        return out
+
+    # ------------------------------------------------------------ link events
+    def _on_link_event(self, conn: Conn, ev: LinkEvent) -> None:
+        if isinstance(ev, LinkFrame):
+            self._on_frame(conn, ev.frame)
+        elif isinstance(ev, LinkAcked):
+            for msg_id in ev.msg_ids:
+                s = self._settled(conn, msg_id)
+                if s is not None:
+                    self._resolve(s, True)
+                elif msg_id == conn.handshake_id and conn.record is not None:
+                    conn.handshake_id = 0
+                    self._complete(conn.record)  # the Node accepted us as a Client
+        elif isinstance(ev, LinkRefused):
+            refused = f"refused by the peer: {ev.reason.name.lower()}"
+            req = conn.requests.get(ev.msg_id)
+            if req is not None:
+                self._answer(conn, req, None, REQUEST_REFUSALS.get(ev.reason, refused))
+                return
+            s = self._settled(conn, ev.msg_id)
+            if s is not None:
+                self._resolve(s, False, refused)
+        elif isinstance(ev, LinkUp):
+            self._on_up(conn)
+        elif isinstance(ev, LinkDown):
+            self._on_down(conn, describe_close(ev))
+
+    def _on_frame(self, conn: Conn, f: Frame) -> None:
+        kind = f.kind
+        if kind == FrameKind.ECHO_REQUEST:
+            conn.link.send_frame(
+                frame(FrameKind.ECHO_RESPONSE, encode_address(conn.link.peer_addr), f.msg_id)
+            )
+            self._dirty.add(conn)
+        elif kind in _ANSWERS and f.msg_id:
+            # The answer to one of our requests (its asker decodes it).
+            req = conn.requests.get(f.msg_id)
+            if req is not None:
+                self._answer(conn, req, f)
+            else:
+                self._bump("answers dropped: not to a request of ours")
+        elif kind in (FrameKind.HANDSHAKE_NODE, FrameKind.HANDSHAKE_CLIENT):
+            self._on_handshake(conn, f)
+        elif kind == FrameKind.USER_MESSAGE:
+            self._on_user_message(conn, f)
+        elif kind == FrameKind.PUNCH_REQUEST:
+            self._on_punch_request(conn, f)
+        elif kind == FrameKind.PUNCH_INFO:
+            self._on_punch_info(conn, f)
+        elif kind == FrameKind.RELAY_PACKET:
+            self._on_relay_packet(conn, f)
+        elif kind == FrameKind.RELAY_REQUEST:
+            self._on_relay_request(conn, f)
+        elif kind == FrameKind.RELAY_OPEN:
+            self._on_relay_open(conn, f)
+        elif kind == FrameKind.RELAY_CLOSE:
+            self._on_relay_close(conn, f)
+        elif kind == FrameKind.REACH_REQUEST:
+            self._on_reach_request(conn, f)
+        else:
+            self._violation(conn, ErrorCode.BAD_FRAME, f"unexpected frame kind {kind}")

@@ -1,0 +1,51 @@
+"""The user's events, in order, bounded where a peer could fill it."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from ..events import Event, Finish, NewMessage
+
+
+class EventQueue:
+    """Events in order. Protocol events (connections, outcomes) are always
+    queued; user messages only while fewer than ``capacity`` of them wait, so
+    a user who stops reading makes peers see their messages refused (unsent),
+    never silently lost and never an unbounded buffer. Other events do not
+    count against ``capacity``: a user who never reads stays able to receive
+    as soon as it does. ``on_push`` (the driver's) runs after each push."""
+
+    def __init__(self, capacity: int, on_push: Callable[[], None] | None = None) -> None:
+        self.capacity = capacity
+        self.on_push = on_push
+        self._items: deque[Event] = deque()
+        self._messages = 0  # NewMessage events among _items
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def has_room(self) -> bool:
+        """Whether one more user message may be queued."""
+        return self._messages < self.capacity
+
+    def push(self, event: Event) -> None:
+        if self.closed:
+            return
+        if isinstance(event, NewMessage):
+            self._messages += 1
+        self._items.append(event)
+        if isinstance(event, Finish):
+            self.closed = True
+        if self.on_push is not None:
+            self.on_push()
+
+    def get_nowait(self) -> Event | None:
+        """The next event if one is queued, else None."""
+        if not self._items:
+            return None
+        event = self._items.popleft()
+        if isinstance(event, NewMessage):
+            self._messages -= 1
+        return event

@@ -1,0 +1,323 @@
+"""The engine's records: connections, peers, sends, relay sessions.
+
+Plain data holding ids and deadlines (``Timer``), never a future or a task:
+the engine decides, the driver waits. Results of commands leave the engine
+as ``Result`` values keyed by the id the command returned.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aioquic.quic.connection import QuicConnection
+
+from ..accel.types import Frame, FrameKind
+from ..events import SentUserMessage, UnsentUserMessage
+from ..link import Link
+from ..peer import Address, NodeInfo, Peer, PeerKind
+from ..ratelimit import TokenBucket
+from ..roles import FromPeer, ToPeer
+from .limits import (
+    HANDSHAKE_TIMEOUT,
+    PUNCH_NOTICE_BURST,
+    PUNCH_NOTICE_RATE,
+    RENDEZVOUS_REQUEST_BURST,
+    RENDEZVOUS_REQUEST_RATE,
+)
+
+
+@dataclass(eq=False)
+class Timer:
+    """A deadline on the engine's clock and what to run at it."""
+
+    at: float
+    fn: Callable[..., None]
+    args: tuple[Any, ...]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass(frozen=True)
+class RelaySessionInfo:
+    """One relay session we forward for (``QuicP2p.relay_sessions()``)."""
+
+    session_id: int
+    #: The Node that asked for the session, and the Node it named.
+    asker: Address
+    target: Address
+    #: Bytes of packets the two sides sent into it so far (what
+    #: ``RelayPolicy.max_bytes`` counts).
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One QUIC connection as the engine sees it now (``Engine.connections()``)."""
+
+    id: int
+    peer_addr: Address
+    #: We dialled it (else the peer did).
+    outgoing: bool
+    #: Its TLS handshake completed.
+    up: bool
+    #: Closed (by either side); ``close_reason`` says why.
+    closed: bool
+    close_reason: str
+    #: The close's error code (ours: ``wire.ErrorCode``; else QUIC's), and
+    #: whether the peer sent it; None / False while open.
+    close_code: int | None
+    closed_by_peer: bool
+    #: aioquic's smoothed round-trip estimate, once it has one.
+    rtt: float | None
+    #: Its packets go through a relay session.
+    relayed: bool
+    #: The connection IDs it is known by.
+    cids: tuple[bytes, ...]
+
+
+# ---------------------------------------------------------------- results
+@dataclass(frozen=True)
+class SendResult:
+    """The one outcome of the send ``id``."""
+
+    id: int
+    outcome: SentUserMessage | UnsentUserMessage
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    """The connect ``id`` ended: ``peer`` connected, or why not (``error``)."""
+
+    id: int
+    peer_addr: Address
+    peer: Peer | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    """The request ``id`` was answered (``frame``), or why not (``error``)."""
+
+    id: int
+    peer_addr: Address
+    frame: Frame | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The probe ``id`` reached its node (TLS completed) or not."""
+
+    id: int
+    reached: bool
+
+
+@dataclass(frozen=True)
+class BootstrapWon:
+    """The bootstrap ``group`` has its winner."""
+
+    group: int
+    node: NodeInfo
+
+
+@dataclass(frozen=True)
+class ReachCheckWanted:
+    """A peer asked us to dial it from a fresh socket: the driver opens one
+    and calls ``Engine.probe`` from it, then ``Engine.reach_checked``."""
+
+    id: int
+    target: NodeInfo
+
+
+@dataclass(frozen=True)
+class CacheChanged:
+    """The bootstrap cache changed: the driver schedules a save."""
+
+
+Result = (
+    SendResult
+    | ConnectResult
+    | AnswerResult
+    | ProbeResult
+    | BootstrapWon
+    | ReachCheckWanted
+    | CacheChanged
+)
+
+
+# ---------------------------------------------------------------- records
+@dataclass(eq=False)
+class Send:
+    id: int
+    peer_addr: Address
+    msg: bytes
+    token: int
+    #: The certificate the caller's NodeInfo pins (b"": none).
+    pin: bytes = b""
+    resolved: bool = False
+    #: The caller stopped waiting: the outcome goes to the events instead.
+    abandoned: bool = False
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A connect (or bootstrap attempt) waiting for a peer record."""
+
+    id: int
+    pin: bytes = b""
+
+
+@dataclass(eq=False)
+class Request:
+    """One of our requests (echo, punch, relay, reach) awaiting its answer."""
+
+    id: int
+    kind: FrameKind
+    body: bytes
+    deadline: Timer | None = None
+    #: The msg_id it went out with (0: waiting for the connection to come up).
+    msg_id: int = 0
+
+
+@dataclass(eq=False)
+class Conn:
+    """A QUIC connection with our link on it and its engine state."""
+
+    id: int
+    quic: QuicConnection
+    link: Link
+    outgoing: bool
+    cids: set[bytes] = field(default_factory=set)
+    timer: Timer | None = None
+    timer_at: float | None = None
+    record: Record | None = None
+    #: NodeInfo we dialled (pinned certificate), for outgoing connections.
+    target: NodeInfo | None = None
+    handshake: FrameKind | None = None
+    echo_only: bool = False
+    #: The QUIC handshake deadline (seconds) of an outgoing connection.
+    timeout: float = HANDSHAKE_TIMEOUT
+    outstanding: dict[int, Send] = field(default_factory=dict)
+    #: Bytes of ``outstanding``; sends beyond the limit wait in ``waiting``.
+    unacked_bytes: int = 0
+    waiting: deque[Send] = field(default_factory=deque)
+    #: When the peer last acknowledged (or refused) something, or sends began.
+    progress_at: float = 0.0
+    #: A Client's handshake, acknowledged by the Node once it accepted us.
+    handshake_id: int = 0
+    #: Key of the per-IP count an incoming connection is counted under.
+    ip_key: bytes | None = None
+    #: A punch a rendezvous started (not yet a connected peer's): it does not
+    #: take a connection slot from a real peer.
+    punch: bool = False
+    #: Our requests sent on it, by msg_id, and those waiting for it to come up.
+    requests: dict[int, Request] = field(default_factory=dict)
+    unsent_requests: list[Request] = field(default_factory=list)
+    #: A probe (a throwaway connection to test a path): its id, and the peer
+    #: whose relayed path it tests (None: someone waits on the result).
+    probe: int = 0
+    probe_for: Record | None = None
+    deadline: Timer | None = None
+    finished: bool = False
+    #: The relay session our packets travel through; None: the socket.
+    relay: RelayPath | None = None
+    #: The relay session an incoming connection arrived through (kept after
+    #: an upgrade to direct): its peer must prove the session's certificate.
+    came_via: RelayPath | None = None
+    #: The socket it uses: 0 ours, else one the driver opened for it.
+    socket: int = 0
+
+
+@dataclass(eq=False)
+class Record:
+    """What we know of one peer address."""
+
+    addr: Address
+    to: ToPeer = ToPeer.NONE
+    frm: FromPeer = FromPeer.NONE
+    out: Conn | None = None
+    inn: Conn | None = None
+    kind: PeerKind | None = None
+    cert: bytes = b""
+    connected: bool = False
+    dead: bool = False
+    we_contacted: bool = False
+    waiters: list[Waiter] = field(default_factory=list)
+    pending_sends: list[Send] = field(default_factory=list)
+    pending_reads: list[tuple[Conn, Frame]] = field(default_factory=list)
+    #: Bytes of ``pending_reads`` (taken from the engine's unproven budget).
+    pending_bytes: int = 0
+    reverse_timer: Timer | None = None
+    #: The one Initial we accept without a Retry from this address while we
+    #: wait for its reverse connection has arrived (see Engine._skip_retry).
+    reverse_admitted: bool = False
+    bootstrap: BootstrapGroup | None = None
+    #: The certificate the bootstrap contact pinned (checked before it wins).
+    bootstrap_pin: bytes = b""
+    failure: str = ""
+    #: Set while our connections to this peer send through a relay.
+    relay: RelayPath | None = None
+    #: As a rendezvous of ours: the punches it may still start at our side.
+    punch_notices: TokenBucket = field(
+        default_factory=lambda: TokenBucket(PUNCH_NOTICE_RATE, PUNCH_NOTICE_BURST)
+    )
+    #: As an asker of ours (we are its rendezvous): its punch/relay requests.
+    rendezvous_requests: TokenBucket = field(
+        default_factory=lambda: TokenBucket(RENDEZVOUS_REQUEST_RATE, RENDEZVOUS_REQUEST_BURST)
+    )
+    #: A punch dial the rendezvous at this address started (nothing else has
+    #: used the record yet): that rendezvous's relay session may replace it.
+    punched_by: Address | None = None
+
+    def peer(self) -> Peer:
+        if self.kind is PeerKind.CLIENT:
+            return Peer.client(self.addr)
+        return Peer.node(NodeInfo(self.addr, self.cert))
+
+
+@dataclass(eq=False)
+class RelayPath:
+    """Our side of a relay session: our connections with ``peer_addr`` send
+    their QUIC packets inside RELAY_PACKET frames to ``relay``, which
+    forwards them; TLS runs end to end, so the relay sees no plaintext."""
+
+    relay: Record
+    session: int
+    peer_addr: Address  # the other side, as the relay sees it
+    #: The certificate the other side must present end to end (the relay
+    #: vouches for nothing): the pin we dialled with, else the one announced.
+    expect: bytes
+    conns: set[Conn] = field(default_factory=set)  # those sending through it
+    record: Record | None = None  # the peer reached through it
+    #: We send directly now; packets still arriving through the relay are taken.
+    direct: bool = False
+    #: The one incoming connection a session carries has arrived.
+    accepted: bool = False
+    closed: bool = False
+    deadline: Timer | None = None
+
+
+@dataclass(eq=False)
+class RelaySession:
+    """As the relay: packets between two Nodes connected to us."""
+
+    id: int
+    a: Record
+    b: Record
+    bytes: int = 0
+    direct: set[Address] = field(default_factory=set)
+    timer: Timer | None = None
+
+
+@dataclass(eq=False)
+class BootstrapGroup:
+    """One bootstrap: the first member to connect wins."""
+
+    id: int
+    won: bool = False
+    members: list[Record] = field(default_factory=list)

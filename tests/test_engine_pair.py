@@ -1,0 +1,179 @@
+"""The sans-IO engine, engine to engine on a fake clock (no sockets, no event
+loop): the role handshakes, messages and their outcomes, timeouts by jumping
+time, a relay session and its upgrade to direct."""
+
+from __future__ import annotations
+
+from quic_p2p import (
+    ConnectedTo,
+    ConnectionFailure,
+    NewMessage,
+    OurType,
+    Peer,
+    RelayPolicy,
+    SentUserMessage,
+    UnsentUserMessage,
+    UpgradedToDirect,
+)
+from quic_p2p.accel.types import FrameKind
+from quic_p2p.peer import NodeInfo
+from quic_p2p.proto.state import AnswerResult, ConnectResult, ProbeResult, SendResult
+from quic_p2p.wire import decode_punch_info, encode_address
+
+from enginepair import Net, Side
+
+
+def connect(net: Net, a: Side, b: Side) -> Peer:
+    command = a.engine.connect(net.now, b.node_info)
+    net.run(lambda: a.result(command) is not None)
+    result = a.result(command)
+    assert isinstance(result, ConnectResult) and result.peer is not None, result
+    return result.peer
+
+
+def send(
+    net: Net, a: Side, peer: Peer, msg: bytes, token: int = 1
+) -> SentUserMessage | UnsentUserMessage:
+    command = a.engine.send(net.now, peer, msg, token)
+    net.run(lambda: a.result(command) is not None)
+    result = a.result(command)
+    assert isinstance(result, SendResult)
+    return result.outcome
+
+
+def test_node_handshake_proves_both_directions() -> None:
+    net = Net()
+    a, b = net.engine(), net.engine()
+    peer = connect(net, a, b)
+    assert peer == Peer.node(b.node_info)
+    net.run(lambda: bool(b.of_type(ConnectedTo)))
+    assert b.of_type(ConnectedTo) == [ConnectedTo(Peer.node(a.node_info), None)]
+    assert a.of_type(ConnectedTo) == [ConnectedTo(Peer.node(b.node_info), None)]
+    # Ours to b, and b's reverse connection to us: one each way on each side.
+    for side in (a, b):
+        conns = side.engine.connections()
+        assert sorted(c.outgoing for c in conns) == [False, True]
+        assert all(c.up and not c.closed for c in conns)
+    assert b.engine.stats.get("retry skipped: awaited reverse connection") is None
+    assert a.engine.stats["retry skipped: awaited reverse connection"] == 1
+
+
+def test_client_handshake_is_accepted_with_one_connection() -> None:
+    net = Net()
+    node, client = net.engine(), net.engine(OurType.CLIENT)
+    peer = connect(net, client, node)
+    assert peer == Peer.node(node.node_info)
+    net.run(lambda: bool(node.of_type(ConnectedTo)))
+    assert node.of_type(ConnectedTo) == [ConnectedTo(Peer.client(client.addr), None)]
+    assert len(client.engine.connections()) == 1 == len(node.engine.connections())
+
+
+def test_a_message_and_its_acknowledgement() -> None:
+    net = Net()
+    a, b = net.engine(), net.engine()
+    peer = connect(net, a, b)
+    outcome = send(net, a, peer, b"hello", 7)
+    assert outcome == SentUserMessage(b.addr, b"hello", 7)
+    assert b.of_type(NewMessage) == [NewMessage(a.addr, b"hello")]
+
+
+def test_an_oversized_message_is_refused_by_the_receiver() -> None:
+    net = Net()
+    a, b = net.engine(), net.engine(max_msg_size_allowed=16_384)
+    peer = connect(net, a, b)
+    outcome = send(net, a, peer, bytes(65_536))
+    assert isinstance(outcome, UnsentUserMessage)
+    assert "refused by the peer" in outcome.reason and "too_large" in outcome.reason
+    assert not b.of_type(NewMessage)
+    assert send(net, a, peer, bytes(16_384), 2) == SentUserMessage(b.addr, bytes(16_384), 2)
+
+
+def test_a_send_that_times_out_is_unsent_and_never_delivered_later() -> None:
+    net = Net()
+    a, b = net.engine(send_timeout=5.0), net.engine()
+    peer = connect(net, a, b)
+    cut = True
+    net.allow = lambda src, dst: not cut
+    command = a.engine.send(net.now, peer, b"lost in the cut", 3)
+    net.run(lambda: a.result(command) is not None, limit=10.0)
+    result = a.result(command)
+    assert isinstance(result, SendResult) and isinstance(result.outcome, UnsentUserMessage)
+    assert "send timed out" in result.outcome.reason
+    # The network heals: what was reported unsent must never arrive.
+    cut = False
+    net.advance(5.0)
+    assert not b.of_type(NewMessage)
+    assert a.engine.stats["connections closed: send timeout"] == 1
+
+
+def test_a_peer_that_goes_silent_is_lost_at_the_idle_timeout() -> None:
+    net = Net()
+    a = net.engine(idle_timeout_msec=2_000, keep_alive_interval_msec=0)
+    b = net.engine(idle_timeout_msec=2_000, keep_alive_interval_msec=0)
+    connect(net, a, b)
+    net.run(lambda: bool(b.of_type(ConnectedTo)))
+    net.allow = lambda src, dst: False
+    net.run(lambda: bool(a.of_type(ConnectionFailure)), limit=10.0)
+    (failure,) = a.of_type(ConnectionFailure)
+    assert failure.peer_addr == b.addr and "idle timeout" in failure.error
+    assert net.now < 1_000.0 + 10.0
+
+
+def test_a_relay_session_and_its_upgrade_to_direct() -> None:
+    net = Net()
+    r = net.engine(relay=RelayPolicy())
+    a, b = net.engine(), net.engine()
+    connect(net, a, r)
+    connect(net, b, r)
+    # The relay stands between a and b: their direct packets do not pass yet.
+    direct = False
+    net.allow = lambda src, dst: direct or r.addr in (src, dst)
+    asked = a.engine.ask(
+        net.now,
+        a.engine.rendezvous_conn(r.addr, b.addr),
+        FrameKind.RELAY_REQUEST,
+        encode_address(b.addr),
+        5.0,
+    )
+    net.run(lambda: a.result(asked) is not None)
+    answer = a.result(asked)
+    assert isinstance(answer, AnswerResult) and answer.frame is not None, answer
+    command = a.engine.connect_relayed(net.now, b.node_info, r.addr, answer.frame)
+    net.run(lambda: a.result(command) is not None)
+    result = a.result(command)
+    assert isinstance(result, ConnectResult) and result.peer == Peer.node(b.node_info), result
+    assert a.engine.relayed_via(b.addr) == r.addr
+    net.run(lambda: b.engine.relayed_via(a.addr) == r.addr)
+    assert [(s.asker, s.target) for s in r.engine.relay_sessions()] == [(a.addr, b.addr)]
+    peer = result.peer
+    assert peer is not None
+    assert send(net, a, peer, b"through the relay") == SentUserMessage(
+        b.addr, b"through the relay", 1
+    )
+    assert r.engine.stats["relay: bytes forwarded"] > 0
+    assert not r.of_type(NewMessage)
+    # The direct path opens; a punch through the rendezvous and a probe move a.
+    direct = True
+    asked = a.engine.ask(
+        net.now,
+        a.engine.rendezvous_conn(r.addr, b.addr),
+        FrameKind.PUNCH_REQUEST,
+        encode_address(b.addr),
+        5.0,
+    )
+    net.run(lambda: a.result(asked) is not None)
+    answer = a.result(asked)
+    assert isinstance(answer, AnswerResult) and answer.frame is not None, answer
+    _, addr, cert = decode_punch_info(answer.frame.body)
+    probe = a.engine.probe_path(net.now, b.addr, NodeInfo(addr, cert))
+    net.run(lambda: a.result(probe) is not None)
+    probed = a.result(probe)
+    assert isinstance(probed, ProbeResult) and probed.reached
+    assert a.of_type(UpgradedToDirect) == [UpgradedToDirect(b.addr, r.addr)]
+    assert a.engine.relayed_via(b.addr) is None
+    # b probes too (the rendezvous's notice), and the session ends.
+    net.run(lambda: b.engine.relayed_via(a.addr) is None and not r.engine.relay_sessions())
+    forwarded = r.engine.stats["relay: bytes forwarded"]
+    assert send(net, a, peer, b"direct now", 2) == SentUserMessage(b.addr, b"direct now", 2)
+    assert r.engine.stats["relay: bytes forwarded"] == forwarded
+    assert [m.msg for m in b.of_type(NewMessage)] == [b"through the relay", b"direct now"]
