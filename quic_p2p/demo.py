@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from .certs import create_ca, issue_certificate
+from .certfiles import create_ca, issue_certificate
 from .config import Config, OurType, TrustMode
 from .endpoint import QuicP2p
 from .events import NewMessage, SentUserMessage

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import ipaddress
 import logging
 import os
@@ -483,7 +484,7 @@ class QuicP2p:
         #: Also put every send's outcome on ``events()`` (the seed's way). Off,
         #: only outcomes whose ``send()`` caller stopped waiting go there.
         self.outcome_events = outcome_events
-        self._tokens = RetryTokens()
+        self._tokens = RetryTokens(random_bytes=os.urandom)
         self._admission = Admission(
             self._tokens,
             random_bytes=os.urandom,
@@ -491,7 +492,9 @@ class QuicP2p:
             retry_above_rate=retry_above_rate,
             cid_length=CID_LENGTH,
         )
-        self._cert: CompleteCert = self.config.our_complete_cert or certs.generate_self_signed()
+        self._cert: CompleteCert = self.config.our_complete_cert or certs.generate_self_signed(
+            now=datetime.datetime.now(datetime.UTC)
+        )
         self._server_cfg: QuicConfiguration | None = None
         if self.config.our_type is OurType.NODE:
             self._server_cfg = tls.server_configuration(
@@ -511,7 +514,9 @@ class QuicP2p:
         self._closing = False
         self._local_addr: Address | None = None
         self._counters: dict[str, int] = {}
-        self._cache = BootstrapCache(hard_coded=self.config.hard_coded_contacts)
+        self._cache = BootstrapCache(
+            hard_coded=self.config.hard_coded_contacts, random_bytes=os.urandom
+        )
         self._cache_store: CacheStore | None = None
         self._cache_save: asyncio.TimerHandle | None = None
         self._bootstrap: _BootstrapGroup | None = None
@@ -1634,7 +1639,9 @@ class QuicP2p:
             # Before anything the peer sent is read (the link delivers nothing
             # once closed): a CA mode admits only certificates of the CA, and
             # no mode admits one outside its validity period.
-            problem = tls.check_client_certificate(conn.quic, self.config)
+            problem = tls.check_client_certificate(
+                conn.quic, self.config, now=datetime.datetime.now(datetime.UTC)
+            )
             if problem is None and conn.came_via is not None:
                 problem = tls.check_pinned_peer(conn.quic, conn.came_via.expect)
             if problem is not None:
@@ -1655,7 +1662,10 @@ class QuicP2p:
         if not expected and conn.record is not None:
             expected = conn.record.cert
         # Dates always: in UNVERIFIED mode aioquic checks none (CERT_NONE).
-        code, problem = ErrorCode.CERTIFICATE_REFUSED, tls.check_server_certificate(conn.quic)
+        code, problem = (
+            ErrorCode.CERTIFICATE_REFUSED,
+            tls.check_server_certificate(conn.quic, now=datetime.datetime.now(datetime.UTC)),
+        )
         if problem is None and expected:
             code, problem = (
                 ErrorCode.CERTIFICATE_MISMATCH,

@@ -49,27 +49,10 @@ IMPURE_CALLS |= {("os", "fsync"), ("os", "open"), ("os", "write")}
 FILE_METHODS = {"write_bytes", "write_text", "read_bytes", "read_text", "mkdir", "unlink"}
 #: What each core module still does that a pure one would get injected, and
 #: why it is still there. The test fails on anything new *and* on an entry
-#: that no longer holds, so this list stays the true to-do list (the engine
-#: issue empties it).
-KNOWN_IMPURE = {
-    # Fresh retry-token secrets and key rotation draw their own randomness.
-    "quic_p2p.accel.pyimpl.tokens": {"import secrets"},
-    "quic_p2p.accel.cimpl.tokens": {"import secrets"},
-    # The LRU index's hash keys (SipHash-style flooding defence).
-    "quic_p2p.accel.cimpl.lru": {"os.urandom()"},
-    # One reusable C output buffer per thread.
-    "quic_p2p.accel.cimpl.classify": {"import threading"},
-    # Certificate validity checks default to the wall clock.
-    "quic_p2p.tls": {"datetime.now()"},
-    # Certificate creation dates, and key/certificate file writers for the CLI.
-    "quic_p2p.certs": {
-        "datetime.now()",
-        "import tempfile",
-        "os.fsync()",
-        "os.replace()",
-        ".unlink()",
-    },
-}
+#: that no longer holds, so this list stays the true to-do list. Empty: the
+#: driver injects randomness (``random_bytes=os.urandom``) and the time
+#: (``now=``); file writers live in ``quic_p2p.certfiles``.
+KNOWN_IMPURE: dict[str, set[str]] = {}
 
 
 def _imports(path: Path) -> set[str]:
@@ -139,6 +122,7 @@ def test_every_module_is_classified() -> None:
     driver = {
         "quic_p2p.endpoint",
         "quic_p2p.cache_store",
+        "quic_p2p.certfiles",
         "quic_p2p.demo",
         "quic_p2p.channel",
         "quic_p2p.cli",
