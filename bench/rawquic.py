@@ -15,7 +15,7 @@ from aioquic.asyncio.server import serve
 from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 from quic_p2p import Config
-from quic_p2p.certs import generate_self_signed
+from quic_p2p.certfiles import generate_self_signed
 from quic_p2p.tls import client_configuration, server_configuration
 
 

@@ -9,6 +9,7 @@ bench/test_bench_lru.py for the index alone, which is gated.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,7 +30,7 @@ def _nodes() -> list[NodeInfo]:
 
 
 def _full(impl: ModuleType) -> BootstrapCache:
-    cache = BootstrapCache(CAPACITY, lru_factory=impl.LruIndex)
+    cache = BootstrapCache(CAPACITY, lru_factory=impl.LruIndex, random_bytes=os.urandom)
     for t, info in enumerate(_nodes()):
         cache.add(info, 1_700_000_000.0 + t)
     return cache
@@ -60,7 +61,7 @@ def test_load_200(benchmark: Any, impl: ModuleType, tmp_path: Path) -> None:
     store.save(saved)
 
     def load() -> BootstrapCache:
-        cache = BootstrapCache(CAPACITY, lru_factory=impl.LruIndex)
+        cache = BootstrapCache(CAPACITY, lru_factory=impl.LruIndex, random_bytes=os.urandom)
         cache.merge(store.load())
         return cache
 

@@ -4,6 +4,7 @@ inserts/touches per connection event."""
 
 from __future__ import annotations
 
+import os
 import random
 from itertools import cycle
 from types import ModuleType
@@ -17,7 +18,7 @@ STREAM = [_rnd.randbytes(50) for _ in range(1000)]
 
 
 def _full(impl: ModuleType) -> Any:
-    idx = impl.LruIndex(CAPACITY)
+    idx = impl.LruIndex(CAPACITY, random_bytes=os.urandom)
     idx.insert_many(LOAD)
     return idx
 
@@ -27,7 +28,7 @@ def test_load_200(benchmark: Any, impl: ModuleType) -> None:
     benchmark.group = "lru-load-200"
 
     def load() -> list[tuple[int, int | None]]:
-        return impl.LruIndex(CAPACITY).insert_many(LOAD)  # type: ignore[no-any-return]
+        return impl.LruIndex(CAPACITY, random_bytes=os.urandom).insert_many(LOAD)  # type: ignore[no-any-return]
 
     assert benchmark(load) == [(i, None) for i in range(CAPACITY)]
 
@@ -96,7 +97,7 @@ def test_cache_life(benchmark: Any, impl: ModuleType) -> None:
     benchmark.group = "lru-cache-life"
 
     def run() -> list[int]:
-        idx = impl.LruIndex(CAPACITY)
+        idx = impl.LruIndex(CAPACITY, random_bytes=os.urandom)
         idx.insert_many(LOAD)
         ops = (idx.insert, idx.touch, idx.remove)
         order = idx.order

@@ -25,7 +25,7 @@ from aioquic.quic.connection import QuicConnection
 from quic_p2p import Config
 from quic_p2p.accel import RetryTokens, classify_datagram
 from quic_p2p.admission import Accept, Admission, Reply
-from quic_p2p.certs import generate_self_signed
+from quic_p2p.certfiles import generate_self_signed
 from quic_p2p.proto.limits import CID_LENGTH
 from quic_p2p.tls import client_configuration, server_configuration
 
@@ -39,7 +39,9 @@ QUICK = os.environ.get("QUIC_P2P_BENCH_MODE") == "quick"
 def initials() -> dict[str, Any]:
     """A real client's first Initial, and its second one carrying our token."""
     cfg = Config(ip="127.0.0.1")
-    admission = Admission(RetryTokens(), random_bytes=os.urandom, cid_length=CID_LENGTH)
+    admission = Admission(
+        RetryTokens(random_bytes=os.urandom), random_bytes=os.urandom, cid_length=CID_LENGTH
+    )
     client = QuicConnection(configuration=client_configuration(cfg, None))
     client.connect(SERVER, now=NOW)
     first = client.datagrams_to_send(now=NOW)[0][0]

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from quic_p2p import Config, NodeInfo, OurType, QuicP2p
-from quic_p2p.certs import generate_self_signed
+from quic_p2p.certfiles import generate_self_signed
 
 pytestmark = pytest.mark.slow
 

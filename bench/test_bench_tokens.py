@@ -42,14 +42,14 @@ def test_hmac_64b(benchmark: Any, impl: ModuleType) -> None:
 
 def test_token_mint(benchmark: Any, impl: ModuleType) -> None:
     benchmark.group = "token-mint"
-    tokens = impl.RetryTokens(SECRET)
+    tokens = impl.RetryTokens(SECRET, random_bytes=os.urandom)
     token = benchmark(tokens.mint, ADDR, ODCID, RSCID, T0)
     assert tokens.verify(token, ADDR, RSCID, T0) == ODCID
 
 
 def test_token_verify(benchmark: Any, impl: ModuleType) -> None:
     benchmark.group = "token-verify"
-    tokens = impl.RetryTokens(SECRET)
+    tokens = impl.RetryTokens(SECRET, random_bytes=os.urandom)
     token = tokens.mint(ADDR, ODCID, RSCID, T0)
     assert benchmark(tokens.verify, token, ADDR, RSCID, T0 + 1) == ODCID
 
@@ -57,7 +57,7 @@ def test_token_verify(benchmark: Any, impl: ModuleType) -> None:
 def test_token_verify_garbage(benchmark: Any, impl: ModuleType) -> None:
     """Per round: FORGED_COUNT forged tokens, each rejected with BAD_MAC."""
     benchmark.group = "token-verify-garbage"
-    tokens = impl.RetryTokens(SECRET)
+    tokens = impl.RetryTokens(SECRET, random_bytes=os.urandom)
     head = tokens.mint(ADDR, ODCID, RSCID, T0)[:-32]
     forged = [head + os.urandom(32) for _ in range(FORGED_COUNT)]
     verify = tokens.verify

@@ -12,7 +12,8 @@
  * Keys come from the network (peer address + certificate hash), so the hash
  * is SipHash-1-3 under a per-index key: without the key nobody can craft keys
  * that pile up in one probe run. The Python wrapper reseeds every index from
- * os.urandom; the seed qp2p_lru_new picks itself is only a fallback.
+ * the random_bytes its caller injects (the driver passes os.urandom); the seed
+ * qp2p_lru_new picks itself is only a fallback.
  *
  * All memory is allocated once in qp2p_lru_new; no operation can fail for
  * lack of memory afterwards.

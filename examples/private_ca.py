@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from quic_p2p import Config, ConnectionFailedError, NodeInfo, QuicP2p, TrustMode
-from quic_p2p.certs import create_ca, issue_certificate
+from quic_p2p.certfiles import create_ca, issue_certificate
 
 
 def config(ca_der: bytes, cert: object) -> Config:

@@ -117,7 +117,10 @@ class LruLike(Protocol):
     def order(self) -> list[int]: ...
 
 
-LruFactory = Callable[[int], LruLike]
+class LruFactory(Protocol):
+    """Makes the cache's index, as :class:`quic_p2p.accel.LruIndex` does."""
+
+    def __call__(self, capacity: int, *, random_bytes: Callable[[int], bytes]) -> LruLike: ...
 
 
 @lru_cache(maxsize=1024)  # a save re-keys every entry (ours and the file's)
@@ -133,20 +136,26 @@ def _ms(now: float) -> int:
 
 class BootstrapCache:
     """Up to ``capacity`` nodes, most recently connected first (see the module
-    docstring for the rules). Not thread-safe: use it from one thread."""
+    docstring for the rules). Not thread-safe: use it from one thread.
+
+    ``random_bytes`` (required; the driver passes ``os.urandom``) seeds the
+    hash keys of each LRU index the cache makes (``lru_factory(capacity,
+    random_bytes=...)``: one now, one per :meth:`merge`)."""
 
     def __init__(
         self,
         capacity: int = DEFAULT_CAPACITY,
         hard_coded: Iterable[NodeInfo] = (),
         *,
+        random_bytes: Callable[[int], bytes],
         max_failures: int = DEFAULT_MAX_FAILURES,
         lru_factory: LruFactory | None = None,
     ) -> None:
         if max_failures < 1:
             raise ValueError("max_failures must be at least 1")
+        self._random_bytes = random_bytes
         self._factory: LruFactory = lru_factory or accel.LruIndex
-        self._lru = self._factory(capacity)
+        self._lru = self._factory(capacity, random_bytes=random_bytes)
         self.capacity = capacity
         self.max_failures = max_failures
         self._hard_coded = frozenset(hard_coded)
@@ -282,7 +291,7 @@ class BootstrapCache:
         self._trim_removed()
 
     def _rebuild(self, entries: list[CacheEntry], keys: list[bytes]) -> None:
-        lru = self._factory(self.capacity)
+        lru = self._factory(self.capacity, random_bytes=self._random_bytes)
         slots: list[CacheEntry | None] = [None] * self.capacity
         # Oldest first, so the newest ends most recent; one crossing for all.
         for (slot, _ev), e in zip(lru.insert_many(keys[::-1]), entries[::-1], strict=True):

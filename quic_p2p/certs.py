@@ -7,18 +7,19 @@ certificates, and the one curve every TLS 1.3 stack (aioquic included) signs wit
 
 Bad input never leaks a raw ``cryptography`` exception: it raises
 :class:`CertificateError` with a one-line message.
+
+Sans-IO: this module reads no clock and touches no file. The creation
+functions take the current time (``now=``) from their caller;
+:mod:`quic_p2p.certfiles` has the same three reading the wall clock, and the
+key and certificate file writers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import ipaddress
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TypedDict
 
 from cryptography import x509
@@ -52,8 +53,6 @@ __all__ = [
     "load_signing_key",
     "parse_certificate",
     "to_pem",
-    "write_certificate_file",
-    "write_private_key_file",
 ]
 
 #: SAN of the self-signed certificates we generate. Nobody checks it (UNVERIFIED
@@ -96,6 +95,7 @@ class CertificateDescription(TypedDict):
 def generate_self_signed(
     common_name: str = "quic-p2p node",
     *,
+    now: datetime.datetime,
     valid_days: int = 3650,
     not_before: datetime.datetime | None = None,
     dns_names: Sequence[str] = (SELF_SIGNED_DNS_NAME,),
@@ -105,10 +105,15 @@ def generate_self_signed(
     The certificate is its own trust anchor: a peer that pins it (passes it as
     the only CA) accepts it, and it cannot issue other certificates
     (``CA:FALSE``), so pinning it trusts this one certificate only.
+
+    ``now`` (timezone-aware) is the current time: the certificate is valid from
+    :data:`CLOCK_SKEW_ALLOWANCE` before it, for ``valid_days`` after it; an
+    explicit ``not_before`` is the start instead (``valid_days`` from there).
+    ``quic_p2p.certfiles.generate_self_signed`` passes the wall clock.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(common_name)
-    start, end = _validity(not_before, valid_days)
+    start, end = _validity(now, not_before, valid_days)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -130,15 +135,17 @@ def generate_self_signed(
 def create_ca(
     common_name: str,
     *,
+    now: datetime.datetime,
     valid_days: int = 3650,
     not_before: datetime.datetime | None = None,
     issuer: CompleteCert | None = None,
 ) -> CompleteCert:
     """A certificate authority: a root (self-signed) or, given ``issuer``, an
-    intermediate CA signed by it (its ``chain_der`` then leads to the root's child)."""
+    intermediate CA signed by it (its ``chain_der`` then leads to the root's child).
+    ``now``, ``valid_days``, ``not_before``: as :func:`generate_self_signed`."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(common_name)
-    start, end = _validity(not_before, valid_days)
+    start, end = _validity(now, not_before, valid_days)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -178,6 +185,7 @@ def issue_certificate(
     ca: CompleteCert,
     common_name: str,
     *,
+    now: datetime.datetime,
     dns_names: Sequence[str] = (),
     ip_addresses: Sequence[str] = (),
     valid_days: int = 825,
@@ -187,11 +195,12 @@ def issue_certificate(
 
     Valid for both TLS server and client use (a Node is both). ``chain_der``
     holds the CA certificates a peer needs besides its trust anchor: empty when
-    ``ca`` is a root, the intermediate(s) otherwise.
+    ``ca`` is a root, the intermediate(s) otherwise. ``now``, ``valid_days``,
+    ``not_before``: as :func:`generate_self_signed`.
     """
     ca_cert, ca_key = _issuer_parts(ca)
     key = ec.generate_private_key(ec.SECP256R1())
-    start, end = _validity(not_before, valid_days)
+    start, end = _validity(now, not_before, valid_days)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -337,44 +346,7 @@ def is_self_signed(cert: x509.Certificate) -> bool:
     return True
 
 
-def write_private_key_file(path: str | Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Write a private key readable by its owner only (mode 0600), atomically."""
-    _write_file(Path(path), data, 0o600, overwrite)
-
-
-def write_certificate_file(path: str | Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Write a certificate (public) with mode 0644, atomically."""
-    _write_file(Path(path), data, 0o644, overwrite)
-
-
 # --------------------------------------------------------------------------- internals
-
-
-def _write_file(path: Path, data: bytes, mode: int, overwrite: bool) -> None:
-    if not overwrite and path.exists():
-        raise CertificateError(f"{path} already exists (not overwriting)")
-    # The temporary file is created 0600 by mkstemp, so a key is never readable
-    # by others, not even for a moment; fchmod sets the final mode whatever the
-    # umask. Publishing by rename (overwrite) or link (no overwrite, which fails
-    # atomically if the name appeared meanwhile) means readers never see a
-    # half-written file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise CertificateError(f"{path} already exists (not overwriting)") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _as_bytes(data: object, what: str) -> bytes:
@@ -461,12 +433,13 @@ def _name(common_name: str) -> x509.Name:
 
 
 def _validity(
-    not_before: datetime.datetime | None, valid_days: int
+    now: datetime.datetime, not_before: datetime.datetime | None, valid_days: int
 ) -> tuple[datetime.datetime, datetime.datetime]:
     if not isinstance(valid_days, int) or isinstance(valid_days, bool) or valid_days < 1:
         raise CertificateError(f"valid_days must be a positive integer, got {valid_days!r}")
+    if not isinstance(now, datetime.datetime) or now.tzinfo is None:
+        raise CertificateError("now must be a timezone-aware datetime")
     if not_before is None:
-        now = datetime.datetime.now(datetime.UTC)
         return now - CLOCK_SKEW_ALLOWANCE, now + datetime.timedelta(days=valid_days)
     if not_before.tzinfo is None:
         raise CertificateError("not_before must be timezone-aware")

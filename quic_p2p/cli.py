@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -71,7 +72,7 @@ def _cmd_echo(args: argparse.Namespace) -> int:
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
-    from . import certs
+    from . import certfiles, certs
 
     if args.certs_command == "inspect":
         data = _read_file(args.file)
@@ -89,19 +90,19 @@ def _cmd_certs(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if args.certs_command == "create-ca":
-        made = certs.create_ca(args.name, valid_days=args.days)
+        made = certfiles.create_ca(args.name, valid_days=args.days)
     elif args.certs_command == "self-signed":
-        made = certs.generate_self_signed(args.name, valid_days=args.days)
+        made = certfiles.generate_self_signed(args.name, valid_days=args.days)
     else:  # issue
         ca = certs.load_complete_cert(_read_file(args.ca_cert), _read_file(args.ca_key))
-        made = certs.issue_certificate(
+        made = certfiles.issue_certificate(
             ca, args.name, dns_names=args.dns, ip_addresses=args.ip, valid_days=args.days
         )
     stem = args.file_stem or file_stem(args.name)
     cert_path, key_path = out / f"{stem}.pem", out / f"{stem}.key"
     chain = b"".join(certs.to_pem(d) for d in (made.cert_der, *made.chain_der))
-    certs.write_certificate_file(cert_path, chain, overwrite=args.force)
-    certs.write_private_key_file(key_path, certs.key_to_pem(made.key_der), overwrite=args.force)
+    certfiles.write_certificate_file(cert_path, chain, overwrite=args.force)
+    certfiles.write_private_key_file(key_path, certs.key_to_pem(made.key_der), overwrite=args.force)
     print(f"certificate: {cert_path}")
     print(f"private key: {key_path} (mode 0600)")
     print(f"sha256:      {certs.fingerprint(made.cert_der).hex()}")
@@ -122,7 +123,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     from .cache_store import CacheStore
 
     store = CacheStore(args.cache_dir)
-    cache = BootstrapCache()
+    cache = BootstrapCache(random_bytes=os.urandom)
     cache.merge(store.load())
     if args.cache_command == "clear":
         removed = len(cache)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .aio import QuicP2p
-from .certs import create_ca, issue_certificate
+from .certfiles import create_ca, issue_certificate
 from .config import Config, OurType, TrustMode
 from .events import NewMessage, SentUserMessage
 from .peer import Peer, format_address

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -31,13 +32,13 @@ def _framing(mod: ModuleType) -> object:
 
 
 def _tokens(mod: ModuleType) -> object:
-    toks = mod.RetryTokens(b"k" * 32)
+    toks = mod.RetryTokens(b"k" * 32, random_bytes=os.urandom)
     token = toks.mint(b"\x7f\x00\x00\x01\x12\x34", b"odcid123", b"rscid456", 1_000)
     return token, toks.verify(token, b"\x7f\x00\x00\x01\x12\x34", b"rscid456", 2_000)
 
 
 def _lru(mod: ModuleType) -> object:
-    idx = mod.LruIndex(capacity=4)
+    idx = mod.LruIndex(capacity=4, random_bytes=os.urandom)
     results = [idx.insert(bytes([k])) for k in (1, 2, 3, 4, 5, 2, 6)]
     return results, idx.order()
 

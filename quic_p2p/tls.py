@@ -224,12 +224,13 @@ class ServerConnection(QuicConnection):
             self.client_auth_requested = True
 
 
-def check_validity(cert: x509.Certificate, now: datetime.datetime | None = None) -> str | None:
-    """``None`` if ``now`` (default: the current time, UTC) lies within the
-    certificate's validity period, else why not. aioquic only checks dates
-    when it verifies a chain (``CERT_REQUIRED``); UNVERIFIED mode runs
-    ``CERT_NONE``, and its server side never checks a client's dates, so the
-    endpoint calls this on every connection."""
+def check_validity(cert: x509.Certificate, now: datetime.datetime) -> str | None:
+    """``None`` if ``now`` (the current time, timezone-aware, from the caller:
+    this module reads no clock) lies within the certificate's validity period,
+    else why not. aioquic only checks dates when it verifies a chain
+    (``CERT_REQUIRED``); UNVERIFIED mode runs ``CERT_NONE``, and its server
+    side never checks a client's dates, so the endpoint calls this on every
+    connection."""
     when = _utc(now)
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     if when < start:
@@ -240,7 +241,7 @@ def check_validity(cert: x509.Certificate, now: datetime.datetime | None = None)
 
 
 def check_server_certificate(
-    connection: QuicConnection, expected_der: bytes = b"", *, now: datetime.datetime | None = None
+    connection: QuicConnection, expected_der: bytes = b"", *, now: datetime.datetime
 ) -> str | None:
     """After ``HandshakeCompleted`` on one of our outgoing connections, in
     every mode: ``None`` if the server's certificate is within its validity
@@ -261,7 +262,7 @@ def check_server_certificate(
 
 
 def check_client_certificate(
-    connection: QuicConnection, config: Config, *, now: datetime.datetime | None = None
+    connection: QuicConnection, config: Config, *, now: datetime.datetime
 ) -> str | None:
     """After ``HandshakeCompleted`` on an incoming :class:`ServerConnection`,
     before any of the peer's data is processed: ``None`` if the client may
@@ -384,9 +385,9 @@ def _chain_problem(
     return None
 
 
-def _utc(now: datetime.datetime | None) -> datetime.datetime:
-    if now is None:
-        return datetime.datetime.now(datetime.UTC)
+def _utc(now: datetime.datetime) -> datetime.datetime:
+    if not isinstance(now, datetime.datetime):
+        raise TypeError(f"now must be a datetime (the current time), got {type(now).__name__}")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     return now

@@ -9,6 +9,7 @@ the tests so both sides name the same nodes; the kill loop forks ``write_forever
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +30,7 @@ def write(directory: str, tag: int, numbers: Iterable[int], ready: Callable[[], 
     """Add ``node_for(tag, i)`` for each number, saving after each; ``ready()``
     after the first save. 1 if a save failed."""
     store = CacheStore(directory)
-    cache = BootstrapCache()
+    cache = BootstrapCache(random_bytes=os.urandom)
     cache.merge(store.load())
     for i in numbers:
         cache.add(node_for(tag, i), time.time())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quic_p2p import Config, Event, OurType
-from quic_p2p.certs import generate_self_signed
+from quic_p2p.certfiles import generate_self_signed
 from quic_p2p.peer import Address, NodeInfo
 from quic_p2p.proto import Engine, EventQueue
 from quic_p2p.proto.state import Result

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from aioquic.quic.connection import QuicConnection
 
-from quic_p2p import Config, NodeInfo, certs, tls
+from quic_p2p import Config, NodeInfo, certfiles, tls
 from quic_p2p.link import Link, LinkEvent
 
 CLIENT_ADDR = ("127.0.0.1", 1111)
@@ -33,8 +33,8 @@ class LinkPair:
     def __init__(self, config: Config | None = None, *, max_msg_size: int = 1 << 20) -> None:
         self.config = config or Config(ip="127.0.0.1", idle_timeout_msec=30_000)
         self.now = 1_000.0
-        self.client_cert = certs.generate_self_signed("client")
-        self.server_cert = certs.generate_self_signed("server")
+        self.client_cert = certfiles.generate_self_signed("client")
+        self.server_cert = certfiles.generate_self_signed("server")
         client_cfg = tls.client_configuration(
             self.config,
             NodeInfo(SERVER_ADDR, self.server_cert.cert_der),

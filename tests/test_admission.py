@@ -24,7 +24,7 @@ def initial(token: bytes = b"") -> bytes:
 
 
 def test_tokenless_initial_gets_a_retry_and_its_token_is_accepted() -> None:
-    adm = Admission(RetryTokens(b"k" * 32), random_bytes=os.urandom)
+    adm = Admission(RetryTokens(b"k" * 32, random_bytes=os.urandom), random_bytes=os.urandom)
     first = initial()
     info = classify_datagram(first, 8)
     decision = adm.decide(info, len(first), ADDR, now=100.0)
@@ -44,7 +44,9 @@ def test_tokenless_initial_gets_a_retry_and_its_token_is_accepted() -> None:
 
 
 def test_retry_only_above_the_handshake_rate() -> None:
-    adm = Admission(RetryTokens(), random_bytes=os.urandom, retry_above_rate=3)
+    adm = Admission(
+        RetryTokens(random_bytes=os.urandom), random_bytes=os.urandom, retry_above_rate=3
+    )
     data = initial()
     info = classify_datagram(data, 8)
     kinds = [type(adm.decide(info, len(data), ADDR, now=10.0 + i * 0.01)) for i in range(6)]
@@ -54,7 +56,7 @@ def test_retry_only_above_the_handshake_rate() -> None:
 
 
 def test_refusal_small_datagrams_and_other_packet_types() -> None:
-    adm = Admission(RetryTokens(), random_bytes=os.urandom)
+    adm = Admission(RetryTokens(random_bytes=os.urandom), random_bytes=os.urandom)
     data = initial()
     info = classify_datagram(data, 8)
     refused = adm.decide(info, len(data), ADDR, now=1.0, accepting=False)

@@ -56,7 +56,7 @@ def node(i: int, cert: bytes | None = None) -> NodeInfo:
 def make(impl: ModuleType | None = None, **kw: Any) -> BootstrapCache:
     if impl is not None:
         kw["lru_factory"] = impl.LruIndex
-    return BootstrapCache(**kw)
+    return BootstrapCache(random_bytes=os.urandom, **kw)
 
 
 def corrupt_files(d: Path) -> list[str]:
@@ -64,6 +64,32 @@ def corrupt_files(d: Path) -> list[str]:
 
 
 # ------------------------------------------------------------ in memory
+
+
+def test_lru_hash_keys_come_from_the_injected_random_bytes(impl: ModuleType) -> None:
+    drawn: list[int] = []
+
+    def source(n: int) -> bytes:
+        drawn.append(n)
+        return bytes(n)
+
+    made: list[int] = []
+
+    def factory(capacity: int, *, random_bytes: Callable[[int], bytes]) -> Any:
+        assert random_bytes is source
+        made.append(capacity)
+        return impl.LruIndex(capacity, random_bytes=random_bytes)
+
+    cache = BootstrapCache(5, random_bytes=source, lru_factory=factory)
+    assert (made, drawn) == ([5], [16])
+    cache.add(node(1), 10.0)
+    other = BootstrapCache(5, random_bytes=source, lru_factory=impl.LruIndex)
+    other.add(node(2), 11.0)
+    cache.merge(other.state())  # the merge rebuilds its index: one more draw
+    assert (made, drawn) == ([5, 5], [16, 16, 16])
+    assert cache.peers() == [node(2), node(1)]
+    with pytest.raises(TypeError, match="random_bytes"):
+        BootstrapCache()  # type: ignore[call-arg]
 
 
 def test_seed_hard_coded_contact_is_not_cached(impl: ModuleType) -> None:
@@ -309,7 +335,7 @@ def test_decode_checksummed_garbage_only_raises_cache_format_error(
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_any_flipped_byte_is_detected(data: st.DataObject) -> None:
-    cache = BootstrapCache()
+    cache = BootstrapCache(random_bytes=os.urandom)
     for i in range(3):
         cache.add(node(i), float(i))
     blob = bytearray(cache.encode())
@@ -329,32 +355,32 @@ def test_decode_rejects_huge_counts_without_allocating() -> None:
 
 
 def test_seed_ten_adds_are_persisted_and_reloaded(tmp_path: Path) -> None:
-    store, cache = CacheStore(tmp_path), BootstrapCache()
+    store, cache = CacheStore(tmp_path), BootstrapCache(random_bytes=os.urandom)
     peers = [node(i) for i in range(10)]
     for t, p in enumerate(peers):
         cache.add(p, float(t))
         assert store.save(cache)  # every change, not every 10th
-    fresh = BootstrapCache()
+    fresh = BootstrapCache(random_bytes=os.urandom)
     fresh.merge(CacheStore(tmp_path).load())
     assert fresh.peers() == peers[::-1]
 
 
 def test_reload_order_equals_saved_order(tmp_path: Path) -> None:
-    store, cache = CacheStore(tmp_path), BootstrapCache()
+    store, cache = CacheStore(tmp_path), BootstrapCache(random_bytes=os.urandom)
     rnd = random.Random(1)
     for t in range(400):
         cache.add(node(rnd.randrange(300)), float(t))
         if t % 7 == 0:
             cache.record_failure(node(rnd.randrange(300)))
     store.save(cache)
-    fresh = BootstrapCache()
+    fresh = BootstrapCache(random_bytes=os.urandom)
     fresh.merge(store.load())
     assert fresh.entries() == cache.entries() and len(fresh) == 200
     assert fresh.bootstrap_order() == cache.bootstrap_order()
 
 
 def test_file_is_written_atomically_and_temps_are_cleaned(tmp_path: Path) -> None:
-    store, cache = CacheStore(tmp_path), BootstrapCache()
+    store, cache = CacheStore(tmp_path), BootstrapCache(random_bytes=os.urandom)
     dead, young = tmp_path / ".bootstrap_cache.dead.tmp", tmp_path / ".bootstrap_cache.live.tmp"
     dead.write_bytes(b"half a file")  # a killed writer's
     os.utime(dead, (time.time() - 60, time.time() - 60))
@@ -380,10 +406,10 @@ def test_file_is_written_atomically_and_temps_are_cleaned(tmp_path: Path) -> Non
 
 
 def test_save_without_merge_replaces_the_file(tmp_path: Path) -> None:
-    a = BootstrapCache()
+    a = BootstrapCache(random_bytes=os.urandom)
     a.add(node(1), 1.0)
     CacheStore(tmp_path).save(a)
-    b = BootstrapCache()
+    b = BootstrapCache(random_bytes=os.urandom)
     b.add(node(2), 2.0)
     CacheStore(tmp_path).save(b, merge=False)
     assert [e.info for e in CacheStore(tmp_path).load().entries] == [node(2)]
@@ -392,11 +418,11 @@ def test_save_without_merge_replaces_the_file(tmp_path: Path) -> None:
 def test_removal_in_one_process_is_not_undone_by_another(tmp_path: Path) -> None:
     x, y = node(1), node(2)
     sa, sb = CacheStore(tmp_path), CacheStore(tmp_path)
-    a = BootstrapCache()
+    a = BootstrapCache(random_bytes=os.urandom)
     a.add(x, 1.0)
     a.add(y, 2.0)
     sa.save(a)
-    b = BootstrapCache()
+    b = BootstrapCache(random_bytes=os.urandom)
     b.merge(sb.load())
     for _ in range(3):
         a.record_failure(x)
@@ -424,7 +450,7 @@ CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
 def test_corrupt_file_is_moved_aside(
     tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = BootstrapCache()
+    cache = BootstrapCache(random_bytes=os.urandom)
     for i in range(5):
         cache.add(node(i), float(i))
     CacheStore(tmp_path).save(cache)
@@ -438,7 +464,7 @@ def test_corrupt_file_is_moved_aside(
     assert any("moved to" in r.getMessage() for r in caplog.records)
     (aside,) = corrupt_files(tmp_path)
     assert (tmp_path / aside).read_bytes() == bad and not path.exists()
-    fresh = BootstrapCache()
+    fresh = BootstrapCache(random_bytes=os.urandom)
     fresh.merge(state)
     fresh.add(node(9), 9.0)
     assert store.save(fresh)
@@ -461,7 +487,7 @@ def test_path_that_is_a_file_keeps_the_cache_in_memory(
     with caplog.at_level(logging.WARNING, logger="quic_p2p.cache_store"):
         store = CacheStore(blocker)
         assert store.load().entries == []
-        cache = BootstrapCache()
+        cache = BootstrapCache(random_bytes=os.urandom)
         for i in range(3):
             cache.add(node(i), float(i))
             assert store.save(cache) is False
@@ -496,7 +522,7 @@ def mount(*opts):
     subprocess.run(["mount", *opts, str(d)], check=True, capture_output=True)
 
 
-good = BootstrapCache()
+good = BootstrapCache(random_bytes=os.urandom)
 good.add(node(1), 1.0)
 assert CacheStore(d).save(good)
 (d / "bootstrap_cache.lock").unlink()
@@ -508,7 +534,7 @@ else:
 try:
     assert not os.access(d, os.W_OK), "still writable"
     store = CacheStore(d)
-    cache = BootstrapCache()
+    cache = BootstrapCache(random_bytes=os.urandom)
     cache.merge(store.load())  # reading still works, without the lock
     cache.add(node(2), 2.0)
     assert store.save(cache) is False
@@ -578,7 +604,7 @@ def test_failing_writes_warn_once_and_recover(
 ) -> None:
     """The unwritable-directory path, reproducible as root: writes fail with
     EACCES, the cache keeps working in memory, and persists once writes work."""
-    store, cache = CacheStore(tmp_path), BootstrapCache()
+    store, cache = CacheStore(tmp_path), BootstrapCache(random_bytes=os.urandom)
 
     def denied(*_a: object, **_k: object) -> tuple[int, str]:
         raise PermissionError(13, "Permission denied")
@@ -617,7 +643,7 @@ def _hold_lock(directory: Path) -> int:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX advisory lock")
 def test_save_waits_for_the_lock(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    store, cache = CacheStore(tmp_path), BootstrapCache()
+    store, cache = CacheStore(tmp_path), BootstrapCache(random_bytes=os.urandom)
     fd = _hold_lock(tmp_path)
     released = threading.Event()
 
@@ -643,7 +669,7 @@ def test_stuck_lock_holder_does_not_hang_saves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(cache_store, "LOCK_TIMEOUT", 0.1)
-    store, cache = CacheStore(tmp_path), BootstrapCache()
+    store, cache = CacheStore(tmp_path), BootstrapCache(random_bytes=os.urandom)
     fd = _hold_lock(tmp_path)  # e.g. a holder stopped with SIGSTOP
     try:
         with caplog.at_level(logging.WARNING, logger="quic_p2p.cache_store"):
@@ -809,7 +835,7 @@ def test_fifo_cache_file_is_set_aside_by_load_and_save(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / FILE_NAME)
     assert store.load().entries == []
     os.mkfifo(tmp_path / FILE_NAME)
-    cache = BootstrapCache()
+    cache = BootstrapCache(random_bytes=os.urandom)
     cache.add(node(1), 1.0)
     assert store.save(cache)
     assert (tmp_path / FILE_NAME).is_file() and len(corrupt_files(tmp_path)) == 2
@@ -826,7 +852,7 @@ def test_dangling_symlinks_are_never_followed(tmp_path: Path) -> None:
     out = _start_endpoint(d)
     assert out.returncode == 0 and "started and stopped" in out.stdout, out.stderr
     store = CacheStore(d)
-    cache = BootstrapCache()
+    cache = BootstrapCache(random_bytes=os.urandom)
     cache.add(node(1), 1.0)
     assert store.save(cache)
     assert [e.info for e in store.load().entries] == [node(1)]
@@ -840,7 +866,7 @@ def test_symlinked_cache_file_is_not_read_through(tmp_path: Path) -> None:
     d, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
     d.mkdir()
     elsewhere.mkdir()
-    good = BootstrapCache()
+    good = BootstrapCache(random_bytes=os.urandom)
     good.add(node(7), 7.0)
     assert CacheStore(elsewhere).save(good)
     (d / FILE_NAME).symlink_to(elsewhere / FILE_NAME)

@@ -14,28 +14,35 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from quic_p2p import certs
+from quic_p2p import certfiles, certs
 from quic_p2p.certs import CertificateError
 from quic_p2p.config import CompleteCert
 from quic_p2p.errors import QuicP2pError
 
 UTC = datetime.UTC
+#: The time the creation functions are given: certs reads no clock, so any
+#: instant works (none of these tests makes a handshake).
+NOW = datetime.datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def self_signed() -> CompleteCert:
-    return certs.generate_self_signed("node A")
+    return certs.generate_self_signed("node A", now=NOW)
 
 
 @pytest.fixture(scope="module")
 def ca() -> CompleteCert:
-    return certs.create_ca("Net CA")
+    return certs.create_ca("Net CA", now=NOW)
 
 
 @pytest.fixture(scope="module")
 def leaf(ca: CompleteCert) -> CompleteCert:
     return certs.issue_certificate(
-        ca, "node-1", dns_names=["net.example", "b.example"], ip_addresses=["10.0.0.1", "::1"]
+        ca,
+        "node-1",
+        dns_names=["net.example", "b.example"],
+        ip_addresses=["10.0.0.1", "::1"],
+        now=NOW,
     )
 
 
@@ -73,23 +80,62 @@ def test_self_signed_shape(self_signed: CompleteCert) -> None:
 
 
 def test_default_validity_allows_clock_skew() -> None:
-    before = datetime.datetime.now(UTC)
-    cert = x509.load_der_x509_certificate(certs.generate_self_signed(valid_days=2).cert_der)
-    assert cert.not_valid_before_utc <= before - datetime.timedelta(minutes=59)
-    assert cert.not_valid_after_utc >= before + datetime.timedelta(days=2, seconds=-5)
+    # From the given time, not the clock: valid from an hour before it.
+    for make in (
+        lambda: certs.generate_self_signed(valid_days=2, now=NOW),
+        lambda: certs.create_ca("CA", valid_days=2, now=NOW),
+        lambda: certs.issue_certificate(certs.create_ca("CA", now=NOW), "n", valid_days=2, now=NOW),
+    ):
+        cert = x509.load_der_x509_certificate(make().cert_der)
+        assert cert.not_valid_before_utc == NOW - certs.CLOCK_SKEW_ALLOWANCE
+        assert cert.not_valid_after_utc == NOW + datetime.timedelta(days=2)
+
+
+def test_creation_needs_an_aware_now() -> None:
+    with pytest.raises(CertificateError, match="now must be a timezone-aware"):
+        certs.generate_self_signed(now=datetime.datetime(2031, 1, 1))
+    with pytest.raises(CertificateError, match="now must be a timezone-aware"):
+        certs.create_ca("CA", now="2031-01-01")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="now"):
+        certs.generate_self_signed()  # type: ignore[call-arg]
+
+
+def test_certfiles_creates_at_the_wall_clock() -> None:
+    """The driver-ring conveniences: the same calls without ``now``."""
+    before = datetime.datetime.now(UTC).replace(microsecond=0)
+    ca = certfiles.create_ca("Net CA", valid_days=3)
+    made = [ca, certfiles.issue_certificate(ca, "n", valid_days=3, ip_addresses=["10.0.0.1"])]
+    made.append(certfiles.generate_self_signed("s", valid_days=3))
+    after = datetime.datetime.now(UTC)
+    for cert in made:
+        parsed = x509.load_der_x509_certificate(cert.cert_der)
+        start = parsed.not_valid_before_utc + certs.CLOCK_SKEW_ALLOWANCE
+        assert before <= start <= after
+        assert parsed.not_valid_after_utc - parsed.not_valid_before_utc == datetime.timedelta(
+            days=3, hours=1
+        )
+    assert made[1].chain_der == () and certs.is_self_signed(
+        x509.load_der_x509_certificate(made[2].cert_der)
+    )
+    start = datetime.datetime(2020, 1, 2, tzinfo=UTC)
+    explicit = certfiles.generate_self_signed(not_before=start, valid_days=1, dns_names=())
+    parsed = x509.load_der_x509_certificate(explicit.cert_der)
+    assert parsed.not_valid_before_utc == start
+    with pytest.raises(x509.ExtensionNotFound):
+        parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName)
 
 
 def test_explicit_not_before() -> None:
     start = datetime.datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
     cert = x509.load_der_x509_certificate(
-        certs.generate_self_signed(not_before=start, valid_days=10).cert_der
+        certs.generate_self_signed(not_before=start, valid_days=10, now=NOW).cert_der
     )
     assert cert.not_valid_before_utc == start
     assert cert.not_valid_after_utc == start + datetime.timedelta(days=10)
     with pytest.raises(CertificateError, match="timezone"):
-        certs.generate_self_signed(not_before=datetime.datetime(2020, 1, 1))
+        certs.generate_self_signed(not_before=datetime.datetime(2020, 1, 1), now=NOW)
     with pytest.raises(CertificateError, match="valid_days"):
-        certs.generate_self_signed(valid_days=0)
+        certs.generate_self_signed(valid_days=0, now=NOW)
 
 
 def test_ca_shape(ca: CompleteCert) -> None:
@@ -115,33 +161,33 @@ def test_issued_cert_shape(ca: CompleteCert, leaf: CompleteCert) -> None:
 
 
 def test_intermediate_chain(ca: CompleteCert) -> None:
-    inter = certs.create_ca("Intermediate", issuer=ca)
+    inter = certs.create_ca("Intermediate", issuer=ca, now=NOW)
     assert inter.chain_der == ()  # signed by a root
     x509.load_der_x509_certificate(inter.cert_der).verify_directly_issued_by(
         x509.load_der_x509_certificate(ca.cert_der)
     )
-    sub = certs.create_ca("Sub", issuer=inter)
+    sub = certs.create_ca("Sub", issuer=inter, now=NOW)
     assert sub.chain_der == (inter.cert_der,)
-    leaf = certs.issue_certificate(sub, "deep")
+    leaf = certs.issue_certificate(sub, "deep", now=NOW)
     assert leaf.chain_der == (sub.cert_der, inter.cert_der)
 
 
 def test_issuing_needs_a_ca(self_signed: CompleteCert, leaf: CompleteCert) -> None:
     with pytest.raises(CertificateError, match="not a CA"):
-        certs.issue_certificate(self_signed, "x")
+        certs.issue_certificate(self_signed, "x", now=NOW)
     with pytest.raises(CertificateError, match="does not match"):
-        certs.issue_certificate(CompleteCert(leaf.cert_der, self_signed.key_der), "x")
+        certs.issue_certificate(CompleteCert(leaf.cert_der, self_signed.key_der), "x", now=NOW)
 
 
 def test_bad_names_are_certificate_errors(ca: CompleteCert) -> None:
     with pytest.raises(CertificateError, match="IP address"):
-        certs.issue_certificate(ca, "x", ip_addresses=["300.1.1.1"])
+        certs.issue_certificate(ca, "x", ip_addresses=["300.1.1.1"], now=NOW)
     with pytest.raises(CertificateError, match="common name"):
-        certs.create_ca("")
+        certs.create_ca("", now=NOW)
     with pytest.raises(CertificateError, match="common name"):
-        certs.create_ca("x" * 65)  # X.520 limits CN to 64 characters
+        certs.create_ca("x" * 65, now=NOW)  # X.520 limits CN to 64 characters
     with pytest.raises(CertificateError, match="sequences"):
-        certs.issue_certificate(ca, "x", dns_names="net.example")  # a str, not a list
+        certs.issue_certificate(ca, "x", dns_names="net.example", now=NOW)  # a str, not a list
 
 
 # ------------------------------------------------------------------ PEM / DER
@@ -207,8 +253,8 @@ def test_key_pem_round_trip(self_signed: CompleteCert) -> None:
 
 
 def test_load_complete_cert_pem_with_chain(ca: CompleteCert) -> None:
-    inter = certs.create_ca("Intermediate", issuer=ca)
-    leaf = certs.issue_certificate(inter, "n")
+    inter = certs.create_ca("Intermediate", issuer=ca, now=NOW)
+    leaf = certs.issue_certificate(inter, "n", now=NOW)
     cert_pem = certs.to_pem(leaf.cert_der) + certs.to_pem(inter.cert_der)
     loaded = certs.load_complete_cert(cert_pem, certs.key_to_pem(leaf.key_der))
     assert loaded == CompleteCert(leaf.cert_der, leaf.key_der, (inter.cert_der,))
@@ -318,15 +364,15 @@ def test_fingerprint(leaf: CompleteCert) -> None:
 def test_private_key_file_is_owner_only(tmp_path: Path, self_signed: CompleteCert) -> None:
     path = tmp_path / "node.key"
     data = certs.key_to_pem(self_signed.key_der)
-    certs.write_private_key_file(path, data)
+    certfiles.write_private_key_file(path, data)
     assert path.read_bytes() == data
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with pytest.raises(CertificateError, match="already exists"):
-        certs.write_private_key_file(path, b"other")
+        certfiles.write_private_key_file(path, b"other")
     assert path.read_bytes() == data
     # Overwriting a file that was world-readable tightens it.
     path.chmod(0o644)
-    certs.write_private_key_file(path, b"new", overwrite=True)
+    certfiles.write_private_key_file(path, b"new", overwrite=True)
     assert path.read_bytes() == b"new"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["node.key"]  # no temp files left
@@ -334,6 +380,6 @@ def test_private_key_file_is_owner_only(tmp_path: Path, self_signed: CompleteCer
 
 def test_certificate_file(tmp_path: Path, leaf: CompleteCert) -> None:
     path = tmp_path / "node.crt"
-    certs.write_certificate_file(path, certs.to_pem(leaf.cert_der))
+    certfiles.write_certificate_file(path, certs.to_pem(leaf.cert_der))
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert certs.load_certificate(path.read_bytes()) == leaf.cert_der

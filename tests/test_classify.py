@@ -341,3 +341,71 @@ def test_c_function_directly_matches_twin(
         assert data[offset : offset + length] == value
         assert offset + length <= len(data)
     assert lib.qp2p_classify_datagram(data, len(data), MAX_CID_LEN + 1, info) == lib.QP2P_E_ARG
+
+
+def test_concurrent_calls_each_read_their_own_result(impl: ModuleType) -> None:
+    """cffi drops the GIL inside C, so calls from several threads overlap: each
+    must read back its own output struct (the C wrapper's free list), never
+    another call's."""
+    import threading
+
+    def handshake(i: int) -> bytes:
+        dcid, scid = i.to_bytes(8, "big"), (i * 7).to_bytes(4, "big")
+        return long_header(0xE0, QUIC_V1, dcid, scid, b"payload")
+
+    failures: list[str] = []
+    start = threading.Barrier(4)
+
+    def worker(base: int) -> None:
+        start.wait()
+        try:
+            for i in range(base, base + 2000):
+                data = handshake(i)
+                info = impl.classify_datagram(data, CID_LEN)
+                if (info.packet_type, info.dcid, info.scid) != (
+                    PacketType.HANDSHAKE,
+                    data[6:14],
+                    data[15:19],
+                ):
+                    failures.append(f"call {i} read {info}")
+                with pytest.raises(DatagramError):  # the error path gives its struct back too
+                    impl.classify_datagram(data[:10], CID_LEN)
+        except BaseException as exc:
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(n * 2000,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_a_call_owns_its_output_struct_while_c_runs(
+    c_impl: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deterministic form of the test above: another call runs while this one
+    is inside C (as another thread may, the GIL being released) and must not
+    write into this call's output struct."""
+    from quic_p2p.accel.cimpl import classify
+
+    real = classify._classify
+    outer = long_header(0xE0, QUIC_V1, b"O" * 8, b"o" * 3, b"outer payload")
+    inner = long_header(0xC0, QUIC_V1, b"I" * 2, b"i" * 9, b"\x05token" + bytes(30))
+    seen: list[DatagramInfo] = []
+
+    def interleaved(data: bytes, n: int, k: int, info: Any) -> int:
+        rc: int = real(data, n, k, info)
+        if data is outer:
+            seen.append(classify.classify_datagram(inner, CID_LEN))
+            with pytest.raises(DatagramError):
+                classify.classify_datagram(inner[:3], CID_LEN)
+        return rc
+
+    monkeypatch.setattr(classify, "_classify", interleaved)
+    for _ in range(3):  # first with an empty free list, then reusing its structs
+        got = classify.classify_datagram(outer, CID_LEN)
+        assert got == DatagramInfo(True, PacketType.HANDSHAKE, QUIC_V1, b"O" * 8, b"o" * 3, b"")
+        assert seen.pop() == DatagramInfo(
+            True, PacketType.INITIAL, QUIC_V1, b"I" * 2, b"i" * 9, b"token"
+        )

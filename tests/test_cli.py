@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import signal
 import stat
@@ -173,10 +174,10 @@ def test_cache_show_export_clear(tmp_path: Path) -> None:
     from quic_p2p import NodeInfo
     from quic_p2p.bootstrap_cache import BootstrapCache
     from quic_p2p.cache_store import CacheStore
-    from quic_p2p.certs import generate_self_signed
+    from quic_p2p.certfiles import generate_self_signed
 
     nodes = [NodeInfo(("127.0.0.1", 4000 + i), generate_self_signed().cert_der) for i in range(2)]
-    cache = BootstrapCache()
+    cache = BootstrapCache(random_bytes=os.urandom)
     for i, n in enumerate(nodes):
         cache.add(n, now=1_000_000 + i)
     assert CacheStore(tmp_path).save(cache)
@@ -350,7 +351,7 @@ def test_cache_export_file_is_a_contact_file(tmp_path: Path) -> None:
         from quic_p2p.bootstrap_cache import BootstrapCache
         from quic_p2p.cache_store import CacheStore
 
-        cache = BootstrapCache()
+        cache = BootstrapCache(random_bytes=os.urandom)
         cache.add(info, now=1_000_000)
         assert CacheStore(tmp_path / "exp").save(cache)
         exported = tmp_path / "contacts.json"

@@ -31,28 +31,10 @@ FILE_METHODS = {"write_bytes", "write_text", "read_bytes", "read_text", "mkdir",
 DRIVER = ("quic_p2p.aio", "quic_p2p.cli", "quic_p2p.cli_node", "quic_p2p.demo")
 DRIVER += ("quic_p2p.channel", "quic_p2p.cache_store", "quic_p2p.selfcheck")
 DRIVER += ("quic_p2p.certfiles", "quic_p2p.__main__")
-#: What a core module still does that a pure one would get injected, and why.
-#: The test fails on anything new *and* on an entry that no longer holds, so
-#: this stays the true to-do list.
-KNOWN_IMPURE = {
-    # Fresh retry-token secrets and key rotation draw their own randomness.
-    "quic_p2p.accel.pyimpl.tokens": {"import secrets"},
-    "quic_p2p.accel.cimpl.tokens": {"import secrets"},
-    # The LRU index's hash keys (SipHash-style flooding defence).
-    "quic_p2p.accel.cimpl.lru": {"os.urandom()"},
-    # One reusable C output buffer per thread.
-    "quic_p2p.accel.cimpl.classify": {"import threading"},
-    # Certificate validity checks default to the wall clock.
-    "quic_p2p.tls": {"datetime.now()"},
-    # Certificate creation dates, and key/certificate file writers for the CLI.
-    "quic_p2p.certs": {
-        "datetime.now()",
-        "import tempfile",
-        "os.fsync()",
-        "os.replace()",
-        ".unlink()",
-    },
-}
+#: What a core module still does that a pure one would get injected, and why
+#: (empty: the engine gets its clock, randomness and files from the driver).
+#: The test fails on anything new *and* on an entry that no longer holds.
+KNOWN_IMPURE: dict[str, set[str]] = {}
 
 
 def _module_name(path: Path) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 
-from linkpair import LinkPair
-
 from quic_p2p.accel.types import FrameKind
 from quic_p2p.link import MAX_ACTIVE_LARGE, LinkAcked, LinkDown, LinkFrame, LinkRefused, LinkUp
 from quic_p2p.wire import SMALL_MESSAGE_MAX, ErrorCode, RejectReason
+
+from linkpair import LinkPair
 
 
 def _messages(events: list[object]) -> list[bytes]:

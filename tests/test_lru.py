@@ -113,15 +113,54 @@ def test_constants_match_header(c_impl: ModuleType) -> None:
     assert lib.QP2P_E_LRU_KEY_LENGTH == -40
 
 
+def test_hash_key_comes_from_the_injected_random_bytes(impl: ModuleType) -> None:
+    calls: list[int] = []
+
+    def source(n: int) -> bytes:
+        calls.append(n)
+        return bytes(range(n))
+
+    idx = impl.LruIndex(8, random_bytes=source)
+    assert calls == [16]  # once, at creation, in both implementations
+    assert [idx.insert(key(i)) for i in range(9)][-1] == (0, 0)
+    assert calls == [16]
+
+
+def test_c_and_twin_agree_under_the_same_injected_bytes(
+    c_impl: ModuleType, py_impl: ModuleType
+) -> None:
+    # Any seed, even all zeros: the hash key changes where C stores a key, never an answer.
+    for seed in (bytes(16), b"\xff" * 16, bytes(range(16))):
+        c, py = (m.LruIndex(16, 8, random_bytes=lambda n, s=seed: s) for m in (c_impl, py_impl))
+        keys = [i.to_bytes(2, "big") for i in range(40)]
+        assert c.insert_many(keys[:20]) == py.insert_many(keys[:20])
+        assert [c.insert(k) for k in keys[20:]] == [py.insert(k) for k in keys[20:]]
+        assert [c.remove(k) for k in keys[::3]] == [py.remove(k) for k in keys[::3]]
+        assert (c.order(), c.keys()) == (py.order(), py.keys())
+
+
+def test_random_bytes_is_required_and_checked(impl: ModuleType) -> None:
+    with pytest.raises(TypeError, match="random_bytes"):
+        impl.LruIndex(4)
+    with pytest.raises(TypeError, match="callable"):
+        impl.LruIndex(4, random_bytes=None)
+    for bad in (lambda n: b"short", lambda n: bytearray(n), lambda n: bytes(n + 1)):
+        with pytest.raises(ValueError, match=r"random_bytes\(16\) must return 16 bytes"):
+            impl.LruIndex(4, random_bytes=bad)
+    # Bad arguments are reported before anything is drawn.
+    with pytest.raises(ValueError, match="capacity"):
+        impl.LruIndex(0, random_bytes=lambda n: b"short")
+
+
 def test_attributes(impl: ModuleType) -> None:
-    idx = impl.LruIndex(5)
+    idx = impl.LruIndex(5, random_bytes=os.urandom)
     assert (idx.capacity, idx.max_key_len, len(idx)) == (5, 64, 0)
-    assert impl.LruIndex(3, 7).max_key_len == 7
+    assert impl.LruIndex(3, 7, random_bytes=os.urandom).max_key_len == 7
     assert idx.order() == [] and idx.keys() == []
 
 
 def test_eviction_order_and_slot_reuse(impl: ModuleType) -> None:
-    idx = impl.LruIndex(3)
+    idx = impl.LruIndex(3, random_bytes=os.urandom)
     assert [idx.insert(k) for k in (b"a", b"b", b"c")] == [(0, None), (1, None), (2, None)]
     assert idx.order() == [2, 1, 0]
     assert idx.keys() == [b"c", b"b", b"a"]
@@ -134,7 +173,7 @@ def test_eviction_order_and_slot_reuse(impl: ModuleType) -> None:
 
 
 def test_touch_moves_to_most_recent(impl: ModuleType) -> None:
-    idx = impl.LruIndex(3)
+    idx = impl.LruIndex(3, random_bytes=os.urandom)
     idx.insert_many([b"a", b"b", b"c"])
     assert idx.touch(b"a") == 0
     assert idx.keys() == [b"a", b"c", b"b"]
@@ -146,21 +185,21 @@ def test_touch_moves_to_most_recent(impl: ModuleType) -> None:
 
 
 def test_insert_of_present_key_is_touch(impl: ModuleType) -> None:
-    idx = impl.LruIndex(2)
+    idx = impl.LruIndex(2, random_bytes=os.urandom)
     idx.insert_many([b"a", b"b"])
     assert idx.insert(b"a") == (0, None)
     assert len(idx) == 2 and idx.keys() == [b"a", b"b"]
 
 
 def test_lookup_and_contains_keep_order(impl: ModuleType) -> None:
-    idx = impl.LruIndex(3)
+    idx = impl.LruIndex(3, random_bytes=os.urandom)
     idx.insert_many([b"a", b"b", b"c"])
     assert idx.lookup(b"a") == 0 and b"a" in idx and b"x" not in idx
     assert idx.keys() == [b"c", b"b", b"a"]
 
 
 def test_remove_frees_lowest_slot_first(impl: ModuleType) -> None:
-    idx = impl.LruIndex(4)
+    idx = impl.LruIndex(4, random_bytes=os.urandom)
     idx.insert_many([b"a", b"b", b"c", b"d"])
     assert idx.remove(b"c") == 2
     assert idx.remove(b"a") == 0
@@ -174,7 +213,7 @@ def test_remove_frees_lowest_slot_first(impl: ModuleType) -> None:
 
 
 def test_remove_then_reinsert(impl: ModuleType) -> None:
-    idx = impl.LruIndex(3)
+    idx = impl.LruIndex(3, random_bytes=os.urandom)
     idx.insert_many([b"a", b"b"])
     assert idx.remove(b"a") == 0
     assert idx.insert(b"a") == (0, None)
@@ -182,7 +221,7 @@ def test_remove_then_reinsert(impl: ModuleType) -> None:
 
 
 def test_capacity_one(impl: ModuleType) -> None:
-    idx = impl.LruIndex(1, 1)
+    idx = impl.LruIndex(1, 1, random_bytes=os.urandom)
     assert idx.insert(b"a") == (0, None)
     assert idx.insert(b"a") == (0, None)
     assert idx.insert(b"b") == (0, 0)
@@ -194,7 +233,7 @@ def test_capacity_one(impl: ModuleType) -> None:
 
 
 def test_250_inserts_keep_newest_200(impl: ModuleType) -> None:
-    idx = impl.LruIndex(200)
+    idx = impl.LruIndex(200, random_bytes=os.urandom)
     keys = [key(i) for i in range(250)]
     results = [idx.insert(k) for k in keys]
     assert results[:200] == [(i, None) for i in range(200)]
@@ -205,7 +244,10 @@ def test_250_inserts_keep_newest_200(impl: ModuleType) -> None:
 
 def test_insert_many_equals_sequential_inserts(impl: ModuleType) -> None:
     keys = [key(i % 37, 1 + i % 11) for i in range(90)]  # duplicates and evictions
-    a, b = impl.LruIndex(20, 16), impl.LruIndex(20, 16)
+    a, b = (
+        impl.LruIndex(20, 16, random_bytes=os.urandom),
+        impl.LruIndex(20, 16, random_bytes=os.urandom),
+    )
     assert a.insert_many(keys) == [b.insert(k) for k in keys]
     assert state(a) == state(b)
     assert a.insert_many([]) == [] and a.insert_many(()) == []
@@ -214,7 +256,7 @@ def test_insert_many_equals_sequential_inserts(impl: ModuleType) -> None:
 
 
 def test_load_200_into_fresh_index(impl: ModuleType) -> None:
-    idx = impl.LruIndex(200)
+    idx = impl.LruIndex(200, random_bytes=os.urandom)
     keys = [os.urandom(50) for _ in range(200)]
     assert idx.insert_many(keys) == [(i, None) for i in range(200)]
     assert idx.keys() == keys[::-1]  # the last key is the most recent
@@ -222,7 +264,7 @@ def test_load_200_into_fresh_index(impl: ModuleType) -> None:
 
 
 def test_full_churn_matches_model(impl: ModuleType) -> None:
-    idx, model = impl.LruIndex(64, 8), Model(64, 8)
+    idx, model = impl.LruIndex(64, 8, random_bytes=os.urandom), Model(64, 8)
     rnd = __import__("random").Random(1)
     for step in range(3000):
         k = rnd.randrange(200).to_bytes(2, "big")
@@ -242,7 +284,7 @@ def test_shared_prefixes_and_max_length_keys(impl: ModuleType) -> None:
     prefix = b"\xaa" * (n - 1)
     keys = [prefix + bytes([i]) for i in range(256)]
     keys += [b"\xaa" * i for i in range(0, n, 97)] + [b"\xaa" * (n - 1)]
-    idx, model = impl.LruIndex(300, n), Model(300, n)
+    idx, model = impl.LruIndex(300, n, random_bytes=os.urandom), Model(300, n)
     assert idx.insert_many(keys) == model.insert_many(keys)
     assert idx.insert_many(keys[::3]) == model.insert_many(keys[::3])
     for k in keys[::5]:
@@ -254,9 +296,9 @@ def test_shared_prefixes_and_max_length_keys(impl: ModuleType) -> None:
 
 
 def test_large_capacity_bounds(impl: ModuleType) -> None:
-    big = impl.LruIndex(LRU_MAX_CAPACITY, 1)
+    big = impl.LruIndex(LRU_MAX_CAPACITY, 1, random_bytes=os.urandom)
     assert big.insert(b"z") == (0, None)
-    wide = impl.LruIndex(1, LRU_MAX_KEY_LEN)
+    wide = impl.LruIndex(1, LRU_MAX_KEY_LEN, random_bytes=os.urandom)
     assert wide.insert(b"w" * LRU_MAX_KEY_LEN) == (0, None)
 
 
@@ -279,7 +321,7 @@ BAD_ARGS = [
 @pytest.mark.parametrize(("capacity", "max_key_len"), BAD_ARGS)
 def test_bad_constructor_args_agree(capacity: Any, max_key_len: Any) -> None:
     results = {
-        name: outcome(lambda m=mod: m.LruIndex(capacity, max_key_len))
+        name: outcome(lambda m=mod: m.LruIndex(capacity, max_key_len, random_bytes=os.urandom))
         for name, mod in accel.IMPLEMENTATIONS.items()
     }
     assert results["py"][0] == "error"
@@ -303,7 +345,7 @@ METHODS = ["lookup", "touch", "insert", "remove", "__contains__"]
 @pytest.mark.parametrize("bad", BAD_KEYS, ids=repr)
 @pytest.mark.parametrize("method", METHODS)
 def test_bad_keys_agree(impl: ModuleType, method: str, bad: Any) -> None:
-    idx = impl.LruIndex(4, 8)
+    idx = impl.LruIndex(4, 8, random_bytes=os.urandom)
     idx.insert_many([b"a", b"ab"])
     before = state(idx)
     expected = ValueError if isinstance(bad, bytes) else TypeError
@@ -313,7 +355,7 @@ def test_bad_keys_agree(impl: ModuleType, method: str, bad: Any) -> None:
 
 
 def test_insert_many_error_is_atomic_and_first_wins(impl: ModuleType) -> None:
-    idx = impl.LruIndex(4, 8)
+    idx = impl.LruIndex(4, 8, random_bytes=os.urandom)
     idx.insert(b"a")
     before = state(idx)
     for keys, exc in [
@@ -344,7 +386,10 @@ key_or_junk = st.one_of(
     batches=st.lists(st.lists(key_or_junk, max_size=8), max_size=6),
 )
 def test_batches_with_junk_agree(capacity: int, max_key_len: int, batches: list[list[Any]]) -> None:
-    impls = [m.LruIndex(capacity, max_key_len) for m in accel.IMPLEMENTATIONS.values()]
+    impls = [
+        m.LruIndex(capacity, max_key_len, random_bytes=os.urandom)
+        for m in accel.IMPLEMENTATIONS.values()
+    ]
     model = Model(capacity, max_key_len)
     for batch in batches:
         want = outcome(lambda b=batch: model.insert_many(b))
@@ -372,7 +417,10 @@ class LruMachine(RuleBasedStateMachine):
 
     @initialize(capacity=st.integers(1, 8), max_key_len=st.integers(1, 4))
     def setup(self, capacity: int, max_key_len: int) -> None:
-        self.impls = [m.LruIndex(capacity, max_key_len) for m in accel.IMPLEMENTATIONS.values()]
+        self.impls = [
+            m.LruIndex(capacity, max_key_len, random_bytes=os.urandom)
+            for m in accel.IMPLEMENTATIONS.values()
+        ]
         self.model = Model(capacity, max_key_len)
 
     def same(self, method: str, *args: Any) -> None:

@@ -20,7 +20,7 @@ from quic_p2p import (
     SentUserMessage,
     UnsentUserMessage,
 )
-from quic_p2p.certs import generate_self_signed
+from quic_p2p.certfiles import generate_self_signed
 
 from netutil import WAIT, drain, endpoints, node_config, wait_for_event
 

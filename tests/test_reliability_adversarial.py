@@ -496,7 +496,7 @@ async def test_ca_issued_node_presenting_another_certificate_is_certificate_mism
     """CA-issued certificates cannot be pinned inside TLS (UNVERIFIED mode
     accepts any chain), so the pin is checked after the handshake: the dialler
     closes with CERTIFICATE_MISMATCH and reports the failure."""
-    from quic_p2p.certs import create_ca, issue_certificate
+    from quic_p2p.certfiles import create_ca, issue_certificate
 
     caplog.set_level(logging.INFO, logger="quic_p2p")
     ca = create_ca("adversarial test CA")

@@ -238,7 +238,7 @@ def real_datagrams() -> tuple[bytes, ...]:
     from aioquic.quic.packet import encode_quic_retry, encode_quic_version_negotiation
 
     from quic_p2p import Config
-    from quic_p2p.certs import generate_self_signed
+    from quic_p2p.certfiles import generate_self_signed
     from quic_p2p.peer import NodeInfo
     from quic_p2p.tls import client_configuration, server_configuration
 
@@ -371,8 +371,8 @@ class TokenMachine(RuleBasedStateMachine):
     @initialize(secret=st.binary(min_size=1, max_size=80), key_id=st.integers(0, 255))
     def start(self, secret: bytes, key_id: int) -> None:
         kw = {"lifetime_ms": self.LIFETIME, "skew_ms": self.SKEW, "key_id": key_id}
-        self.c = self.c_mod.RetryTokens(secret, **kw)
-        self.py = self.py_mod.RetryTokens(secret, **kw)
+        self.c = self.c_mod.RetryTokens(secret, random_bytes=os.urandom, **kw)
+        self.py = self.py_mod.RetryTokens(secret, random_bytes=os.urandom, **kw)
 
     @rule(target=tokens, addr=addrs, odcid=cids, rscid=cids, in_c=st.booleans())
     def mint(self, addr: bytes, odcid: bytes, rscid: bytes, in_c: bool) -> tuple[Any, ...]:
@@ -507,7 +507,7 @@ def test_cache_loader_hostile_files_merge_identically(
         return
     results = []
     for mod in (c_impl, py_impl):
-        cache = BootstrapCache(lru_factory=mod.LruIndex)
+        cache = BootstrapCache(lru_factory=mod.LruIndex, random_bytes=os.urandom)
         for i in range(ours):
             cache.add(NodeInfo(("127.0.0.1", 5000 + i), b"c" * i), 1000.0 + i)
         cache.merge(state)

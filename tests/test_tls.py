@@ -32,6 +32,7 @@ from quic_p2p.tls import (
     check_client_certificate,
     check_pinned_peer,
     check_server_certificate,
+    check_validity,
     client_configuration,
     idle_timeout_seconds,
     server_configuration,
@@ -48,6 +49,11 @@ CERTIFICATE_EXPIRED = CRYPTO_ERROR + AlertDescription.certificate_expired
 NO_APPLICATION_PROTOCOL = CRYPTO_ERROR + AlertDescription.no_application_protocol
 
 UTC = datetime.UTC
+
+
+def utc_now() -> datetime.datetime:
+    """The wall clock (aioquic's own certificate checks read it too)."""
+    return datetime.datetime.now(UTC)
 
 
 @dataclass
@@ -133,28 +139,28 @@ def past(days: float) -> datetime.datetime:
 
 @pytest.fixture(scope="module")
 def self_signed() -> CompleteCert:
-    return certs.generate_self_signed()
+    return certs.generate_self_signed(now=utc_now())
 
 
 @pytest.fixture(scope="module")
 def other_self_signed() -> CompleteCert:
-    return certs.generate_self_signed()
+    return certs.generate_self_signed(now=utc_now())
 
 
 @pytest.fixture(scope="module")
 def ca() -> CompleteCert:
-    return certs.create_ca("Test Network CA")
+    return certs.create_ca("Test Network CA", now=utc_now())
 
 
 @pytest.fixture(scope="module")
 def other_ca() -> CompleteCert:
-    return certs.create_ca("Some Other CA")
+    return certs.create_ca("Some Other CA", now=utc_now())
 
 
 @pytest.fixture(scope="module")
 def leaf(ca: CompleteCert) -> CompleteCert:
     return certs.issue_certificate(
-        ca, "node-1", dns_names=["net.example"], ip_addresses=["127.0.0.1"]
+        ca, "node-1", dns_names=["net.example"], ip_addresses=["127.0.0.1"], now=utc_now()
     )
 
 
@@ -218,7 +224,7 @@ def test_unverified_pin_of_ca_issued_cert_is_checked_after_the_handshake(
     assert good.completed
     assert check_pinned_peer(good.client, leaf.cert_der) is None
 
-    impostor = certs.issue_certificate(ca, "node-2")
+    impostor = certs.issue_certificate(ca, "node-2", now=utc_now())
     bad = handshake(client_configuration(unverified(), node(leaf)), server_conf(impostor))
     assert bad.completed  # TLS alone cannot tell ...
     reason = check_pinned_peer(bad.client, leaf.cert_der)  # ... the pin check does
@@ -235,15 +241,35 @@ def test_self_signed_cert_is_its_own_trust_anchor(self_signed: CompleteCert) -> 
 
 
 def test_expired_pinned_cert_is_rejected() -> None:
-    expired = certs.generate_self_signed(not_before=past(10), valid_days=1)
+    expired = certs.generate_self_signed(not_before=past(10), valid_days=1, now=utc_now())
     out = handshake(client_configuration(unverified(), node(expired)), server_conf(expired))
     assert_rejected(out, CERTIFICATE_EXPIRED, "no longer valid")
 
 
 def test_not_yet_valid_pinned_cert_is_rejected() -> None:
-    future = certs.generate_self_signed(not_before=past(-2), valid_days=30)
+    future = certs.generate_self_signed(not_before=past(-2), valid_days=30, now=utc_now())
     out = handshake(client_configuration(unverified(), node(future)), server_conf(future))
     assert_rejected(out, CERTIFICATE_EXPIRED, "not valid yet")
+
+
+def test_validity_is_checked_at_the_given_time_only() -> None:
+    """The checks read no clock: the same certificate passes or fails by ``now``."""
+    start = datetime.datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+    made = certs.generate_self_signed(not_before=start, valid_days=2, now=utc_now())
+    cert = x509.load_der_x509_certificate(made.cert_der)
+    second = datetime.timedelta(seconds=1)
+    assert check_validity(cert, start) is None
+    assert check_validity(cert, start + datetime.timedelta(days=2)) is None
+    assert "not valid yet" in str(check_validity(cert, start - second))
+    assert "no longer valid" in str(
+        check_validity(cert, start + datetime.timedelta(days=2) + second)
+    )
+    with pytest.raises(ValueError, match="timezone-aware"):
+        check_validity(cert, datetime.datetime(2001, 2, 4))
+    with pytest.raises(TypeError, match="now must be a datetime"):
+        check_validity(cert, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        check_validity(cert)  # type: ignore[call-arg]
 
 
 def test_garbage_pinned_cert_fails_before_any_packet() -> None:
@@ -267,7 +293,9 @@ def test_private_ca_accepts_a_cert_from_the_network_ca(
 def test_private_ca_rejects_a_cert_from_another_ca(
     ca: CompleteCert, other_ca: CompleteCert
 ) -> None:
-    stranger = certs.issue_certificate(other_ca, "stranger", dns_names=["net.example"])
+    stranger = certs.issue_certificate(
+        other_ca, "stranger", dns_names=["net.example"], now=utc_now()
+    )
     out = handshake(client_configuration(private_ca(ca), None), server_conf(stranger))
     assert_rejected(out, BAD_CERTIFICATE, "unable to get local issuer certificate")
 
@@ -294,7 +322,7 @@ def test_private_ca_checks_an_ip_address_name(ca: CompleteCert, leaf: CompleteCe
 
 
 def test_private_ca_pin_via_check_pinned_peer(ca: CompleteCert, leaf: CompleteCert) -> None:
-    sibling = certs.issue_certificate(ca, "node-2", dns_names=["net.example"])
+    sibling = certs.issue_certificate(ca, "node-2", dns_names=["net.example"], now=utc_now())
     # The sibling chains to the CA, so TLS accepts it ...
     out = handshake(client_configuration(private_ca(ca), node(leaf)), server_conf(sibling))
     assert out.completed
@@ -308,17 +336,17 @@ def test_private_ca_pin_via_check_pinned_peer(ca: CompleteCert, leaf: CompleteCe
 
 
 def test_private_ca_rejects_expired_and_not_yet_valid_certs(ca: CompleteCert) -> None:
-    expired = certs.issue_certificate(ca, "old", not_before=past(30), valid_days=1)
+    expired = certs.issue_certificate(ca, "old", not_before=past(30), valid_days=1, now=utc_now())
     out = handshake(client_configuration(private_ca(ca), None), server_conf(expired))
     assert_rejected(out, CERTIFICATE_EXPIRED, "no longer valid")
-    future = certs.issue_certificate(ca, "new", not_before=past(-1), valid_days=30)
+    future = certs.issue_certificate(ca, "new", not_before=past(-1), valid_days=30, now=utc_now())
     out = handshake(client_configuration(private_ca(ca), None), server_conf(future))
     assert_rejected(out, CERTIFICATE_EXPIRED, "not valid yet")
 
 
 def test_intermediate_ca_chain_is_sent_by_the_server(ca: CompleteCert) -> None:
-    intermediate = certs.create_ca("Intermediate", issuer=ca)
-    leaf2 = certs.issue_certificate(intermediate, "deep", dns_names=["net.example"])
+    intermediate = certs.create_ca("Intermediate", issuer=ca, now=utc_now())
+    leaf2 = certs.issue_certificate(intermediate, "deep", dns_names=["net.example"], now=utc_now())
     assert leaf2.chain_der == (intermediate.cert_der,)
     out = handshake(client_configuration(private_ca(ca, "net.example"), None), server_conf(leaf2))
     assert out.completed
@@ -385,8 +413,8 @@ def test_alpn_mismatch_is_rejected(self_signed: CompleteCert) -> None:
 
 
 def test_server_configuration_loads_cert_chain_and_key(ca: CompleteCert) -> None:
-    intermediate = certs.create_ca("Intermediate", issuer=ca)
-    leaf2 = certs.issue_certificate(intermediate, "n")
+    intermediate = certs.create_ca("Intermediate", issuer=ca, now=utc_now())
+    leaf2 = certs.issue_certificate(intermediate, "n", now=utc_now())
     conf = server_configuration(unverified(), leaf2, max_data=123_456, connection_id_length=12)
     assert conf.is_client is False
     assert isinstance(conf.certificate, x509.Certificate)
@@ -482,13 +510,13 @@ def with_client_cert(config: Config, cert: CompleteCert) -> QuicConfiguration:
 
 
 def test_client_configuration_presents_our_certificate(ca: CompleteCert) -> None:
-    intermediate = certs.create_ca("Intermediate", issuer=ca)
-    ours = certs.issue_certificate(intermediate, "me")
+    intermediate = certs.create_ca("Intermediate", issuer=ca, now=utc_now())
+    ours = certs.issue_certificate(intermediate, "me", now=utc_now())
     conf = client_configuration(private_ca(ca), None, our_cert=ours)
     assert conf.certificate is not None and conf.private_key is not None
     assert conf.certificate.public_bytes(Encoding.DER) == ours.cert_der
     assert [c.public_bytes(Encoding.DER) for c in conf.certificate_chain] == [intermediate.cert_der]
-    mixed = CompleteCert(ours.cert_der, certs.generate_self_signed().key_der)
+    mixed = CompleteCert(ours.cert_der, certs.generate_self_signed(now=utc_now()).key_der)
     with pytest.raises(CertificateError, match="does not match"):
         client_configuration(private_ca(ca), None, our_cert=mixed)
 
@@ -496,20 +524,20 @@ def test_client_configuration_presents_our_certificate(ca: CompleteCert) -> None
 def test_server_connection_asks_for_the_client_certificate(
     ca: CompleteCert, leaf: CompleteCert
 ) -> None:
-    client_cert = certs.issue_certificate(ca, "client")
+    client_cert = certs.issue_certificate(ca, "client", now=utc_now())
     out = handshake(
         with_client_cert(private_ca(ca), client_cert), server_conf(leaf), ServerConnection
     )
     assert out.completed
     # Set when aioquic created the TLS context, before it read the ClientHello.
     assert out.server.tls._request_client_certificate is True
-    assert check_client_certificate(out.server, private_ca(ca)) is None
+    assert check_client_certificate(out.server, private_ca(ca), now=utc_now()) is None
     # A plain aioquic server never asks: the check refuses what it cannot vouch for.
     plain = handshake(with_client_cert(private_ca(ca), client_cert), server_conf(leaf))
     assert plain.completed
     assert plain.server.tls._peer_certificate is None
     for config in (private_ca(ca), unverified()):
-        reason = check_client_certificate(plain.server, config)
+        reason = check_client_certificate(plain.server, config, now=utc_now())
         assert reason is not None and "cannot ask" in reason
 
 
@@ -520,42 +548,42 @@ def test_ca_mode_client_check_needs_a_certificate_of_the_network(
         client_configuration(private_ca(ca), None), server_conf(leaf), ServerConnection
     )
     assert anonymous.completed  # TLS lets a client send an empty Certificate ...
-    reason = check_client_certificate(anonymous.server, private_ca(ca))
+    reason = check_client_certificate(anonymous.server, private_ca(ca), now=utc_now())
     assert reason is not None and "no certificate" in reason  # ... we do not
     # In UNVERIFIED mode presenting none is allowed.
-    assert check_client_certificate(anonymous.server, unverified()) is None
+    assert check_client_certificate(anonymous.server, unverified(), now=utc_now()) is None
 
-    for stranger in (certs.issue_certificate(other_ca, "x"), self_signed):
+    for stranger in (certs.issue_certificate(other_ca, "x", now=utc_now()), self_signed):
         out = handshake(
             with_client_cert(private_ca(ca), stranger), server_conf(leaf), ServerConnection
         )
         assert out.completed
-        reason = check_client_certificate(out.server, private_ca(ca))
+        reason = check_client_certificate(out.server, private_ca(ca), now=utc_now())
         assert reason is not None, stranger
         assert "issuer" in reason or "self-signed" in reason, reason
         # UNVERIFIED mode checks the dates only.
-        assert check_client_certificate(out.server, unverified()) is None
+        assert check_client_certificate(out.server, unverified(), now=utc_now()) is None
 
 
 def test_client_chain_includes_the_intermediates_it_sends(
     ca: CompleteCert, leaf: CompleteCert
 ) -> None:
-    intermediate = certs.create_ca("Intermediate", issuer=ca)
-    deep = certs.issue_certificate(intermediate, "deep")
+    intermediate = certs.create_ca("Intermediate", issuer=ca, now=utc_now())
+    deep = certs.issue_certificate(intermediate, "deep", now=utc_now())
     out = handshake(with_client_cert(private_ca(ca), deep), server_conf(leaf), ServerConnection)
-    assert check_client_certificate(out.server, private_ca(ca)) is None
+    assert check_client_certificate(out.server, private_ca(ca), now=utc_now()) is None
     bare = CompleteCert(deep.cert_der, deep.key_der)
     out = handshake(with_client_cert(private_ca(ca), bare), server_conf(leaf), ServerConnection)
-    reason = check_client_certificate(out.server, private_ca(ca))
+    reason = check_client_certificate(out.server, private_ca(ca), now=utc_now())
     assert reason is not None and "unable to get local issuer certificate" in reason
 
 
 def test_client_check_uses_the_given_time(ca: CompleteCert, leaf: CompleteCert) -> None:
-    client_cert = certs.issue_certificate(ca, "client", valid_days=30)
+    client_cert = certs.issue_certificate(ca, "client", valid_days=30, now=utc_now())
     out = handshake(
         with_client_cert(private_ca(ca), client_cert), server_conf(leaf), ServerConnection
     )
-    assert check_client_certificate(out.server, private_ca(ca)) is None
+    assert check_client_certificate(out.server, private_ca(ca), now=utc_now()) is None
     for config in (private_ca(ca), unverified()):
         late = check_client_certificate(out.server, config, now=future(31))
         assert late is not None and "no longer valid" in late
@@ -566,41 +594,43 @@ def test_client_check_uses_the_given_time(ca: CompleteCert, leaf: CompleteCert) 
 def test_public_ca_client_check_defaults_to_certifi_roots(
     ca: CompleteCert, leaf: CompleteCert
 ) -> None:
-    client_cert = certs.issue_certificate(ca, "client")
+    client_cert = certs.issue_certificate(ca, "client", now=utc_now())
     out = handshake(
         with_client_cert(private_ca(ca), client_cert), server_conf(leaf), ServerConnection
     )
     public = Config(trust_mode=TrustMode.PUBLIC_CA)
-    reason = check_client_certificate(out.server, public)
+    reason = check_client_certificate(out.server, public, now=utc_now())
     assert reason is not None and "unable to get local issuer certificate" in reason
     bundle = Config(trust_mode=TrustMode.PUBLIC_CA, ca_certs_der=(ca.cert_der,))
-    assert check_client_certificate(out.server, bundle) is None
+    assert check_client_certificate(out.server, bundle, now=utc_now()) is None
 
 
 def test_server_certificate_dates_are_checked_in_unverified_mode(ca: CompleteCert) -> None:
     # CERT_NONE: aioquic checks no dates, so the endpoint's check must.
     for expired in (
-        certs.generate_self_signed(not_before=past(10), valid_days=1),
-        certs.issue_certificate(ca, "old", not_before=past(10), valid_days=1),
+        certs.generate_self_signed(not_before=past(10), valid_days=1, now=utc_now()),
+        certs.issue_certificate(ca, "old", not_before=past(10), valid_days=1, now=utc_now()),
     ):
         out = handshake(client_configuration(unverified(), None), server_conf(expired))
         assert out.completed
-        reason = check_server_certificate(out.client)
+        reason = check_server_certificate(out.client, now=utc_now())
         assert reason is not None and "no longer valid" in reason
-    fresh = certs.issue_certificate(ca, "fresh", valid_days=30)
+    fresh = certs.issue_certificate(ca, "fresh", valid_days=30, now=utc_now())
     out = handshake(client_configuration(unverified(), node(fresh)), server_conf(fresh))
-    assert check_server_certificate(out.client, fresh.cert_der) is None
+    assert check_server_certificate(out.client, fresh.cert_der, now=utc_now()) is None
     assert "not valid yet" in str(check_server_certificate(out.client, fresh.cert_der, now=past(2)))
     assert "no longer valid" in str(check_server_certificate(out.client, now=future(31)))
     # ... and the pin still applies.
-    other = certs.issue_certificate(ca, "other").cert_der
-    assert "does not match the pinned" in str(check_server_certificate(out.client, other))
+    other = certs.issue_certificate(ca, "other", now=utc_now()).cert_der
+    assert "does not match the pinned" in str(
+        check_server_certificate(out.client, other, now=utc_now())
+    )
 
 
 def test_peer_certificate_reads_fail_closed(self_signed: CompleteCert, ca: CompleteCert) -> None:
     """Fails loudly if aioquic renames what the checks read, and shows that
     the checks then refuse rather than accept."""
-    client_cert = certs.issue_certificate(ca, "client")
+    client_cert = certs.issue_certificate(ca, "client", now=utc_now())
     out = handshake(
         with_client_cert(unverified(), client_cert), server_conf(self_signed), ServerConnection
     )
@@ -614,16 +644,16 @@ def test_peer_certificate_reads_fail_closed(self_signed: CompleteCert, ca: Compl
         configuration=server_conf(self_signed), original_destination_connection_id=bytes(8)
     )
     for config in (unverified(), private_ca(ca)):
-        assert check_client_certificate(fresh, config) is not None
+        assert check_client_certificate(fresh, config, now=utc_now()) is not None
     assert (
         check_server_certificate(
-            QuicConnection(configuration=client_configuration(unverified(), None))
+            QuicConnection(configuration=client_configuration(unverified(), None)), now=utc_now()
         )
         is not None
     )
     # As if aioquic renamed the attributes: refused, not waved through.
     del out.server.tls._peer_certificate_chain
-    assert "internals" in str(check_client_certificate(out.server, unverified()))
+    assert "internals" in str(check_client_certificate(out.server, unverified(), now=utc_now()))
     del out.client.tls._peer_certificate
-    assert "internals" in str(check_server_certificate(out.client))
+    assert "internals" in str(check_server_certificate(out.client, now=utc_now()))
     assert "internals" in str(check_pinned_peer(out.client, self_signed.cert_der))

@@ -5,6 +5,7 @@ error for error."""
 from __future__ import annotations
 
 import hmac
+import os
 import struct
 from collections.abc import Callable
 from types import ModuleType
@@ -33,7 +34,7 @@ STATELESS_FIXTURES = [HealthCheck.function_scoped_fixture]  # the impl modules h
 def _tokens(impl: ModuleType, **kw: Any) -> Any:
     kw.setdefault("lifetime_ms", LIFETIME)
     kw.setdefault("skew_ms", SKEW)
-    return impl.RetryTokens(kw.pop("secret", SECRET), **kw)
+    return impl.RetryTokens(kw.pop("secret", SECRET), random_bytes=os.urandom, **kw)
 
 
 def _code(call: Callable[[], object]) -> TokenErrorCode:
@@ -77,17 +78,76 @@ def test_round_trip_every_field_length(impl: ModuleType) -> None:
 
 
 def test_random_secret_by_default(impl: ModuleType) -> None:
-    a, b = impl.RetryTokens(), impl.RetryTokens()
+    a, b = impl.RetryTokens(random_bytes=os.urandom), impl.RetryTokens(random_bytes=os.urandom)
     token = a.mint(ADDR, ODCID, RSCID, T0)
     assert a.verify(token, ADDR, RSCID, T0) == ODCID
     assert _code(lambda: b.verify(token, ADDR, RSCID, T0)) is TokenErrorCode.BAD_MAC
 
 
+class Source:
+    """A repeatable ``random_bytes``: counts its calls, never repeats a byte string."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.calls: list[int] = []
+
+    def __call__(self, n: int) -> bytes:
+        self.calls.append(n)
+        return hmac.digest(bytes([self.seed, len(self.calls)]), b"", "sha256")[:n].ljust(n, b"!")
+
+
+def test_secrets_come_from_the_injected_random_bytes(impl: ModuleType) -> None:
+    source = Source()
+    tokens = impl.RetryTokens(random_bytes=source, key_id=3)
+    assert source.calls == [32]
+    first = Source()(32)
+    assert tokens.mint(ADDR, ODCID, RSCID, T0) == _forge(first, types.TOKEN_VERSION, 3, T0, ODCID)
+    tokens.rotate()
+    assert source.calls == [32, 32]
+    second = Source()
+    second(32)
+    assert tokens.mint(ADDR, ODCID, RSCID, T0) == _forge(
+        second(32), types.TOKEN_VERSION, 4, T0, ODCID
+    )
+    # A given secret draws nothing.
+    tokens.rotate(b"explicit")
+    assert impl.RetryTokens(SECRET, random_bytes=source) is not None
+    assert source.calls == [32, 32]
+
+
+def test_c_and_twin_agree_under_the_same_injected_bytes(
+    c_impl: ModuleType, py_impl: ModuleType
+) -> None:
+    c, py = c_impl.RetryTokens(random_bytes=Source(7)), py_impl.RetryTokens(random_bytes=Source(7))
+    for step in range(3):
+        assert c.mint(ADDR, ODCID, RSCID, T0 + step) == py.mint(ADDR, ODCID, RSCID, T0 + step)
+        c.rotate()
+        py.rotate()
+    assert c.key_id == py.key_id == 3
+    other = py_impl.RetryTokens(random_bytes=Source(8))
+    assert other.mint(ADDR, ODCID, RSCID, T0) != py.mint(ADDR, ODCID, RSCID, T0)
+
+
+def test_random_bytes_is_required_and_checked(impl: ModuleType) -> None:
+    with pytest.raises(TypeError, match="random_bytes"):
+        impl.RetryTokens(SECRET)
+    with pytest.raises(TypeError, match="callable"):
+        impl.RetryTokens(SECRET, random_bytes=b"not a function")
+    for bad in (lambda n: b"short", lambda n: bytearray(n), lambda n: "x" * n):
+        with pytest.raises(ValueError, match=r"random_bytes\(32\) must return 32 bytes"):
+            impl.RetryTokens(random_bytes=bad)
+        tokens = impl.RetryTokens(SECRET, random_bytes=bad)
+        with pytest.raises(ValueError, match=r"random_bytes\(32\)"):
+            tokens.rotate()
+        assert tokens.key_id == 0  # the failed rotation changed nothing
+        assert tokens.verify(tokens.mint(ADDR, ODCID, RSCID, T0), ADDR, RSCID, T0) == ODCID
+
+
 def test_properties(impl: ModuleType) -> None:
-    tokens = impl.RetryTokens(SECRET, lifetime_ms=5, skew_ms=6, key_id=9)
+    tokens = impl.RetryTokens(SECRET, lifetime_ms=5, skew_ms=6, key_id=9, random_bytes=os.urandom)
     assert (tokens.lifetime_ms, tokens.skew_ms, tokens.key_id) == (5, 6, 9)
-    assert impl.RetryTokens(SECRET).lifetime_ms == 10_000
-    assert impl.RetryTokens(SECRET).skew_ms == 1_000
+    assert impl.RetryTokens(SECRET, random_bytes=os.urandom).lifetime_ms == 10_000
+    assert impl.RetryTokens(SECRET, random_bytes=os.urandom).skew_ms == 1_000
 
 
 def test_earlier_tokens_are_not_overwritten(impl: ModuleType) -> None:
@@ -268,11 +328,11 @@ def test_argument_errors(impl: ModuleType) -> None:
         lambda: tokens.verify(token, ADDR, RSCID, -1),
         lambda: tokens.verify(token, ADDR, RSCID, U64_MAX + 1),
         lambda: tokens.verify(b"garbage", ADDR, RSCID, -1),  # arguments before the token
-        lambda: impl.RetryTokens(b""),
-        lambda: impl.RetryTokens(SECRET, lifetime_ms=-1),
-        lambda: impl.RetryTokens(SECRET, skew_ms=U64_MAX + 1),
-        lambda: impl.RetryTokens(SECRET, key_id=256),
-        lambda: impl.RetryTokens(SECRET, key_id=-1),
+        lambda: impl.RetryTokens(b"", random_bytes=os.urandom),
+        lambda: impl.RetryTokens(SECRET, lifetime_ms=-1, random_bytes=os.urandom),
+        lambda: impl.RetryTokens(SECRET, skew_ms=U64_MAX + 1, random_bytes=os.urandom),
+        lambda: impl.RetryTokens(SECRET, key_id=256, random_bytes=os.urandom),
+        lambda: impl.RetryTokens(SECRET, key_id=-1, random_bytes=os.urandom),
         lambda: tokens.rotate(b""),
     ]
     for i, call in enumerate(bad_calls):

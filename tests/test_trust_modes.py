@@ -25,7 +25,8 @@ from quic_p2p import (
     UnsentUserMessage,
 )
 from quic_p2p.accel.types import FrameKind
-from quic_p2p.certs import create_ca, generate_self_signed, issue_certificate, load_signing_key
+from quic_p2p.certfiles import create_ca, generate_self_signed, issue_certificate
+from quic_p2p.certs import load_signing_key
 from quic_p2p.config import ConfigError
 from quic_p2p.wire import ErrorCode, frame
 

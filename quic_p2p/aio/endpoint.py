@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .. import certs
+from .. import certfiles
 from ..accel.types import FrameKind
 from ..cache_store import CacheStore
 from ..channel import EventChannel
@@ -89,7 +89,7 @@ class QuicP2p(Nat):
         #: The sans-IO engine under this endpoint (its state, for inspection).
         self.engine = Engine(
             self.config,
-            cert=self.config.our_complete_cert or certs.generate_self_signed(),
+            cert=self.config.our_complete_cert or certfiles.generate_self_signed(),
             random_bytes=os.urandom,
             wall_clock=time.time,
             events=queue,

@@ -85,7 +85,7 @@ class EngineBase:
         self.relay_tap: Callable[[bytes], None] | None = None
         self._cert = cert
         self._admission = Admission(
-            RetryTokens(),
+            RetryTokens(random_bytes=random_bytes),
             random_bytes=random_bytes,
             retry=stateless_retry,
             retry_above_rate=retry_above_rate,
@@ -97,7 +97,9 @@ class EngineBase:
                 config, cert, connection_id_length=CID_LENGTH
             )
         #: The bootstrap cache (the driver loads and saves its file).
-        self.cache = BootstrapCache(hard_coded=config.hard_coded_contacts)
+        self.cache = BootstrapCache(
+            hard_coded=config.hard_coded_contacts, random_bytes=random_bytes
+        )
         self._now_value = 0.0
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = 0

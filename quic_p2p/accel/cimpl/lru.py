@@ -7,14 +7,13 @@ slot, so no out-parameter is read); batches cross once with preallocated arrays.
 
 from __future__ import annotations
 
-import os
 import struct
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, pairwise, repeat
 from typing import Any, NoReturn
 
-from ..pyimpl.lru import check_lru_args, check_lru_key
+from ..pyimpl.lru import check_lru_args, check_lru_key, draw_lru_seed
 from ._ffi import ffi, lib
 
 _lookup = lib.qp2p_lru_lookup
@@ -38,18 +37,24 @@ class LruIndex:
     slot of the key it evicts (the least recently used), else the lowest free
     slot. Not thread-safe: C runs without the GIL, so one index must only be
     used from one thread (the event loop).
+
+    ``random_bytes(n)`` (required; the driver passes ``os.urandom``) is called
+    once, with 16, for the hash key of C's table (hash-flooding defence).
     """
 
     __slots__ = ("_batch", "_capacity", "_max_key_len", "_order", "_p")
 
-    def __init__(self, capacity: int, max_key_len: int = 64) -> None:
+    def __init__(
+        self, capacity: int, max_key_len: int = 64, *, random_bytes: Callable[[int], bytes]
+    ) -> None:
         check_lru_args(capacity, max_key_len)
+        seed = draw_lru_seed(random_bytes)
         p = lib.qp2p_lru_new(capacity, max_key_len)
         if p == ffi.NULL:
             raise MemoryError("cannot allocate the LRU index")
         # size: memory-pressure hint for the C-side arrays (used by PyPy's GC).
         self._p: Any = ffi.gc(p, lib.qp2p_lru_free, size=capacity * (max_key_len + 32))
-        k0, k1 = struct.unpack("<QQ", os.urandom(16))
+        k0, k1 = struct.unpack("<QQ", seed)
         lib.qp2p_lru_seed(self._p, k0, k1)
         self._capacity = capacity
         self._max_key_len = max_key_len

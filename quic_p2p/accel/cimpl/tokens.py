@@ -9,9 +9,10 @@ GIL) and puts it back, which costs far less than ``ffi.new`` per call.
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Callable
 from typing import Any, NoReturn
 
+from ..pyimpl.tokens import draw_secret
 from ..types import (
     MAX_CID_LEN,
     SHA256_SIZE,
@@ -25,7 +26,6 @@ from ._ffi import ffi, lib
 __all__ = ["RetryTokens", "hmac_sha256", "sha256"]
 
 _U64_MAX = 2**64 - 1
-_SECRET_SIZE = 32  # as pyimpl: random secret size when none is given
 _ODCID_OFFSET = 11  # version, key_id, issued_at_ms, odcid_len precede it
 _CODES = {code.value: code for code in TokenErrorCode}
 _sha256 = lib.qp2p_sha256
@@ -112,12 +112,18 @@ class RetryTokens:
     A token binds the client's address, its original DCID, our Retry's SCID
     and the time it was minted, under an HMAC key that can be rotated: tokens of
     the current and the previous key verify. Not thread-safe; one per endpoint.
+
+    ``random_bytes(n)`` (required; the driver passes ``os.urandom``) is where a
+    secret comes from when none is given, here and in :meth:`rotate`: it is
+    called with ``SECRET_SIZE`` (32) and must return that many bytes. This
+    module draws no randomness of its own.
     """
 
     def __init__(
         self,
         secret: bytes | None = None,
         *,
+        random_bytes: Callable[[int], bytes],
         lifetime_ms: int = 10_000,
         skew_ms: int = 1_000,
         key_id: int = 0,
@@ -126,6 +132,9 @@ class RetryTokens:
         _check_u64("skew_ms", skew_ms)
         if not 0 <= key_id <= 0xFF:
             raise ValueError(f"key_id must be in 0..255, got {key_id}")
+        if not callable(random_bytes):
+            raise TypeError("random_bytes must be callable, e.g. os.urandom")
+        self._random_bytes = random_bytes
         self._lifetime_ms = lifetime_ms
         self._skew_ms = skew_ms
         # (qp2p_token_keys_t, pointer to its current key, current key id): one
@@ -135,7 +144,7 @@ class RetryTokens:
 
     def _keyring(self, secret: bytes | None, key_id: int, previous: Any) -> tuple[Any, Any, int]:
         if secret is None:
-            secret = secrets.token_bytes(_SECRET_SIZE)
+            secret = draw_secret(self._random_bytes)
         elif not secret:
             raise ValueError("secret must not be empty")
         keys = ffi.new("qp2p_token_keys_t *")
@@ -167,7 +176,8 @@ class RetryTokens:
         return self._state[2]
 
     def rotate(self, secret: bytes | None = None) -> None:
-        """Make ``secret`` (random when None) current; the current key becomes the previous."""
+        """Make ``secret`` (when None: drawn from ``random_bytes``) current; the
+        current key becomes the previous."""
         keys, _, key_id = self._state
         self._state = self._keyring(secret, (key_id + 1) & 0xFF, keys)
 

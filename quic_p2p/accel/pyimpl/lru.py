@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..types import LRU_MAX_CAPACITY, LRU_MAX_KEY_LEN
+
+#: Bytes of hash key an index draws from ``random_bytes`` when created.
+SEED_SIZE = 16
 
 
 def check_lru_args(capacity: int, max_key_len: int) -> None:
@@ -17,6 +20,16 @@ def check_lru_args(capacity: int, max_key_len: int) -> None:
         raise ValueError(f"capacity must be 1..{LRU_MAX_CAPACITY}, not {capacity}")
     if not 1 <= max_key_len <= LRU_MAX_KEY_LEN:
         raise ValueError(f"max_key_len must be 1..{LRU_MAX_KEY_LEN}, not {max_key_len}")
+
+
+def draw_lru_seed(random_bytes: Callable[[int], bytes]) -> bytes:
+    """The index's hash key: ``random_bytes(SEED_SIZE)``, checked (shared with cimpl)."""
+    if not callable(random_bytes):
+        raise TypeError("random_bytes must be callable, e.g. os.urandom")
+    seed = random_bytes(SEED_SIZE)
+    if not isinstance(seed, bytes) or len(seed) != SEED_SIZE:
+        raise ValueError(f"random_bytes({SEED_SIZE}) must return {SEED_SIZE} bytes")
+    return seed
 
 
 def check_lru_key(key: bytes, max_key_len: int) -> None:
@@ -33,12 +46,20 @@ class LruIndex:
     The caller keeps its objects in a list indexed by slot. A new key takes the
     slot of the key it evicts (the least recently used), else the lowest free
     slot. Not thread-safe: use one index from one thread (the event loop).
+
+    ``random_bytes(n)`` (required; the driver passes ``os.urandom``) is called
+    once, with ``SEED_SIZE`` (16), for the hash key of the C index's table
+    (hash-flooding defence). This twin's dict is keyed by the interpreter's own
+    string-hash seed, so it draws the bytes only to keep the same contract.
     """
 
     __slots__ = ("_capacity", "_free", "_max_key_len", "_slots")
 
-    def __init__(self, capacity: int, max_key_len: int = 64) -> None:
+    def __init__(
+        self, capacity: int, max_key_len: int = 64, *, random_bytes: Callable[[int], bytes]
+    ) -> None:
         check_lru_args(capacity, max_key_len)
+        draw_lru_seed(random_bytes)
         self._capacity = capacity
         self._max_key_len = max_key_len
         self._slots: OrderedDict[bytes, int] = OrderedDict()  # least recent first

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import struct
+from collections.abc import Callable
 
 from ..types import (
     MAX_CID_LEN,
@@ -20,12 +20,12 @@ from ..types import (
     TokenErrorCode,
 )
 
-__all__ = ["RetryTokens", "hmac_sha256", "sha256"]
+__all__ = ["RetryTokens", "draw_secret", "hmac_sha256", "sha256"]
 
 _U64_MAX = 2**64 - 1
 #: Random secret size when none is given: the HMAC-SHA256 block holds 64, and
 #: 32 bytes already match the hash's strength.
-_SECRET_SIZE = 32
+SECRET_SIZE = 32
 _HEAD = struct.Struct(">BBQB")  # version, key_id, issued_at_ms, odcid_len
 _ISSUED = struct.Struct(">Q")
 
@@ -52,6 +52,15 @@ def _check_len(name: str, value: bytes, limit: int) -> None:
         raise ValueError(f"{name} is {len(value)} bytes, at most {limit} allowed")
 
 
+def draw_secret(random_bytes: Callable[[int], bytes]) -> bytes:
+    """A fresh secret from the injected source: ``random_bytes(SECRET_SIZE)``,
+    checked (shared with cimpl, so both twins draw alike and fail alike)."""
+    secret = random_bytes(SECRET_SIZE)
+    if not isinstance(secret, bytes) or len(secret) != SECRET_SIZE:
+        raise ValueError(f"random_bytes({SECRET_SIZE}) must return {SECRET_SIZE} bytes")
+    return secret
+
+
 def _keyed(secret: bytes) -> hmac.HMAC:
     if not secret:
         raise ValueError("secret must not be empty")
@@ -64,12 +73,18 @@ class RetryTokens:
     A token binds the client's address, its original DCID, our Retry's SCID
     and the time it was minted, under an HMAC key that can be rotated: tokens of
     the current and the previous key verify. Not thread-safe; one per endpoint.
+
+    ``random_bytes(n)`` (required; the driver passes ``os.urandom``) is where a
+    secret comes from when none is given, here and in :meth:`rotate`: it is
+    called with ``SECRET_SIZE`` (32) and must return that many bytes. This
+    module draws no randomness of its own.
     """
 
     def __init__(
         self,
         secret: bytes | None = None,
         *,
+        random_bytes: Callable[[int], bytes],
         lifetime_ms: int = 10_000,
         skew_ms: int = 1_000,
         key_id: int = 0,
@@ -78,11 +93,14 @@ class RetryTokens:
         _check_u64("skew_ms", skew_ms)
         if not 0 <= key_id <= 0xFF:
             raise ValueError(f"key_id must be in 0..255, got {key_id}")
+        if not callable(random_bytes):
+            raise TypeError("random_bytes must be callable, e.g. os.urandom")
+        self._random_bytes = random_bytes
         self._lifetime_ms = lifetime_ms
         self._skew_ms = skew_ms
         # The keyed HMAC state is built once per key; each token copies it
         # instead of rehashing the padded secret.
-        self._current = _keyed(secrets.token_bytes(_SECRET_SIZE) if secret is None else secret)
+        self._current = _keyed(draw_secret(random_bytes) if secret is None else secret)
         self._current_id = key_id
         self._previous: hmac.HMAC | None = None
         self._previous_id = 0
@@ -103,8 +121,9 @@ class RetryTokens:
         return self._current_id
 
     def rotate(self, secret: bytes | None = None) -> None:
-        """Make ``secret`` (random when None) current; the current key becomes the previous."""
-        new = _keyed(secrets.token_bytes(_SECRET_SIZE) if secret is None else secret)
+        """Make ``secret`` (when None: drawn from ``random_bytes``) current; the
+        current key becomes the previous."""
+        new = _keyed(draw_secret(self._random_bytes) if secret is None else secret)
         self._previous, self._previous_id = self._current, self._current_id
         self._current, self._current_id = new, (self._current_id + 1) & 0xFF
 
