@@ -8,11 +8,13 @@ python docs/render.py --check  exit 1 if a doc is out of date (tests run this)
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import quic_p2p
 from quic_p2p import wire
 from quic_p2p.accel import types
 from quic_p2p.roles import ON_CLIENT_HANDSHAKE, ON_NODE_HANDSHAKE, ON_OUTGOING_UP
@@ -99,7 +101,27 @@ def constants() -> str:
     return _table(["what", "value"], rows)
 
 
+def _summary(path: Path) -> str:
+    """A module docstring's first sentence, on one line."""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    text = " ".join(doc.split())
+    end = text.find(". ")
+    return (text if end < 0 else text[: end + 1]).replace("|", "\\|")
+
+
+def module_map() -> str:
+    """The two rings, module by module, from the files on disk."""
+    package = Path(quic_p2p.__file__).resolve().parent
+    rows = []
+    for ring, folder in (("engine (sans-IO)", "proto"), ("driver (asyncio)", "aio")):
+        for path in sorted((package / folder).glob("*.py")):
+            if path.name != "__init__.py":
+                rows.append([ring, f"`{folder}/{path.name}`", _summary(path)])
+    return _table(["ring", "module", "holds"], rows)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "module-map": module_map,
     "role-tables": role_tables,
     "frame-kinds": frame_kinds,
     "error-codes": error_codes,

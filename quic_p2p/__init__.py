@@ -41,6 +41,7 @@ from .events import (
 )
 from .peer import InvalidContactError, NodeInfo, Peer, PeerKind, Reachability
 from .proto import RelaySessionInfo
+from .reasons import Cause, Reason
 
 __version__ = "0.1.0.dev0"
 
@@ -51,6 +52,7 @@ __all__ = [
     "BootstrapError",
     "BootstrapFailure",
     "BootstrappedTo",
+    "Cause",
     "CompleteCert",
     "Config",
     "ConfigError",
@@ -71,6 +73,7 @@ __all__ = [
     "QuicP2p",
     "QuicP2pError",
     "Reachability",
+    "Reason",
     "RelayPolicy",
     "RelaySessionInfo",
     "RemoteProtocolError",

@@ -10,6 +10,8 @@ error codes).
 
 from __future__ import annotations
 
+from .reasons import Reason
+
 
 class QuicP2pError(Exception):
     """Base class of every error the library raises to its caller."""
@@ -30,14 +32,15 @@ class RemoteProtocolError(Exception):
 
 
 #: A peer's (host, port); the same type as ``peer.Address``, spelled out here
-#: so this module imports nothing of ours.
+#: so this module imports nothing of ours but ``reasons``.
 _Addr = tuple[str, int]
 
 
 class ConnectionFailedError(QuicP2pError):
-    """``connect_to`` did not end with a connected peer; ``reason`` says why."""
+    """``connect_to`` did not end with a connected peer; ``reason`` says why
+    (``reason.cause`` to decide on, the text to print)."""
 
-    def __init__(self, peer_addr: _Addr, reason: str) -> None:
+    def __init__(self, peer_addr: _Addr, reason: Reason) -> None:
         super().__init__(f"connection to {peer_addr[0]}:{peer_addr[1]} failed: {reason}")
         self.peer_addr = peer_addr
         self.reason = reason
@@ -64,7 +67,7 @@ class EchoDisagreementError(EchoError):
 class BootstrapError(QuicP2pError):
     """``bootstrap`` found no contact; ``reasons`` maps each tried address to why."""
 
-    def __init__(self, message: str, reasons: dict[_Addr, str]) -> None:
+    def __init__(self, message: str, reasons: dict[_Addr, Reason]) -> None:
         detail = "; ".join(f"{a[0]}:{a[1]}: {r}" for a, r in reasons.items())
         super().__init__(f"{message}: {detail}" if detail else message)
         self.reasons = reasons

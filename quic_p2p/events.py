@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .peer import Address, NodeInfo, Peer
+from .reasons import NO_REASON, Reason
 
 
 @dataclass(frozen=True)
 class BootstrapFailure:
     """Every bootstrap contact failed; ``reasons`` maps each to why."""
 
-    reasons: dict[Address, str] = field(default_factory=dict, compare=False)
+    reasons: dict[Address, Reason] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,11 @@ class BootstrappedTo:
 
 @dataclass(frozen=True)
 class ConnectionFailure:
-    """A connection attempt failed, or an established peer was lost."""
+    """A connection attempt failed, or an established peer was lost;
+    ``error.cause`` says what kind of failure, ``error`` itself the detail."""
 
     peer_addr: Address
-    error: str
+    error: Reason
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,13 @@ class SentUserMessage:
 
 @dataclass(frozen=True)
 class UnsentUserMessage:
-    """``msg`` was not delivered; it is handed back. ``reason`` says why."""
+    """``msg`` was not delivered; it is handed back. ``reason`` says why
+    (``reason.cause`` to decide on, the text to print)."""
 
     peer_addr: Address
     msg: bytes = field(repr=False)
     token: int
-    reason: str = field(default="", compare=False)
+    reason: Reason = field(default=NO_REASON, compare=False)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,10 @@ class Cause(enum.Enum):
     REPLACED = "replaced"
     #: A peer's answer could not be used (malformed, or naming another peer).
     BAD_ANSWER = "bad answer"
+    #: A rendezvous paces our requests (too many at once): try again later.
+    RATE_LIMITED = "rate limited"
+    #: Anything else (a reason built without a cause).
+    OTHER = "other"
 
     def __str__(self) -> str:
         return self.value
@@ -93,6 +97,5 @@ class Reason(str):
         return Reason(self.cause, f"{prefix}{self.detail}")
 
 
-def reason_of(text: str, default: Cause) -> Reason:
-    """``text`` as a ``Reason``: kept if it is one, else given ``default``."""
-    return text if isinstance(text, Reason) else Reason(default, text)
+#: The reason of an outcome built without one.
+NO_REASON = Reason(Cause.OTHER, "")

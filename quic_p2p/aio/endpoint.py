@@ -44,6 +44,7 @@ from ..proto.limits import (
     PROBE_TIMEOUT,
 )
 from ..proto.state import Result
+from ..reasons import Cause, Reason
 from ..wire import WireError, decode_address, decode_reach_result
 from .driver import log
 from .nat import Nat
@@ -371,7 +372,7 @@ class QuicP2p(Nat):
         winner: asyncio.Future[NodeInfo] = self._running_loop().create_future()
         self._winners[group] = winner
         self._bootstrapping = True
-        reasons: dict[Address, str] = {}
+        reasons: dict[Address, Reason] = {}
         slots = asyncio.Semaphore(BOOTSTRAP_PARALLEL)
 
         async def attempt(contact: NodeInfo) -> None:
@@ -409,7 +410,7 @@ class QuicP2p(Nat):
             return winner.result()
         winner.cancel()
         for contact in contacts:
-            reasons.setdefault(contact.peer_addr, "no answer in time")
+            reasons.setdefault(contact.peer_addr, Reason(Cause.NO_ANSWER, "no answer in time"))
         self._channel.queue.push(BootstrapFailure(dict(reasons)))
         raise BootstrapError("bootstrap failed", reasons)
 
@@ -495,7 +496,8 @@ class QuicP2p(Nat):
         try:
             reached, addr = decode_reach_result(answer.body)
         except (WireError, ValueError) as exc:
-            raise ConnectionFailedError(via_addr, f"bad reachability answer: {exc}") from None
+            bad = Reason(Cause.BAD_ANSWER, f"bad reachability answer: {exc}")
+            raise ConnectionFailedError(via_addr, bad) from None
         return Reachability(reached, addr, via_addr)
 
     # ------------------------------------------------------------ the engine, directly

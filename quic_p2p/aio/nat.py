@@ -17,9 +17,9 @@ from ..proto.limits import (
     RATE_LIMITED_RETRIES,
     RELAY_UPGRADE_DELAYS,
 )
-from ..proto.sends import REQUEST_REFUSALS
 from ..proto.state import ProbeResult
-from ..wire import RejectReason, WireError, decode_punch_info, encode_address
+from ..reasons import Cause, Reason
+from ..wire import WireError, decode_punch_info, encode_address
 from .driver import Driver
 
 
@@ -67,23 +67,28 @@ class Nat(Driver):
                 summary += " and the rendezvous did not relay"
         else:
             summary = "the rendezvous did not relay"
-        raise ConnectionFailedError(node.peer_addr, f"{summary}: " + "; ".join(reasons))
+        cause = Cause.PUNCH_FAILED if punch else Cause.RELAY
+        raise ConnectionFailedError(
+            node.peer_addr, Reason(cause, f"{summary}: " + "; ".join(reasons))
+        )
 
     async def _ask_rendezvous(self, via_addr: Address, kind: FrameKind, target: Address) -> Frame:
         """A punch or relay request about ``target``; ``NoRendezvousError`` when
         the rendezvous cannot help at all."""
-        paced = REQUEST_REFUSALS[RejectReason.RATE_LIMITED]
         for attempt in range(RATE_LIMITED_RETRIES + 1):
             conn = self.engine.rendezvous_conn(via_addr, target)
             try:
                 return await self._ask(conn, kind, encode_address(target))
             except ConnectionFailedError as exc:
-                if exc.reason != paced or attempt == RATE_LIMITED_RETRIES:
-                    if exc.reason == REQUEST_REFUSALS[RejectReason.UNKNOWN_PEER]:
+                cause = exc.reason.cause
+                if cause is not Cause.RATE_LIMITED or attempt == RATE_LIMITED_RETRIES:
+                    # (Answers are refusals by cause; anything else is the
+                    # connection to the rendezvous failing us.)
+                    if cause is Cause.RENDEZVOUS:  # it does not know the peer
                         raise NoRendezvousError(target, exc.reason) from None
-                    if exc.reason in REQUEST_REFUSALS.values():
+                    if cause in (Cause.RELAY, Cause.RATE_LIMITED, Cause.REFUSED):
                         raise ConnectionFailedError(target, exc.reason) from None
-                    raise ConnectionFailedError(target, f"rendezvous: {exc.reason}") from None
+                    raise ConnectionFailedError(target, exc.reason.wrap("rendezvous: ")) from None
             await asyncio.sleep(RATE_LIMITED_PAUSE)
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
@@ -94,11 +99,15 @@ class Nat(Driver):
         try:
             delay_ms, addr, cert = decode_punch_info(answer.body)
         except WireError as exc:
-            raise ConnectionFailedError(target, f"bad answer: {exc}") from None
+            raise ConnectionFailedError(
+                target, Reason(Cause.BAD_ANSWER, f"bad answer: {exc}")
+            ) from None
         if addr != target:
             # It knows the target at the address we named: anything else
             # would make us dial where it likes.
-            raise ConnectionFailedError(target, "bad answer: it names another address")
+            raise ConnectionFailedError(
+                target, Reason(Cause.BAD_ANSWER, "bad answer: it names another address")
+            )
         await asyncio.sleep(delay_ms / 1000)
         return NodeInfo(addr, cert)
 

@@ -23,6 +23,7 @@ from ..config import CompleteCert, Config, OurType, RelayPolicy
 from ..link import HeldBytes, LinkEvent
 from ..peer import Address, NodeInfo
 from ..ratelimit import TokenBucket
+from ..reasons import Reason
 from ..wire import ErrorCode
 from .events_queue import EventQueue
 from .limits import (
@@ -201,7 +202,7 @@ class EngineBase:
     def _on_link_event(self, conn: Conn, ev: LinkEvent) -> None:  # engine
         raise NotImplementedError
 
-    def _on_down(self, conn: Conn, reason: str) -> None:  # peers
+    def _on_down(self, conn: Conn, reason: Reason) -> None:  # peers
         raise NotImplementedError
 
     def _connect(
@@ -215,11 +216,11 @@ class EngineBase:
         raise NotImplementedError
 
     def _fail(
-        self, record: Record, reason: str, code: ErrorCode, *, report: bool = True
+        self, record: Record, reason: Reason, code: ErrorCode, *, report: bool = True
     ) -> None:  # peers
         raise NotImplementedError
 
-    def _peer_gone(self, record: Record, reason: str) -> None:  # relay
+    def _peer_gone(self, record: Record, reason: Reason) -> None:  # relay
         raise NotImplementedError
 
     def _go_direct(self, record: Record) -> None:  # relay

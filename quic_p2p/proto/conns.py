@@ -16,6 +16,7 @@ from ..admission import Accept, Ignore, Reply
 from ..errors import ConnectionFailedError
 from ..link import Link, LinkDown
 from ..peer import Address, NodeInfo
+from ..reasons import Cause, Reason
 from ..wire import ErrorCode, RejectReason, encode_reject, frame
 from .base import EngineBase, log
 from .limits import CID_LENGTH, HANDSHAKE_TIMEOUT, RECENTLY_CLOSED
@@ -46,18 +47,27 @@ class Conns(EngineBase):
             )
         except certs.CertificateError as exc:
             raise ConnectionFailedError(
-                node.peer_addr, f"bad certificate in NodeInfo: {exc}"
+                node.peer_addr, Reason(Cause.CERTIFICATE, f"bad certificate in NodeInfo: {exc}")
             ) from None
         if len(self._conns) >= self.max_connections:
-            raise ConnectionFailedError(node.peer_addr, "connection limit reached")
+            raise ConnectionFailedError(
+                node.peer_addr, Reason(Cause.LIMIT, "connection limit reached")
+            )
         if ":" in node.peer_addr[0] and not self._v6_socket:
             raise ConnectionFailedError(
-                node.peer_addr, "an IPv6 address, but we are bound to IPv4 (bind '::' for both)"
+                node.peer_addr,
+                Reason(
+                    Cause.ADDRESS_FAMILY,
+                    "an IPv6 address, but we are bound to IPv4 (bind '::' for both)",
+                ),
             )
         if ":" not in node.peer_addr[0] and not self._ipv4_ok:
             raise ConnectionFailedError(
                 node.peer_addr,
-                "an IPv4 address, but we are bound to IPv6 only (bind '::' for both)",
+                Reason(
+                    Cause.ADDRESS_FAMILY,
+                    "an IPv4 address, but we are bound to IPv6 only (bind '::' for both)",
+                ),
             )
         quic = QuicConnection(configuration=cfg)
         link = Link(
@@ -329,7 +339,7 @@ class Conns(EngineBase):
             reason,
         )
         self._close_conn(conn, code, reason)
-        self._on_down(conn, f"protocol error: {reason}")
+        self._on_down(conn, Reason(Cause.PROTOCOL_ERROR, f"protocol error: {reason}"))
 
     def _refuse(self, conn: Conn, msg_id: int, reason: RejectReason) -> None:
         conn.link.send_frame(encode_reject(msg_id, reason))
@@ -348,7 +358,7 @@ class Conns(EngineBase):
         else:
             return
         self._close_conn(conn, ErrorCode.HANDSHAKE_TIMEOUT, reason)
-        self._on_down(conn, reason)
+        self._on_down(conn, Reason(Cause.HANDSHAKE_TIMEOUT, reason))
 
 
 def connection_info(conn: Conn) -> ConnectionInfo:
@@ -387,34 +397,57 @@ def _reverse_cause(reason: str) -> str:
     return f": {reason}"
 
 
-def describe_close(ev: LinkDown) -> str:
-    """A human reason for a closed connection: our application codes by name,
-    QUIC transport codes (and TLS alerts) by theirs."""
+#: What each of our close codes means, as a cause.
+_CLOSE_CAUSES = {
+    ErrorCode.NO_ERROR: Cause.CONNECTION_LOST,
+    ErrorCode.SHUTDOWN: Cause.CONNECTION_LOST,
+    ErrorCode.DISCONNECTED: Cause.DISCONNECTED,
+    ErrorCode.REFUSED: Cause.REFUSED,
+    ErrorCode.HANDSHAKE_TIMEOUT: Cause.HANDSHAKE_TIMEOUT,
+    ErrorCode.REVERSE_CONNECT_FAILED: Cause.NOT_REACHABLE,
+    ErrorCode.CERTIFICATE_MISMATCH: Cause.CERTIFICATE,
+    ErrorCode.CERTIFICATE_REFUSED: Cause.CERTIFICATE,
+    ErrorCode.MESSAGE_TOO_LARGE: Cause.MESSAGE_TOO_LARGE,
+}
+
+
+def describe_close(ev: LinkDown) -> Reason:
+    """Why a connection closed: our application codes by name, QUIC
+    transport codes (and TLS alerts) by theirs."""
     detail = f": {ev.reason}" if ev.reason else ""
     if ev.application:
-        if ev.error_code == ErrorCode.REVERSE_CONNECT_FAILED:
-            return f"the peer could not connect back to us{_reverse_cause(ev.reason)}"
-        if ev.error_code == ErrorCode.REFUSED and ev.by_peer:
-            return f"the peer refused us{detail}"
-        if ev.error_code == ErrorCode.CERTIFICATE_REFUSED and ev.by_peer:
-            return f"the peer refused our certificate{detail}"
         try:
-            name = ErrorCode(ev.error_code).name.lower().replace("_", " ")
+            code: ErrorCode | None = ErrorCode(ev.error_code)
         except ValueError:
-            name = f"code {ev.error_code:#x}"
-        return f"{'peer' if ev.by_peer else 'we'} closed the connection ({name}){detail}"
-    if ev.reason == "Idle timeout":
-        return "idle timeout: no packets from the peer in time"
+            code = None
+        cause = _CLOSE_CAUSES.get(code, Cause.PROTOCOL_ERROR) if code else Cause.OTHER
+        if code is ErrorCode.REVERSE_CONNECT_FAILED:
+            text = f"the peer could not connect back to us{_reverse_cause(ev.reason)}"
+            return Reason(cause, text)
+        if code is ErrorCode.REFUSED and ev.by_peer:
+            return Reason(cause, f"the peer refused us{detail}")
+        if code is ErrorCode.CERTIFICATE_REFUSED and ev.by_peer:
+            return Reason(cause, f"the peer refused our certificate{detail}")
+        name = code.name.lower().replace("_", " ") if code else f"code {ev.error_code:#x}"
+        text = f"{'peer' if ev.by_peer else 'we'} closed the connection ({name}){detail}"
+        return Reason(cause, text)
+    if ev.reason == "Idle timeout":  # (aioquic's words: it closes with NO_ERROR)
+        return Reason(Cause.IDLE_TIMEOUT, "idle timeout: no packets from the peer in time")
     if ev.error_code == QuicErrorCode.CONNECTION_REFUSED:
-        return "the peer refused the connection (its connection limit, or it is a Client)"
+        return Reason(
+            Cause.REFUSED,
+            "the peer refused the connection (its connection limit, or it is a Client)",
+        )
     if ev.error_code == QuicErrorCode.INVALID_TOKEN:
-        return "the peer rejected our retry token"
+        return Reason(Cause.REFUSED, "the peer rejected our retry token")
     if 0x100 <= ev.error_code <= 0x1FF:
-        return (
-            f"TLS handshake failed (alert {ev.error_code - 0x100}, code {ev.error_code:#x}){detail}"
+        alert = ev.error_code - 0x100
+        return Reason(
+            Cause.CERTIFICATE,
+            f"TLS handshake failed (alert {alert}, code {ev.error_code:#x}){detail}",
         )
     try:
         name = QuicErrorCode(ev.error_code).name
     except ValueError:
         name = f"{ev.error_code:#x}"
-    return f"connection closed by QUIC ({name}){detail}"
+    return Reason(Cause.CONNECTION_LOST, f"connection closed by QUIC ({name}){detail}")

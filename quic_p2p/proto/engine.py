@@ -17,13 +17,14 @@ from ..errors import ConnectionFailedError
 from ..events import BootstrappedTo, Event
 from ..link import LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
 from ..peer import Address, NodeInfo, Peer, PeerKind
-from ..wire import ErrorCode, encode_address, frame
+from ..reasons import Cause, Reason
+from ..wire import ErrorCode, RejectReason, encode_address, frame
 from .base import Transmit
 from .conns import connection_info, describe_close
 from .limits import ECHO_QUORUM, HANDSHAKE_TIMEOUT
 from .pins import pin_problem
 from .relay import BUSY, Relaying
-from .sends import REQUEST_REFUSALS
+from .sends import CONNECTION_CLOSED, ENDPOINT_CLOSED, REQUEST_REFUSALS
 from .state import (
     BootstrapGroup,
     BootstrapWon,
@@ -71,15 +72,15 @@ class Engine(Relaying):
             return
         self._closing = True
         for record in list(self._records.values()):
-            self._fail(record, "endpoint closed", ErrorCode.SHUTDOWN, report=False)
+            self._fail(record, ENDPOINT_CLOSED, ErrorCode.SHUTDOWN, report=False)
         for path in list(self._relay_paths.values()):
-            self._close_path(path, "endpoint closed", notify=False)
+            self._close_path(path, ENDPOINT_CLOSED, notify=False)
         for session in list(self._relay_sessions.values()):
             self._end_relay_session(session, "endpoint closed")
         for conn in list(self._conns):
             self._close_conn(conn, ErrorCode.SHUTDOWN, "endpoint closed")
         for s in list(self._sends.values()):
-            self._resolve(s, False, "endpoint closed")
+            self._resolve(s, False, ENDPOINT_CLOSED)
 
     def forget_all(self) -> None:
         """After ``close`` and the last transmit: drops every connection."""
@@ -163,7 +164,7 @@ class Engine(Relaying):
         connected peer that does not hold the certificate ``node`` pins."""
         if self._is_us(node):
             raise ConnectionFailedError(
-                node.peer_addr, "that is us (our own address or certificate)"
+                node.peer_addr, Reason(Cause.SELF, "that is us (our own address or certificate)")
             )
         record = self._records.get(node.peer_addr)
         if record is None or not record.connected:
@@ -190,7 +191,9 @@ class Engine(Relaying):
         self._advance(now)
         record = self._records.get(addr)
         if record is not None:
-            self._fail(record, "disconnected by us", ErrorCode.DISCONNECTED)
+            self._fail(
+                record, Reason(Cause.DISCONNECTED, "disconnected by us"), ErrorCode.DISCONNECTED
+            )
 
     # ------------------------------------------------------------ commands: requests
     def ask(self, now: float, conn_id: int, kind: FrameKind, body: bytes, within: float) -> int:
@@ -199,7 +202,7 @@ class Engine(Relaying):
         self._advance(now)
         conn = self._conn_ids.get(conn_id)
         if conn is None:
-            raise ConnectionFailedError(("", 0), "connection closed")
+            raise ConnectionFailedError(("", 0), CONNECTION_CLOSED)
         return self._ask(conn, kind, body, within)
 
     def rendezvous_conn(self, via: Address, target: Address) -> int:
@@ -248,7 +251,7 @@ class Engine(Relaying):
             return probe
         return self._probe_path(record, node)
 
-    def relay_busy(self, addr: Address, via: Address) -> str | None:
+    def relay_busy(self, addr: Address, via: Address) -> Reason | None:
         """Why a relayed connection to ``addr`` through ``via`` cannot start."""
         existing = self._records.get(addr)
         if existing is not None and not self._punch_only(existing, via):
@@ -309,7 +312,8 @@ class Engine(Relaying):
         for record in group.members:
             if record.bootstrap is group and not record.connected:
                 record.bootstrap = None
-                self._fail(record, "bootstrap done", ErrorCode.NO_ERROR, report=False)
+                done = Reason(Cause.REPLACED, "bootstrap done")
+                self._fail(record, done, ErrorCode.NO_ERROR, report=False)
 
     # ------------------------------------------------------------ queries
     @property
@@ -370,7 +374,7 @@ class Engine(Relaying):
         self._advance(now)
         conn = self._conn_ids.get(conn_id)
         if conn is None or conn.link.down is not None:
-            raise ConnectionFailedError(("", 0), "connection closed")
+            raise ConnectionFailedError(("", 0), CONNECTION_CLOSED)
         conn.link.send_frame(data)
         self._dirty.add(conn)
 
@@ -405,7 +409,10 @@ class Engine(Relaying):
                     conn.handshake_id = 0
                     self._complete(conn.record)  # the Node accepted us as a Client
         elif isinstance(ev, LinkRefused):
-            refused = f"refused by the peer: {ev.reason.name.lower()}"
+            cause = (
+                Cause.MESSAGE_TOO_LARGE if ev.reason is RejectReason.TOO_LARGE else Cause.REFUSED
+            )
+            refused = Reason(cause, f"refused by the peer: {ev.reason.name.lower()}")
             req = conn.requests.get(ev.msg_id)
             if req is not None:
                 self._answer(conn, req, None, REQUEST_REFUSALS.get(ev.reason, refused))

@@ -11,6 +11,7 @@ from ..config import OurType
 from ..errors import ConnectionFailedError
 from ..events import BootstrappedTo, ConnectedTo, ConnectionFailure
 from ..peer import Address, NodeInfo, PeerKind
+from ..reasons import Cause, Reason
 from ..roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_up
 from ..wire import ErrorCode, frame
 from .base import log
@@ -100,7 +101,7 @@ class Peers(Sends):
             # The peer holds our certificate and its key: it is this very
             # endpoint, reached through another of our addresses.
             self._bump("refused: a connection to ourselves")
-            reason = "that is us (the peer presents our own certificate)"
+            reason = Reason(Cause.SELF, "that is us (the peer presents our own certificate)")
             self._close_conn(conn, ErrorCode.REFUSED, reason)
             self._on_down(conn, reason)
             return
@@ -117,7 +118,7 @@ class Peers(Sends):
                     "refusing %s:%d: %s", conn.link.peer_addr[0], conn.link.peer_addr[1], problem
                 )
                 self._close_conn(conn, ErrorCode.CERTIFICATE_REFUSED, problem)
-                self._on_down(conn, problem)
+                self._on_down(conn, Reason(Cause.CERTIFICATE, problem))
             return
         if conn.deadline is not None:
             conn.deadline.cancel()
@@ -138,7 +139,7 @@ class Peers(Sends):
             )
         if problem is not None:
             self._close_conn(conn, code, problem)
-            self._on_down(conn, problem)
+            self._on_down(conn, Reason(Cause.CERTIFICATE, problem))
             return
         if conn.echo_only:
             return
@@ -165,14 +166,14 @@ class Peers(Sends):
                 REVERSE_CONNECT_TIMEOUT, self._reverse_timeout, record
             )
 
-    def _on_down(self, conn: Conn, reason: str) -> None:
+    def _on_down(self, conn: Conn, reason: Reason) -> None:
         """Once per connection: its sends come back unsent, its requests
         unanswered, its peer record loses that side."""
         if conn.deadline is not None:
             conn.deadline.cancel()
             conn.deadline = None
         for s in [*conn.outstanding.values(), *conn.waiting]:
-            self._resolve(s, False, f"connection lost: {reason}")
+            self._resolve(s, False, reason.wrap("connection lost: "))
         conn.outstanding.clear()
         conn.waiting.clear()
         conn.unacked_bytes = 0
@@ -235,7 +236,10 @@ class Peers(Sends):
             # a relayed peer only claimed it, through the relay.
             self._fail(
                 record,
-                "another peer proved that address directly (the relayed peer only claimed it)",
+                Reason(
+                    Cause.REPLACED,
+                    "another peer proved that address directly (the relayed peer only claimed it)",
+                ),
                 ErrorCode.DISCONNECTED,
             )
             record = None
@@ -298,7 +302,8 @@ class Peers(Sends):
             group = None  # not the contact it pinned: its waiter fails below
         if group is not None and group.won:
             # Another contact won this bootstrap first.
-            self._fail(record, "bootstrap already completed", ErrorCode.NO_ERROR, report=False)
+            done = Reason(Cause.REPLACED, "bootstrap already completed")
+            self._fail(record, done, ErrorCode.NO_ERROR, report=False)
             return
         log.info("connected to %s %s:%d", peer.kind.value, *record.addr)
         if group is not None and peer.node_info is not None:
@@ -336,7 +341,9 @@ class Peers(Sends):
         for conn, f in reads:
             self._deliver(record, conn, f)
 
-    def _fail(self, record: Record, reason: str, code: ErrorCode, *, report: bool = True) -> None:
+    def _fail(
+        self, record: Record, reason: Reason, code: ErrorCode, *, report: bool = True
+    ) -> None:
         """Tears the peer down: closes both connections, fails its waiters and
         queued sends, and reports it once."""
         if record.dead:
@@ -381,7 +388,7 @@ class Peers(Sends):
         else:
             log.info("dropped peer %s:%d: %s", record.addr[0], record.addr[1], reason)
 
-    def _report_failure(self, addr: Address, reason: str) -> None:
+    def _report_failure(self, addr: Address, reason: Reason) -> None:
         log.info("connection to %s:%d failed: %s", addr[0], addr[1], reason)
         self.events.push(ConnectionFailure(addr, reason))
 
@@ -389,8 +396,12 @@ class Peers(Sends):
         record.reverse_timer = None
         if not record.connected and not record.dead:
             if self.config.our_type is OurType.CLIENT:
-                reason, code = "the node did not accept us as a Client in time", ErrorCode.REFUSED
+                reason = Reason(Cause.REFUSED, "the node did not accept us as a Client in time")
+                code = ErrorCode.REFUSED
             else:
-                reason = "the peer did not connect back to us (are we reachable as a Node?)"
+                reason = Reason(
+                    Cause.NOT_REACHABLE,
+                    "the peer did not connect back to us (are we reachable as a Node?)",
+                )
                 code = ErrorCode.REVERSE_CONNECT_FAILED
             self._fail(record, reason, code)

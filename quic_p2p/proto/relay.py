@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..accel.types import Frame, FrameKind
 from ..events import UpgradedToDirect
 from ..peer import Address, NodeInfo
+from ..reasons import Cause, Reason
 from ..scope import could_observe
 from ..wire import (
     ErrorCode,
@@ -23,7 +24,7 @@ from .limits import FROM_RELAY, HANDSHAKE_TIMEOUT, RELAY_MAX_BACKLOG, RELAY_MAX_
 from .rendezvous import Rendezvous
 from .state import Conn, ConnectResult, Record, RelayPath, RelaySession, Waiter
 
-BUSY = "a direct connection to that address is in progress"
+BUSY = Reason(Cause.REPLACED, "a direct connection to that address is in progress")
 
 
 class Relaying(Rendezvous):
@@ -113,17 +114,18 @@ class Relaying(Rendezvous):
         try:
             session, addr, cert = decode_relay_open(answer.body)
         except WireError as exc:
-            self._emit(ConnectResult(waiter.id, node.peer_addr, None, f"bad answer: {exc}"))
+            bad = Reason(Cause.BAD_ANSWER, f"bad answer: {exc}")
+            self._emit(ConnectResult(waiter.id, node.peer_addr, None, bad))
             return waiter.id
         rendezvous = self._records.get(via_addr)
         existing = self._records.get(addr)
         problem = None
         if rendezvous is None or not rendezvous.connected:
-            problem = "connection lost: the rendezvous left"
+            problem = Reason(Cause.RENDEZVOUS, "connection lost: the rendezvous left")
         elif addr != node.peer_addr:
-            problem = "bad answer: it names another address"
+            problem = Reason(Cause.BAD_ANSWER, "bad answer: it names another address")
         elif not (node.peer_cert_der or cert):
-            problem = "bad answer: no certificate for the peer"
+            problem = Reason(Cause.BAD_ANSWER, "bad answer: no certificate for the peer")
         elif existing is not None and not self._punch_only(existing, via_addr):
             problem = BUSY  # (it started while we asked)
         path = None
@@ -133,13 +135,14 @@ class Relaying(Rendezvous):
             # one the relay saw it present), end to end.
             path = self._open_path(rendezvous, session, addr, node.peer_cert_der or cert)
             if path is None:
-                problem = "relay session id already in use"
+                problem = Reason(Cause.RELAY, "relay session id already in use")
         if path is None:
             rconn = None if rendezvous is None else self._send_conn(rendezvous)
             if rconn is not None:
                 rconn.link.send_frame(encode_relay_close(session, RelayClose.CLOSED, "declined"))
                 self._dirty.add(rconn)
-            self._emit(ConnectResult(waiter.id, node.peer_addr, None, problem or "declined"))
+            declined = problem or Reason(Cause.RELAY, "declined")
+            self._emit(ConnectResult(waiter.id, node.peer_addr, None, declined))
             return waiter.id
         self._replace_punch(addr)
         return self._connect_waiting(NodeInfo(addr, path.expect), waiter, HANDSHAKE_TIMEOUT, path)
@@ -187,7 +190,8 @@ class Relaying(Rendezvous):
         """A punch's leftover dial to ``addr``: the relayed connection replaces it."""
         record = self._records.get(addr)
         if record is not None and not record.connected:
-            self._fail(record, "replaced by a relayed connection", ErrorCode.NO_ERROR, report=False)
+            replaced = Reason(Cause.REPLACED, "replaced by a relayed connection")
+            self._fail(record, replaced, ErrorCode.NO_ERROR, report=False)
 
     def _open_path(
         self, relay: Record, session: int, peer_addr: Address, expect: bytes
@@ -203,9 +207,9 @@ class Relaying(Rendezvous):
     def _path_unused(self, path: RelayPath) -> None:
         path.deadline = None
         if path.record is None and not path.conns:
-            self._close_path(path, "unused", notify=True)
+            self._close_path(path, Reason(Cause.RELAY, "unused"), notify=True)
 
-    def _close_path(self, path: RelayPath, reason: str, *, notify: bool) -> None:
+    def _close_path(self, path: RelayPath, reason: Reason, *, notify: bool) -> None:
         """Ends our side of a relay session; connections still sending through
         it are lost (their peers see ``ConnectionFailure``)."""
         if path.closed:
@@ -220,7 +224,7 @@ class Relaying(Rendezvous):
             rconn.link.send_frame(encode_relay_close(path.session, RelayClose.CLOSED, reason))
             self._dirty.add(rconn)
         for conn in list(path.conns):
-            lost = f"relay session closed: {reason}"
+            lost = Reason(Cause.RELAY, f"relay session closed: {reason}")
             self._close_conn(conn, ErrorCode.DISCONNECTED, lost)
             self._on_down(conn, lost)
         path.conns.clear()
@@ -244,12 +248,12 @@ class Relaying(Rendezvous):
         log.info("%s:%d is now reached directly (was via %s:%d)", *record.addr, *path.relay.addr)
         self.events.push(UpgradedToDirect(record.addr, path.relay.addr))
 
-    def _peer_gone(self, record: Record, reason: str) -> None:
+    def _peer_gone(self, record: Record, reason: Reason) -> None:
         """A peer failed: the paths it carried or was reached by, and the
         sessions we relayed for it, end too."""
         for path in list(self._relay_paths.values()):
             if path.relay is record:  # our relay is gone: so are the peers behind it
-                self._close_path(path, f"lost the relay: {reason}", notify=False)
+                self._close_path(path, reason.wrap("lost the relay: "), notify=False)
             elif path.record is record:
                 self._close_path(path, reason, notify=True)
         for session in list(self._relay_sessions.values()):
@@ -312,7 +316,7 @@ class Relaying(Rendezvous):
         if f.msg_id & FROM_RELAY:  # our relay ended the session
             path = self._relay_paths.get((sender.addr, f.msg_id & ~FROM_RELAY))
             if path is not None:
-                self._close_path(path, reason, notify=False)
+                self._close_path(path, Reason(Cause.RELAY, reason), notify=False)
             return
         session = self._relay_sessions.get(f.msg_id)
         if session is None or sender not in (session.a, session.b):

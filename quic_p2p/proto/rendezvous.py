@@ -8,6 +8,7 @@ from ..accel.types import Frame
 from ..config import OurType
 from ..errors import ConnectionFailedError, NoRendezvousError
 from ..peer import Address, NodeInfo, PeerKind
+from ..reasons import Cause, Reason
 from ..scope import could_observe
 from ..wire import (
     ErrorCode,
@@ -35,9 +36,13 @@ class Rendezvous(Peers):
         rendezvous = self._records.get(via_addr)
         conn = None if rendezvous is None else self._send_conn(rendezvous)
         if rendezvous is None or not rendezvous.connected or conn is None:
-            raise NoRendezvousError(target, "not connected to the rendezvous")
+            raise NoRendezvousError(
+                target, Reason(Cause.RENDEZVOUS, "not connected to the rendezvous")
+            )
         if rendezvous.relay is not None:
-            raise NoRendezvousError(target, "the rendezvous is itself reached through a relay")
+            raise NoRendezvousError(
+                target, Reason(Cause.RENDEZVOUS, "the rendezvous is itself reached through a relay")
+            )
         return conn
 
     def _rendezvous_parties(

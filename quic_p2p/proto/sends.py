@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..accel.types import FRAME_MAX_BODY, Frame, FrameKind
 from ..events import NewMessage, SentUserMessage, UnsentUserMessage
 from ..peer import Peer, PeerKind
+from ..reasons import NO_REASON, Cause, Reason
 from ..wire import ErrorCode, RejectReason, frame
 from .base import log
 from .conns import Conns
@@ -15,28 +16,42 @@ from .state import AnswerResult, Conn, Record, Request, Send, SendResult
 
 #: Refusals of our requests to a rendezvous, and what they mean.
 REQUEST_REFUSALS = {
-    RejectReason.UNKNOWN_PEER: "the rendezvous is not connected to that peer",
-    RejectReason.RELAY_REFUSED: "the rendezvous does not relay (or is at its relay limits)",
-    RejectReason.RATE_LIMITED: "the rendezvous refuses: too many punch or relay requests from us "
-    "(try again in a second)",
-    RejectReason.CHECK_REFUSED: "the node runs no reachability check for us now (we are a "
-    "Client, or it is busy)",
+    RejectReason.UNKNOWN_PEER: Reason(
+        Cause.RENDEZVOUS, "the rendezvous is not connected to that peer"
+    ),
+    RejectReason.RELAY_REFUSED: Reason(
+        Cause.RELAY, "the rendezvous does not relay (or is at its relay limits)"
+    ),
+    RejectReason.RATE_LIMITED: Reason(
+        Cause.RATE_LIMITED,
+        "the rendezvous refuses: too many punch or relay requests from us (try again in a second)",
+    ),
+    RejectReason.CHECK_REFUSED: Reason(
+        Cause.REFUSED,
+        "the node runs no reachability check for us now (we are a Client, or it is busy)",
+    ),
 }
+ENDPOINT_CLOSED = Reason(Cause.ENDPOINT_CLOSED, "endpoint closed")
+CONNECTION_CLOSED = Reason(Cause.CONNECTION_LOST, "connection closed")
 
 
 class Sends(Conns):
     # ------------------------------------------------------------ sending
     def _submit(self, peer: Peer, s: Send) -> None:
         if self._closing or not self._started:
-            self._resolve(s, False, "endpoint closed")
+            self._resolve(s, False, ENDPOINT_CLOSED)
             return
         if len(s.msg) > FRAME_MAX_BODY:
-            self._resolve(s, False, "message larger than a frame can carry")
+            self._resolve(
+                s, False, Reason(Cause.MESSAGE_TOO_LARGE, "message larger than a frame can carry")
+            )
             return
         record = self._records.get(peer.peer_addr)
         if record is not None and record.connected:
             if peer.is_node and record.kind is PeerKind.CLIENT:
-                self._resolve(s, False, "the peer at that address is a Client")
+                self._resolve(
+                    s, False, Reason(Cause.WRONG_ROLE, "the peer at that address is a Client")
+                )
                 return
             problem = pin_problem(record, s.pin)
             if problem is not None:
@@ -46,16 +61,16 @@ class Sends(Conns):
         elif peer.is_node and peer.node_info is not None:
             record = self._connect(peer.node_info, we_contacted=True)
             if record.dead:
-                self._resolve(s, False, f"could not connect: {record.failure}")
+                self._resolve(s, False, record.failure.wrap("could not connect: "))
             else:
                 record.pending_sends.append(s)
         else:
-            self._resolve(s, False, "not connected to that client")
+            self._resolve(s, False, Reason(Cause.NOT_CONNECTED, "not connected to that client"))
 
     def _send_on(self, record: Record, s: Send) -> None:
         conn = self._send_conn(record)
         if conn is None:
-            self._resolve(s, False, "connection lost")
+            self._resolve(s, False, Reason(Cause.CONNECTION_LOST, "connection lost"))
             return
         if conn.waiting or (
             conn.outstanding and conn.unacked_bytes + len(s.msg) > self.max_unacked_bytes
@@ -87,7 +102,7 @@ class Sends(Conns):
             self._hand_over(conn, conn.waiting.popleft())
         return s
 
-    def _resolve(self, s: Send, sent: bool, reason: str = "") -> None:
+    def _resolve(self, s: Send, sent: bool, reason: Reason = NO_REASON) -> None:
         """Decides a send's one outcome: a ``SendResult`` for whoever waits on
         it, and an event when asked for (``outcome_events``) or when the caller
         stopped waiting (``abandon_send``)."""
@@ -145,7 +160,7 @@ class Sends(Conns):
         elif conn.link.down is None and conn.outgoing:
             conn.unsent_requests.append(req)
         else:
-            self._answer(conn, req, None, "connection closed")
+            self._answer(conn, req, None, CONNECTION_CLOSED)
         return req.id
 
     def _send_request(self, conn: Conn, req: Request) -> None:
@@ -164,9 +179,12 @@ class Sends(Conns):
 
     def _request_timeout(self, conn: Conn, req: Request) -> None:
         req.deadline = None
-        self._answer(conn, req, None, "no answer in time" if req.msg_id else "connection closed")
+        if req.msg_id:
+            self._answer(conn, req, None, Reason(Cause.NO_ANSWER, "no answer in time"))
+        else:
+            self._answer(conn, req, None, CONNECTION_CLOSED)
 
-    def _answer(self, conn: Conn, req: Request, f: Frame | None, error: str = "") -> None:
+    def _answer(self, conn: Conn, req: Request, f: Frame | None, error: Reason = NO_REASON) -> None:
         if req.deadline is not None:
             req.deadline.cancel()
             req.deadline = None
@@ -176,11 +194,13 @@ class Sends(Conns):
             conn.unsent_requests.remove(req)
         self._emit(AnswerResult(req.id, conn.link.peer_addr, f, error))
 
-    def _requests_lost(self, conn: Conn, reason: str) -> None:
+    def _requests_lost(self, conn: Conn, reason: Reason) -> None:
         for req in list(conn.requests.values()):
-            self._answer(conn, req, None, f"connection lost: {reason}")
+            # (Lost, whatever ended it: a refusal here is a request's answer.)
+            lost = Reason(Cause.CONNECTION_LOST, f"connection lost: {reason}")
+            self._answer(conn, req, None, lost)
         for req in list(conn.unsent_requests):
-            self._answer(conn, req, None, "connection closed")
+            self._answer(conn, req, None, CONNECTION_CLOSED)
 
     # ------------------------------------------------------------ housekeeping
     def _housekeeping(self, tick: float, last_ping: float) -> None:
@@ -208,7 +228,10 @@ class Sends(Conns):
         shares), so the connection is closed: every send on it ends unsent
         and none of them can arrive later."""
         assert self.send_timeout is not None
-        reason = f"send timed out: the peer acknowledged nothing for {self.send_timeout:g} s"
+        reason = Reason(
+            Cause.SEND_TIMEOUT,
+            f"send timed out: the peer acknowledged nothing for {self.send_timeout:g} s",
+        )
         self._bump("connections closed: send timeout")
         log.info("%s:%d: %s", *conn.link.peer_addr, reason)
         record = conn.record

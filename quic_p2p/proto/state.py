@@ -19,6 +19,7 @@ from ..events import SentUserMessage, UnsentUserMessage
 from ..link import Link
 from ..peer import Address, NodeInfo, Peer, PeerKind
 from ..ratelimit import TokenBucket
+from ..reasons import NO_REASON, Reason
 from ..roles import FromPeer, ToPeer
 from .limits import (
     HANDSHAKE_TIMEOUT,
@@ -96,7 +97,7 @@ class ConnectResult:
     id: int
     peer_addr: Address
     peer: Peer | None
-    error: str = ""
+    error: Reason = NO_REASON
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class AnswerResult:
     id: int
     peer_addr: Address
     frame: Frame | None
-    error: str = ""
+    error: Reason = NO_REASON
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ class Record:
     bootstrap: BootstrapGroup | None = None
     #: The certificate the bootstrap contact pinned (checked before it wins).
     bootstrap_pin: bytes = b""
-    failure: str = ""
+    failure: Reason = NO_REASON
     #: Set while our connections to this peer send through a relay.
     relay: RelayPath | None = None
     #: As a rendezvous of ours: the punches it may still start at our side.
