@@ -1,6 +1,6 @@
 """Raw aioquic reference for endpoint benchmarks: the same bytes on a single
 stream, with the same TLS, flow-control and datagram-size settings our
-endpoint uses (``quic_p2p.tls`` builds both configurations), and no framing,
+endpoint uses (``quic_p2p.proto.tls`` builds both configurations), and no framing,
 roles or acknowledgements of ours. aioquic's own ``serve()``/``connect()``
 drive it (one socket per connection, transmit after every datagram)."""
 
@@ -16,7 +16,7 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 from quic_p2p import Config
 from quic_p2p.certfiles import generate_self_signed
-from quic_p2p.tls import client_configuration, server_configuration
+from quic_p2p.proto.tls import client_configuration, server_configuration
 
 
 class _Sink(QuicConnectionProtocol):

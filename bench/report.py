@@ -176,7 +176,7 @@ def render(json_path: Path, out: Path, command: str) -> str:
         "Ours: `QuicP2p.send` of every message at once (`asyncio.gather`), until each one is",
         "`SentUserMessage` (the receiving application acknowledged it). Raw: the same bytes",
         "written to one aioquic stream (`serve`/`connect`), until the server's reply after the",
-        "last byte. Same TLS, flow-control windows and datagram size (`quic_p2p.tls`).",
+        "last byte. Same TLS, flow-control windows and datagram size (`quic_p2p.proto.tls`).",
         "",
         "Raw is timed right before each round of ours (paired); the ratio is the median of",
         "the per-pair ratios, so load from other processes hits both alike. Even so, these",

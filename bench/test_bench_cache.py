@@ -14,9 +14,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from quic_p2p.bootstrap_cache import BootstrapCache
 from quic_p2p.cache_store import CacheStore
 from quic_p2p.peer import NodeInfo
+from quic_p2p.proto.bootstrap_cache import BootstrapCache
 
 CAPACITY = 200
 

@@ -24,10 +24,10 @@ from aioquic.quic.connection import QuicConnection
 
 from quic_p2p import Config
 from quic_p2p.accel import RetryTokens, classify_datagram
-from quic_p2p.admission import Accept, Admission, Reply
 from quic_p2p.certfiles import generate_self_signed
+from quic_p2p.proto.admission import Accept, Admission, Reply
 from quic_p2p.proto.limits import CID_LENGTH
-from quic_p2p.tls import client_configuration, server_configuration
+from quic_p2p.proto.tls import client_configuration, server_configuration
 
 CLIENT = ("127.0.0.1", 40000)
 SERVER = ("127.0.0.1", 4433)

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import quic_p2p
-from quic_p2p import wire
 from quic_p2p.accel import types
-from quic_p2p.roles import ON_CLIENT_HANDSHAKE, ON_NODE_HANDSHAKE, ON_OUTGOING_UP
+from quic_p2p.proto import wire
+from quic_p2p.proto.roles import ON_CLIENT_HANDSHAKE, ON_NODE_HANDSHAKE, ON_OUTGOING_UP
 
 DOCS = Path(__file__).resolve().parent
 

@@ -7,17 +7,6 @@ TLS trust modes; every ``send`` ends in exactly one outcome (sent or unsent).
 from __future__ import annotations
 
 from .aio import QuicP2p
-from .config import (
-    DEFAULT_IDLE_TIMEOUT_MSEC,
-    DEFAULT_KEEP_ALIVE_INTERVAL_MSEC,
-    DEFAULT_MAX_ALLOWED_MSG_SIZE,
-    CompleteCert,
-    Config,
-    ConfigError,
-    OurType,
-    RelayPolicy,
-    TrustMode,
-)
 from .errors import (
     BootstrapError,
     ConnectionFailedError,
@@ -41,6 +30,17 @@ from .events import (
 )
 from .peer import InvalidContactError, NodeInfo, Peer, PeerKind, Reachability
 from .proto import RelaySessionInfo
+from .proto.config import (
+    DEFAULT_IDLE_TIMEOUT_MSEC,
+    DEFAULT_KEEP_ALIVE_INTERVAL_MSEC,
+    DEFAULT_MAX_ALLOWED_MSG_SIZE,
+    CompleteCert,
+    Config,
+    ConfigError,
+    OurType,
+    RelayPolicy,
+    TrustMode,
+)
 from .reasons import Cause, Reason
 
 __version__ = "0.1.0.dev0"

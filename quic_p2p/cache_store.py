@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .bootstrap_cache import (
+from .proto.bootstrap_cache import (
     MAX_FILE_SIZE,
     BootstrapCache,
     CacheFormatError,

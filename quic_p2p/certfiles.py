@@ -1,7 +1,7 @@
-"""The driver-ring side of :mod:`quic_p2p.certs`: what reads the wall clock or
+"""The driver-ring side of :mod:`quic_p2p.proto.certs`: what reads the wall clock or
 writes files.
 
-:mod:`quic_p2p.certs` is sans-IO, so its creation functions take the current
+:mod:`quic_p2p.proto.certs` is sans-IO, so its creation functions take the current
 time (``now=``). The three here have the same names and arguments minus
 ``now``, which they read from the wall clock (UTC) - the calls to use from
 scripts and the CLI::
@@ -24,9 +24,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import certs
-from .certs import SELF_SIGNED_DNS_NAME, CertificateError
-from .config import CompleteCert
+from .proto import certs
+from .proto.certs import SELF_SIGNED_DNS_NAME, CertificateError
+from .proto.config import CompleteCert
 
 __all__ = [
     "create_ca",
@@ -51,7 +51,7 @@ def generate_self_signed(
     not_before: datetime.datetime | None = None,
     dns_names: Sequence[str] = (SELF_SIGNED_DNS_NAME,),
 ) -> CompleteCert:
-    """:func:`quic_p2p.certs.generate_self_signed` at the current time."""
+    """:func:`quic_p2p.proto.certs.generate_self_signed` at the current time."""
     return certs.generate_self_signed(
         common_name, now=_now(), valid_days=valid_days, not_before=not_before, dns_names=dns_names
     )
@@ -64,7 +64,7 @@ def create_ca(
     not_before: datetime.datetime | None = None,
     issuer: CompleteCert | None = None,
 ) -> CompleteCert:
-    """:func:`quic_p2p.certs.create_ca` at the current time."""
+    """:func:`quic_p2p.proto.certs.create_ca` at the current time."""
     return certs.create_ca(
         common_name, now=_now(), valid_days=valid_days, not_before=not_before, issuer=issuer
     )
@@ -79,7 +79,7 @@ def issue_certificate(
     valid_days: int = 825,
     not_before: datetime.datetime | None = None,
 ) -> CompleteCert:
-    """:func:`quic_p2p.certs.issue_certificate` at the current time."""
+    """:func:`quic_p2p.proto.certs.issue_certificate` at the current time."""
     return certs.issue_certificate(
         ca,
         common_name,

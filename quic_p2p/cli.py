@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import RelayPolicy
 from .errors import QuicP2pError
+from .proto.config import RelayPolicy
 
 #: The loggers aioquic writes to (``aioquic.quic.connection`` and ``.h3``).
 AIOQUIC_LOGGERS = ("quic", "http3", "aioquic")
@@ -35,8 +35,8 @@ def _cmd_selfcheck(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .config import TrustMode
     from .demo import DemoOptions, format_table, run_demo
+    from .proto.config import TrustMode
 
     options = DemoOptions(
         nodes=args.nodes,
@@ -72,7 +72,8 @@ def _cmd_echo(args: argparse.Namespace) -> int:
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
-    from . import certfiles, certs
+    from . import certfiles
+    from .proto import certs
 
     if args.certs_command == "inspect":
         data = _read_file(args.file)
@@ -119,8 +120,8 @@ def file_stem(name: str) -> str:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from .bootstrap_cache import BootstrapCache
     from .cache_store import CacheStore
+    from .proto.bootstrap_cache import BootstrapCache
 
     store = CacheStore(args.cache_dir)
     cache = BootstrapCache(random_bytes=os.urandom)
@@ -151,7 +152,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _fp(der: bytes) -> str:
-    from .certs import fingerprint
+    from .proto.certs import fingerprint
 
     return fingerprint(der).hex()[:16] if der else "-"
 

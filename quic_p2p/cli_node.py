@@ -23,8 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .aio import QuicP2p
-from .certs import load_certificate, load_certificates, load_complete_cert
-from .config import CompleteCert, Config, ConfigError, OurType, RelayPolicy, TrustMode
 from .errors import QuicP2pError
 from .events import (
     BootstrappedTo,
@@ -37,6 +35,8 @@ from .events import (
     UpgradedToDirect,
 )
 from .peer import InvalidContactError, NodeInfo, format_address, parse_address
+from .proto.certs import load_certificate, load_certificates, load_complete_cert
+from .proto.config import CompleteCert, Config, ConfigError, OurType, RelayPolicy, TrustMode
 
 #: Messages longer than this are reported by size instead of printed.
 PRINT_LIMIT = 512

@@ -19,9 +19,9 @@ from typing import TypeVar
 
 from .aio import QuicP2p
 from .certfiles import create_ca, issue_certificate
-from .config import Config, OurType, TrustMode
 from .events import NewMessage, SentUserMessage
 from .peer import Peer, format_address
+from .proto.config import Config, OurType, TrustMode
 
 T = TypeVar("T")
 

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Iterable
 from itertools import count
 
-from quic_p2p.bootstrap_cache import BootstrapCache
 from quic_p2p.cache_store import CacheStore
 from quic_p2p.peer import NodeInfo
+from quic_p2p.proto.bootstrap_cache import BootstrapCache
 
 
 def node_for(tag: int, i: int) -> NodeInfo:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from aioquic.quic.connection import QuicConnection
 
-from quic_p2p import Config, NodeInfo, certfiles, tls
-from quic_p2p.link import Link, LinkEvent
+from quic_p2p import Config, NodeInfo, certfiles
+from quic_p2p.proto import tls
+from quic_p2p.proto.link import Link, LinkEvent
 
 CLIENT_ADDR = ("127.0.0.1", 1111)
 SERVER_ADDR = ("127.0.0.1", 2222)

@@ -17,7 +17,7 @@ from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
-from quic_p2p.tls import ALPN
+from quic_p2p.proto.tls import ALPN
 
 from netutil import WAIT
 

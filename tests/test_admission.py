@@ -8,8 +8,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
 from quic_p2p.accel import RetryTokens, classify_datagram
-from quic_p2p.admission import Accept, Admission, Ignore, Reply
-from quic_p2p.tls import ALPN
+from quic_p2p.proto.admission import Accept, Admission, Ignore, Reply
+from quic_p2p.proto.tls import ALPN
 
 ADDR = ("127.0.0.1", 40000)
 

@@ -31,7 +31,9 @@ from hypothesis import strategies as st
 
 from quic_p2p import cache_store
 from quic_p2p.accel import sha256
-from quic_p2p.bootstrap_cache import (
+from quic_p2p.cache_store import FILE_NAME, CacheStore, default_cache_dir
+from quic_p2p.peer import NodeInfo
+from quic_p2p.proto.bootstrap_cache import (
     MAGIC,
     BootstrapCache,
     CacheEntry,
@@ -41,8 +43,6 @@ from quic_p2p.bootstrap_cache import (
     encode_state,
     node_key,
 )
-from quic_p2p.cache_store import FILE_NAME, CacheStore, default_cache_dir
-from quic_p2p.peer import NodeInfo
 
 from netutil import python_argv, python_env
 
@@ -503,7 +503,7 @@ def test_path_that_is_a_file_keeps_the_cache_in_memory(
 _UNWRITABLE = """
 import logging, os, subprocess, sys
 from pathlib import Path
-from quic_p2p.bootstrap_cache import BootstrapCache
+from quic_p2p.proto.bootstrap_cache import BootstrapCache
 from quic_p2p.cache_store import CacheStore
 from quic_p2p.peer import NodeInfo
 

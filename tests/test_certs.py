@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from quic_p2p import certfiles, certs
-from quic_p2p.certs import CertificateError
-from quic_p2p.config import CompleteCert
+from quic_p2p import certfiles
 from quic_p2p.errors import QuicP2pError
+from quic_p2p.proto import certs
+from quic_p2p.proto.certs import CertificateError
+from quic_p2p.proto.config import CompleteCert
 
 UTC = datetime.UTC
 #: The time the creation functions are given: certs reads no clock, so any

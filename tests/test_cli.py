@@ -172,9 +172,9 @@ def test_node_pair_chat_over_stdin(tmp_path: Path) -> None:
 
 def test_cache_show_export_clear(tmp_path: Path) -> None:
     from quic_p2p import NodeInfo
-    from quic_p2p.bootstrap_cache import BootstrapCache
     from quic_p2p.cache_store import CacheStore
     from quic_p2p.certfiles import generate_self_signed
+    from quic_p2p.proto.bootstrap_cache import BootstrapCache
 
     nodes = [NodeInfo(("127.0.0.1", 4000 + i), generate_self_signed().cert_der) for i in range(2)]
     cache = BootstrapCache(random_bytes=os.urandom)
@@ -348,8 +348,8 @@ def test_cache_export_file_is_a_contact_file(tmp_path: Path) -> None:
     b = None
     try:
         info = NodeInfo_from_line(a.expect("Our connection info:"))
-        from quic_p2p.bootstrap_cache import BootstrapCache
         from quic_p2p.cache_store import CacheStore
+        from quic_p2p.proto.bootstrap_cache import BootstrapCache
 
         cache = BootstrapCache(random_bytes=os.urandom)
         cache.add(info, now=1_000_000)

@@ -24,7 +24,7 @@ from quic_p2p import (
     UnsentUserMessage,
 )
 from quic_p2p.accel.types import FrameKind
-from quic_p2p.wire import frame
+from quic_p2p.proto.wire import frame
 
 from netutil import (
     WAIT,

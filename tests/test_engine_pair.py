@@ -18,7 +18,7 @@ from quic_p2p import (
 from quic_p2p.accel.types import FrameKind
 from quic_p2p.peer import NodeInfo
 from quic_p2p.proto.state import AnswerResult, ConnectResult, ProbeResult, SendResult
-from quic_p2p.wire import decode_punch_info, encode_address
+from quic_p2p.proto.wire import decode_punch_info, encode_address
 
 from enginepair import Net, Side
 

@@ -21,7 +21,7 @@ from quic_p2p.accel.types import (
     FrameErrorCode,
     FrameKind,
 )
-from quic_p2p.wire import ErrorCode
+from quic_p2p.proto.wire import ErrorCode
 
 pytestmark = pytest.mark.c_extension
 

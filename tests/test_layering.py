@@ -126,7 +126,7 @@ def _impure(path: Path) -> set[str]:
 
 def test_the_core_is_found_on_disk() -> None:
     """The walk sees the engine, the hot paths and what they stand on."""
-    for name in ("quic_p2p.proto.engine", "quic_p2p.accel.cimpl.framing", "quic_p2p.link"):
+    for name in ("quic_p2p.proto.engine", "quic_p2p.accel.cimpl.framing", "quic_p2p.proto.link"):
         assert name in CORE
     assert not any(name.startswith(DRIVER) for name in CORE)
 
@@ -165,7 +165,7 @@ def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
 
 def test_relative_imports_are_resolved() -> None:
     _, ours = _imports(ROOT / "proto" / "engine.py")
-    assert "quic_p2p.proto.relay" in ours and "quic_p2p.link" in ours
+    assert "quic_p2p.proto.relay" in ours and "quic_p2p.proto.link" in ours
     _, ours = _imports(ROOT / "aio" / "endpoint.py")
     assert "quic_p2p.proto" in ours  # an upward import would be seen the same way
 

@@ -20,7 +20,7 @@ from quic_p2p.accel import FrameDecoder
 from quic_p2p.accel.types import FrameKind
 from quic_p2p.certfiles import generate_self_signed
 from quic_p2p.proto.limits import UNPROVEN_MAX_BYTES
-from quic_p2p.wire import RejectReason, decode_reject, frame
+from quic_p2p.proto.wire import RejectReason, decode_reject, frame
 
 from netutil import WAIT, drain, endpoints, node_config, until, wait_for_event
 from rawpeer import CONTROL, RawPeer

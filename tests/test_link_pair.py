@@ -1,4 +1,4 @@
-"""Our protocol over one QUIC connection (``quic_p2p.link``), two links back to
+"""Our protocol over one QUIC connection (``quic_p2p.proto.link``), two links back to
 back in memory on a fake clock: no sockets, no event loop (tests/linkpair.py)."""
 
 from __future__ import annotations
@@ -6,8 +6,15 @@ from __future__ import annotations
 import os
 
 from quic_p2p.accel.types import FrameKind
-from quic_p2p.link import MAX_ACTIVE_LARGE, LinkAcked, LinkDown, LinkFrame, LinkRefused, LinkUp
-from quic_p2p.wire import SMALL_MESSAGE_MAX, ErrorCode, RejectReason
+from quic_p2p.proto.link import (
+    MAX_ACTIVE_LARGE,
+    LinkAcked,
+    LinkDown,
+    LinkFrame,
+    LinkRefused,
+    LinkUp,
+)
+from quic_p2p.proto.wire import SMALL_MESSAGE_MAX, ErrorCode, RejectReason
 
 from linkpair import LinkPair
 

@@ -9,7 +9,7 @@ import pytest
 
 from quic_p2p import ConnectedTo, SentUserMessage
 from quic_p2p.proto.limits import PUNCH_NOTICE_BURST, PUNCH_NOTICE_RATE
-from quic_p2p.wire import encode_punch_info
+from quic_p2p.proto.wire import encode_punch_info
 
 from netutil import (
     WAIT,

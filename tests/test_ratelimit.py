@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quic_p2p.ratelimit import TokenBucket
+from quic_p2p.proto.ratelimit import TokenBucket
 
 
 def test_burst_then_rate() -> None:

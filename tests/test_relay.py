@@ -34,7 +34,7 @@ from quic_p2p.accel.types import FrameKind
 from quic_p2p.aio import nat as nat_module
 from quic_p2p.proto.limits import FROM_RELAY
 from quic_p2p.proto.state import AnswerResult
-from quic_p2p.wire import ErrorCode, RelayClose, encode_relay_close, frame
+from quic_p2p.proto.wire import ErrorCode, RelayClose, encode_relay_close, frame
 
 from netutil import (
     WAIT,

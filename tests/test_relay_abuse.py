@@ -34,7 +34,7 @@ from quic_p2p.proto.limits import (
     RENDEZVOUS_REQUEST_BURST,
     RENDEZVOUS_REQUEST_RATE,
 )
-from quic_p2p.wire import encode_address, encode_punch_info, encode_relay_open, frame
+from quic_p2p.proto.wire import encode_address, encode_punch_info, encode_relay_open, frame
 
 from netutil import (
     WAIT,

@@ -536,7 +536,7 @@ def _client_initials(target: tuple[str, int], count: int) -> list[bytes]:
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection
 
-    from quic_p2p.tls import ALPN
+    from quic_p2p.proto.tls import ALPN
 
     out = []
     for _ in range(count):
@@ -550,7 +550,7 @@ async def _forged_initials(count: int) -> None:
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection
 
-    from quic_p2p.tls import ALPN
+    from quic_p2p.proto.tls import ALPN
 
     raw = _raw_socket()
     async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (n, c):

@@ -7,7 +7,7 @@ Two kinds of attacker:
 - a real ``QuicP2p`` driven through its internals, where the attacker must be
   a Node (accept the reverse connection, present a certificate).
 
-Each case checks the exact ``quic_p2p.wire.ErrorCode`` the victim closes the
+Each case checks the exact ``quic_p2p.proto.wire.ErrorCode`` the victim closes the
 connection with, that a ``ConnectionFailure`` is reported exactly when the
 victim's application knew the peer, and that nothing escapes the endpoint (no
 exception into the event loop, the victim keeps serving others).
@@ -36,7 +36,7 @@ from quic_p2p import (
 )
 from quic_p2p.accel.types import FrameKind
 from quic_p2p.proto import ConnectionInfo
-from quic_p2p.wire import CONTROL_FRAME_MAX, ErrorCode, encode_ack, frame
+from quic_p2p.proto.wire import CONTROL_FRAME_MAX, ErrorCode, encode_ack, frame
 
 from netutil import (
     WAIT,

@@ -240,7 +240,7 @@ def real_datagrams() -> tuple[bytes, ...]:
     from quic_p2p import Config
     from quic_p2p.certfiles import generate_self_signed
     from quic_p2p.peer import NodeInfo
-    from quic_p2p.tls import client_configuration, server_configuration
+    from quic_p2p.proto.tls import client_configuration, server_configuration
 
     cert = generate_self_signed()
     config = Config(ip="127.0.0.1")
@@ -455,7 +455,7 @@ def cache_file(draw: st.DrawFn) -> bytes:
     """Mostly well-formed files (valid checksum) with hostile contents:
     duplicate keys, more entries than the capacity, extreme stamps and failure
     counts, odd tombstones; sometimes a deliberately broken field."""
-    from quic_p2p.bootstrap_cache import MAGIC
+    from quic_p2p.proto.bootstrap_cache import MAGIC
 
     pool = [
         (bytes([127, 0, 0, i]), 5000 + i, hashlib.sha256(bytes([i])).digest() * (i % 3))
@@ -498,8 +498,8 @@ def cache_file(draw: st.DrawFn) -> bytes:
 def test_cache_loader_hostile_files_merge_identically(
     c_impl: ModuleType, py_impl: ModuleType, data: bytes, ours: int
 ) -> None:
-    from quic_p2p.bootstrap_cache import BootstrapCache, CacheFormatError, decode_state
     from quic_p2p.peer import NodeInfo
+    from quic_p2p.proto.bootstrap_cache import BootstrapCache, CacheFormatError, decode_state
 
     try:
         state = decode_state(data)

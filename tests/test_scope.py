@@ -1,10 +1,10 @@
-"""Which addresses a rendezvous could have seen a peer at (quic_p2p.scope)."""
+"""Which addresses a rendezvous could have seen a peer at (quic_p2p.proto.scope)."""
 
 from __future__ import annotations
 
 import pytest
 
-from quic_p2p.scope import Scope, could_observe, scope
+from quic_p2p.proto.scope import Scope, could_observe, scope
 
 
 @pytest.mark.parametrize(

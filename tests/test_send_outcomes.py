@@ -24,7 +24,7 @@ from quic_p2p import (
 )
 from quic_p2p.accel.types import FrameKind
 from quic_p2p.proto.limits import DEFAULT_SEND_TIMEOUT
-from quic_p2p.wire import frame
+from quic_p2p.proto.wire import frame
 
 from netutil import WAIT, drain, endpoints, node_config, until, wait_for_event
 from rawpeer import CONTROL, RawPeer

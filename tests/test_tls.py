@@ -21,11 +21,11 @@ from aioquic.tls import AlertDescription, verify_certificate
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from quic_p2p import certs
-from quic_p2p.certs import CertificateError
-from quic_p2p.config import CompleteCert, Config, TrustMode
 from quic_p2p.peer import NodeInfo
-from quic_p2p.tls import (
+from quic_p2p.proto import certs
+from quic_p2p.proto.certs import CertificateError
+from quic_p2p.proto.config import CompleteCert, Config, TrustMode
+from quic_p2p.proto.tls import (
     ALPN,
     IDLE_TIMEOUT_DISABLED_SEC,
     ServerConnection,

@@ -26,9 +26,9 @@ from quic_p2p import (
 )
 from quic_p2p.accel.types import FrameKind
 from quic_p2p.certfiles import create_ca, generate_self_signed, issue_certificate
-from quic_p2p.certs import load_signing_key
-from quic_p2p.config import ConfigError
-from quic_p2p.wire import ErrorCode, frame
+from quic_p2p.proto.certs import load_signing_key
+from quic_p2p.proto.config import ConfigError
+from quic_p2p.proto.wire import ErrorCode, frame
 
 from netutil import WAIT, datagram_barrier, drain, endpoints, node_config, until, wait_for_event
 from rawpeer import CONTROL, RawPeer, raw_configuration

@@ -62,7 +62,7 @@ class FrameError(RemoteProtocolError):
     ``feed`` call, so none of a peer's earlier messages are lost.
     """
 
-    error_code = 0x310  # quic_p2p.wire.ErrorCode.BAD_FRAME (wire imports this module)
+    error_code = 0x310  # quic_p2p.proto.wire.ErrorCode.BAD_FRAME (wire imports this module)
 
     def __init__(self, code: FrameErrorCode, frames: list[Frame] | None = None) -> None:
         super().__init__(f"invalid frame: {code.name.lower()}")

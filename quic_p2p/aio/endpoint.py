@@ -19,7 +19,6 @@ from .. import certfiles
 from ..accel.types import FrameKind
 from ..cache_store import CacheStore
 from ..channel import EventChannel
-from ..config import Config, OurType, RelayPolicy
 from ..errors import (
     BootstrapError,
     ConnectionFailedError,
@@ -31,6 +30,7 @@ from ..errors import (
 from ..events import BootstrapFailure, Event, Finish, SentUserMessage, UnsentUserMessage
 from ..peer import Address, NodeInfo, Peer, Reachability, normalize_address
 from ..proto import Engine, EventQueue, RelaySessionInfo
+from ..proto.config import Config, OurType, RelayPolicy
 from ..proto.limits import (
     BOOTSTRAP_PARALLEL,
     BOOTSTRAP_TIMEOUT,
@@ -44,8 +44,8 @@ from ..proto.limits import (
     PROBE_TIMEOUT,
 )
 from ..proto.state import Result
+from ..proto.wire import WireError, decode_address, decode_reach_result
 from ..reasons import Cause, Reason
-from ..wire import WireError, decode_address, decode_reach_result
 from .driver import log
 from .nat import Nat
 from .socket import drain_socket, socket_families

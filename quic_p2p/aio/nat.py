@@ -18,8 +18,8 @@ from ..proto.limits import (
     RELAY_UPGRADE_DELAYS,
 )
 from ..proto.state import ProbeResult
+from ..proto.wire import WireError, decode_punch_info, encode_address
 from ..reasons import Cause, Reason
-from ..wire import WireError, decode_punch_info, encode_address
 from .driver import Driver
 
 

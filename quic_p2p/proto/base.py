@@ -15,16 +15,13 @@ from typing import Any
 
 from aioquic.quic.configuration import QuicConfiguration
 
-from .. import tls
 from ..accel import RetryTokens
-from ..admission import Admission
-from ..bootstrap_cache import BootstrapCache
-from ..config import CompleteCert, Config, OurType, RelayPolicy
-from ..link import HeldBytes, LinkEvent
 from ..peer import Address, NodeInfo
-from ..ratelimit import TokenBucket
 from ..reasons import Reason
-from ..wire import ErrorCode
+from . import tls
+from .admission import Admission
+from .bootstrap_cache import BootstrapCache
+from .config import CompleteCert, Config, OurType, RelayPolicy
 from .events_queue import EventQueue
 from .limits import (
     CID_LENGTH,
@@ -33,6 +30,8 @@ from .limits import (
     PUNCH_DIAL_RATE,
     UNPROVEN_MAX_BYTES,
 )
+from .link import HeldBytes, LinkEvent
+from .ratelimit import TokenBucket
 from .state import (
     BootstrapGroup,
     Conn,
@@ -44,6 +43,7 @@ from .state import (
     Send,
     Timer,
 )
+from .wire import ErrorCode
 
 log = logging.getLogger("quic_p2p.engine")
 

@@ -9,18 +9,18 @@ from aioquic.quic import events as qe
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicErrorCode
 
-from .. import certs, tls
 from ..accel import classify_datagram
 from ..accel.types import DatagramError, FrameKind
-from ..admission import Accept, Ignore, Reply
 from ..errors import ConnectionFailedError
-from ..link import Link, LinkDown
 from ..peer import Address, NodeInfo
 from ..reasons import Cause, Reason
-from ..wire import ErrorCode, RejectReason, encode_reject, frame
+from . import certs, tls
+from .admission import Accept, Ignore, Reply
 from .base import EngineBase, log
 from .limits import CID_LENGTH, HANDSHAKE_TIMEOUT, RECENTLY_CLOSED
+from .link import Link, LinkDown
 from .state import Conn, ConnectionInfo, Record, RelayPath
+from .wire import ErrorCode, RejectReason, encode_reject, frame
 
 
 class Conns(EngineBase):

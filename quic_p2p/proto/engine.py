@@ -15,13 +15,12 @@ from __future__ import annotations
 from ..accel.types import Frame, FrameKind
 from ..errors import ConnectionFailedError
 from ..events import BootstrappedTo, Event
-from ..link import LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
 from ..peer import Address, NodeInfo, Peer, PeerKind
 from ..reasons import Cause, Reason
-from ..wire import ErrorCode, RejectReason, encode_address, frame
 from .base import Transmit
 from .conns import connection_info, describe_close
 from .limits import ECHO_QUORUM, HANDSHAKE_TIMEOUT
+from .link import LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
 from .pins import pin_problem
 from .relay import BUSY, Relaying
 from .sends import CONNECTION_CLOSED, ENDPOINT_CLOSED, REQUEST_REFUSALS
@@ -37,6 +36,7 @@ from .state import (
     Send,
     Waiter,
 )
+from .wire import ErrorCode, RejectReason, encode_address, frame
 
 __all__ = ["Engine", "RelaySessionInfo"]
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import datetime
 
-from .. import certs, tls
 from ..accel.types import Frame, FrameKind
-from ..config import OurType
 from ..errors import ConnectionFailedError
 from ..events import BootstrappedTo, ConnectedTo, ConnectionFailure
 from ..peer import Address, NodeInfo, PeerKind
 from ..reasons import Cause, Reason
-from ..roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_up
-from ..wire import ErrorCode, frame
+from . import certs, tls
 from .base import log
+from .config import OurType
 from .limits import HANDSHAKE_TIMEOUT, REVERSE_CONNECT_TIMEOUT
 from .pins import claim_matches, pin_problem
+from .roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_up
 from .sends import Sends
 from .state import (
     BootstrapWon,
@@ -28,6 +27,7 @@ from .state import (
     RelayPath,
     Waiter,
 )
+from .wire import ErrorCode, frame
 
 
 class Peers(Sends):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import certs, tls
 from ..peer import PeerKind
 from ..reasons import Cause, Reason
+from . import certs, tls
 from .state import Record
 
 

@@ -7,8 +7,12 @@ from ..accel.types import Frame, FrameKind
 from ..events import UpgradedToDirect
 from ..peer import Address, NodeInfo
 from ..reasons import Cause, Reason
-from ..scope import could_observe
-from ..wire import (
+from .base import log
+from .limits import FROM_RELAY, HANDSHAKE_TIMEOUT, RELAY_MAX_BACKLOG, RELAY_MAX_PATHS
+from .rendezvous import Rendezvous
+from .scope import could_observe
+from .state import Conn, ConnectResult, Record, RelayPath, RelaySession, Waiter
+from .wire import (
     ErrorCode,
     RejectReason,
     RelayClose,
@@ -19,10 +23,6 @@ from ..wire import (
     encode_relay_open,
     frame,
 )
-from .base import log
-from .limits import FROM_RELAY, HANDSHAKE_TIMEOUT, RELAY_MAX_BACKLOG, RELAY_MAX_PATHS
-from .rendezvous import Rendezvous
-from .state import Conn, ConnectResult, Record, RelayPath, RelaySession, Waiter
 
 BUSY = Reason(Cause.REPLACED, "a direct connection to that address is in progress")
 

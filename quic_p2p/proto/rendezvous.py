@@ -5,20 +5,10 @@ throwaway probe connections, and reachability checks we run for others."""
 from __future__ import annotations
 
 from ..accel.types import Frame
-from ..config import OurType
 from ..errors import ConnectionFailedError, NoRendezvousError
 from ..peer import Address, NodeInfo, PeerKind
 from ..reasons import Cause, Reason
-from ..scope import could_observe
-from ..wire import (
-    ErrorCode,
-    RejectReason,
-    WireError,
-    decode_address,
-    decode_punch_info,
-    encode_punch_info,
-    encode_reach_result,
-)
+from .config import OurType
 from .limits import (
     PROBE_TIMEOUT,
     PUNCH_HANDSHAKE_TIMEOUT,
@@ -27,7 +17,17 @@ from .limits import (
     REACH_MAX_PENDING,
 )
 from .peers import Peers
+from .scope import could_observe
 from .state import Conn, ProbeResult, ReachCheckWanted, Record
+from .wire import (
+    ErrorCode,
+    RejectReason,
+    WireError,
+    decode_address,
+    decode_punch_info,
+    encode_punch_info,
+    encode_reach_result,
+)
 
 
 class Rendezvous(Peers):

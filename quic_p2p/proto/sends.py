@@ -7,12 +7,12 @@ from ..accel.types import FRAME_MAX_BODY, Frame, FrameKind
 from ..events import NewMessage, SentUserMessage, UnsentUserMessage
 from ..peer import Peer, PeerKind
 from ..reasons import NO_REASON, Cause, Reason
-from ..wire import ErrorCode, RejectReason, frame
 from .base import log
 from .conns import Conns
 from .limits import MAX_PENDING_READS
 from .pins import pin_problem
 from .state import AnswerResult, Conn, Record, Request, Send, SendResult
+from .wire import ErrorCode, RejectReason, frame
 
 #: Refusals of our requests to a rendezvous, and what they mean.
 REQUEST_REFUSALS = {

@@ -16,11 +16,8 @@ from aioquic.quic.connection import QuicConnection
 
 from ..accel.types import Frame, FrameKind
 from ..events import SentUserMessage, UnsentUserMessage
-from ..link import Link
 from ..peer import Address, NodeInfo, Peer, PeerKind
-from ..ratelimit import TokenBucket
 from ..reasons import NO_REASON, Reason
-from ..roles import FromPeer, ToPeer
 from .limits import (
     HANDSHAKE_TIMEOUT,
     PUNCH_NOTICE_BURST,
@@ -28,6 +25,9 @@ from .limits import (
     RENDEZVOUS_REQUEST_BURST,
     RENDEZVOUS_REQUEST_RATE,
 )
+from .link import Link
+from .ratelimit import TokenBucket
+from .roles import FromPeer, ToPeer
 
 
 @dataclass(eq=False)

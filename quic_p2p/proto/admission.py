@@ -24,9 +24,9 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder
 
-from .accel import RetryTokens
-from .accel.types import QUIC_V1, DatagramInfo, PacketType, TokenError, address_bytes
-from .peer import Address
+from ..accel import RetryTokens
+from ..accel.types import QUIC_V1, DatagramInfo, PacketType, TokenError, address_bytes
+from ..peer import Address
 
 log = logging.getLogger(__name__)
 

@@ -67,6 +67,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from OpenSSL import crypto
 
+from ..peer import NodeInfo
 from .certs import (
     CertificateError,
     fingerprint,
@@ -76,7 +77,6 @@ from .certs import (
     to_pem,
 )
 from .config import CompleteCert, Config, TrustMode
-from .peer import NodeInfo
 
 __all__ = [
     "ALPN",

@@ -1,7 +1,7 @@
 """Certificate helpers: create, load, convert and describe certificates.
 
 Everything returns or takes DER bytes (certificates) and PKCS#8 DER (keys), the
-form :class:`~quic_p2p.config.CompleteCert` and :class:`~quic_p2p.peer.NodeInfo`
+form :class:`~quic_p2p.proto.config.CompleteCert` and :class:`~quic_p2p.peer.NodeInfo`
 carry. Keys we create are ECDSA P-256 with SHA-256 signatures: the smallest
 certificates, and the one curve every TLS 1.3 stack (aioquic included) signs with.
 
@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..errors import QuicP2pError
 from .config import CompleteCert
-from .errors import QuicP2pError
 
 __all__ = [
     "SELF_SIGNED_DNS_NAME",

@@ -39,10 +39,10 @@ import ipaddress
 from collections.abc import Iterable
 from enum import IntEnum
 
-from .accel import encode_frame_header
-from .accel.types import Frame, FrameKind, address_bytes
-from .errors import RemoteProtocolError
-from .peer import Address
+from ..accel import encode_frame_header
+from ..accel.types import Frame, FrameKind, address_bytes
+from ..errors import RemoteProtocolError
+from ..peer import Address
 
 #: User messages up to this size share the control stream; larger ones get a
 #: stream each. Also the smallest max_msg_size_allowed we accept, so a peer's

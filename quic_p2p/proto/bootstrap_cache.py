@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
 
-from . import accel
-from .errors import QuicP2pError
-from .peer import InvalidContactError, NodeInfo
+from .. import accel
+from ..errors import QuicP2pError
+from ..peer import InvalidContactError, NodeInfo
 
 __all__ = [
     "DEFAULT_CAPACITY",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 
-from .peer import Address
+from ..peer import Address
 
 
 class Scope(enum.IntEnum):

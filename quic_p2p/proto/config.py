@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from .accel.types import FRAME_MAX_BODY
-from .errors import QuicP2pError
-from .peer import NodeInfo
+from ..accel.types import FRAME_MAX_BODY
+from ..errors import QuicP2pError
+from ..peer import NodeInfo
 from .wire import SMALL_MESSAGE_MAX
 
 #: The seed's defaults (quic-p2p 0.2.0).

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from aioquic.quic import events as qe
 from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
 
-from .accel import FrameDecoder, encode_frame_header
-from .accel.types import FRAME_HEADER_SIZE, Frame, FrameError, FrameErrorCode, FrameKind
-from .errors import RemoteProtocolError
-from .peer import Address
+from ..accel import FrameDecoder, encode_frame_header
+from ..accel.types import FRAME_HEADER_SIZE, Frame, FrameError, FrameErrorCode, FrameKind
+from ..errors import RemoteProtocolError
+from ..peer import Address
 from .wire import (
     CONTROL_FRAME_MAX,
     SMALL_MESSAGE_MAX,
