@@ -15,7 +15,7 @@ from quic_p2p import (
     UnsentUserMessage,
     UpgradedToDirect,
 )
-from quic_p2p.accel.types import FrameKind
+from quic_p2p.accel.types import Frame, FrameKind
 from quic_p2p.peer import NodeInfo
 from quic_p2p.proto.state import AnswerResult, ConnectResult, ProbeResult, SendResult
 from quic_p2p.proto.wire import decode_punch_info, encode_address
@@ -39,6 +39,16 @@ def send(
     result = a.result(command)
     assert isinstance(result, SendResult)
     return result.outcome
+
+
+def ask_rendezvous(net: Net, a: Side, r: Side, kind: FrameKind, about: Side) -> Frame:
+    """``a`` asks its rendezvous ``r`` about ``about``; the answer frame."""
+    conn = a.engine.rendezvous_conn(r.addr, about.addr)
+    asked = a.engine.ask(net.now, conn, kind, encode_address(about.addr), 5.0)
+    net.run(lambda: a.result(asked) is not None)
+    answer = a.result(asked)
+    assert isinstance(answer, AnswerResult) and answer.frame is not None, answer
+    return answer.frame
 
 
 def test_node_handshake_proves_both_directions() -> None:
@@ -128,17 +138,8 @@ def test_a_relay_session_and_its_upgrade_to_direct() -> None:
     # The relay stands between a and b: their direct packets do not pass yet.
     direct = False
     net.allow = lambda src, dst: direct or r.addr in (src, dst)
-    asked = a.engine.ask(
-        net.now,
-        a.engine.rendezvous_conn(r.addr, b.addr),
-        FrameKind.RELAY_REQUEST,
-        encode_address(b.addr),
-        5.0,
-    )
-    net.run(lambda: a.result(asked) is not None)
-    answer = a.result(asked)
-    assert isinstance(answer, AnswerResult) and answer.frame is not None, answer
-    command = a.engine.connect_relayed(net.now, b.node_info, r.addr, answer.frame)
+    answer = ask_rendezvous(net, a, r, FrameKind.RELAY_REQUEST, b)
+    command = a.engine.connect_relayed(net.now, b.node_info, r.addr, answer)
     net.run(lambda: a.result(command) is not None)
     result = a.result(command)
     assert isinstance(result, ConnectResult) and result.peer == Peer.node(b.node_info), result
@@ -154,17 +155,8 @@ def test_a_relay_session_and_its_upgrade_to_direct() -> None:
     assert not r.of_type(NewMessage)
     # The direct path opens; a punch through the rendezvous and a probe move a.
     direct = True
-    asked = a.engine.ask(
-        net.now,
-        a.engine.rendezvous_conn(r.addr, b.addr),
-        FrameKind.PUNCH_REQUEST,
-        encode_address(b.addr),
-        5.0,
-    )
-    net.run(lambda: a.result(asked) is not None)
-    answer = a.result(asked)
-    assert isinstance(answer, AnswerResult) and answer.frame is not None, answer
-    _, addr, cert = decode_punch_info(answer.frame.body)
+    answer = ask_rendezvous(net, a, r, FrameKind.PUNCH_REQUEST, b)
+    _, addr, cert = decode_punch_info(answer.body)
     probe = a.engine.probe_path(net.now, b.addr, NodeInfo(addr, cert))
     net.run(lambda: a.result(probe) is not None)
     probed = a.result(probe)
