@@ -141,7 +141,9 @@ class Driver:
             if len(self._addr_cache) >= ADDRESS_CACHE_SIZE:
                 self._addr_cache.clear()
             self._addr_cache[addr_raw] = addr
-        self.engine.handle_datagram(self._now(), data, addr)
+        loop = self._loop
+        assert loop is not None  # (datagrams arrive only once started)
+        self.engine.handle_datagram(loop.time(), data, addr)
 
     def _protocol_factory(self) -> MainProtocol:
         self._protocol = MainProtocol(self._datagram_received, self._flush)

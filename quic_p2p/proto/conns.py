@@ -145,7 +145,7 @@ class Conns(EngineBase):
             self._process(conn)
             return
         try:
-            conn.quic.receive_datagram(data, addr, now=self._now())
+            conn.quic.receive_datagram(data, addr, now=self._now_value)
         except Exception:  # aioquic closes on bad packets; this is a safety net
             log.exception("aioquic failed on a datagram from %s", addr)
             self._bump("dropped: aioquic error")

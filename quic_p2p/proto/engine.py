@@ -98,9 +98,11 @@ class Engine(Relaying):
         (``socket`` 0) or one the driver opened for a probe."""
         if self._closing:
             return
-        self._advance(now)
+        if now > self._now_value:
+            self._now_value = now
         self._receive(data, addr, None, socket)
-        self._drain_inner()
+        if self._inner:
+            self._drain_inner()
 
     def handle_timeout(self, now: float) -> None:
         """Runs what was due by ``now`` (see ``poll_timeout``)."""
@@ -127,7 +129,9 @@ class Engine(Relaying):
 
     def take_results(self) -> list[Result]:
         """Every command outcome queued so far, in order."""
-        out, self._results = self._results, []
+        out = self._results
+        if out:
+            self._results = []
         return out
 
     def _drain_inner(self) -> None:
