@@ -23,6 +23,7 @@ from quic_p2p import (
     SentUserMessage,
     UnsentUserMessage,
 )
+from quic_p2p import endpoint as endpoint_module
 from quic_p2p.accel.types import FrameKind
 from quic_p2p.wire import frame
 
@@ -196,7 +197,17 @@ async def test_simultaneous_connects_converge_to_one_pair() -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_twenty_nodes_all_connecting_at_once_converge() -> None:
+async def test_twenty_nodes_all_connecting_at_once_converge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 380 handshakes start at once in this one process, each under the
+    # endpoint's 10 s handshake deadline: on a loaded CPU (another pytest-xdist
+    # worker, another session's tests) the last of them can start its QUIC
+    # handshake after 10 s of wall time, and fail with "no answer within 10 s"
+    # though nothing is lost or wrong. What this test bounds is convergence,
+    # within its own 90 s: the deadlines (outgoing and incoming) are set to
+    # that bound, so CPU speed is not what it measures.
+    monkeypatch.setattr(endpoint_module, "HANDSHAKE_TIMEOUT", 90.0)
     n = 20
     async with endpoints(*[node_config() for _ in range(n)]) as eps:
         await asyncio.wait_for(
