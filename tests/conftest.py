@@ -7,7 +7,9 @@ Where the C module is not built the ``c`` case is skipped, unless
 Tests marked ``netns`` (the NAT lab) are skipped with the reason where root,
 ``ip netns`` or ``nft`` are missing, unless ``QUIC_P2P_REQUIRE_NETNS=1`` (set by
 .ci/run when it runs as root on a kernel that allows network namespaces),
-which turns their absence into a failure.
+which turns their absence into a failure. Under pytest-xdist they must run
+on one worker, one at a time (``-n auto --dist loadgroup``, as README.md says):
+another distribution mode fails them, saying so.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.user_properties.append(("netns", "1"))
     why = _netns_missing()
     if why is None:
+        # Under pytest-xdist the lab's tests must share one worker, in turn
+        # (their xdist_group, tests/test_nat.py), which only --dist loadgroup
+        # keeps (a worker sees its mode as config.option.loadgroup).
+        in_worker = hasattr(item.config, "workerinput")
+        if in_worker and not getattr(item.config.option, "loadgroup", False):
+            pytest.fail("the NAT lab's tests run one at a time: with -n, use --dist loadgroup")
         return
     if REQUIRE_NETNS:
         pytest.fail(f"NAT lab required (QUIC_P2P_REQUIRE_NETNS=1) but unavailable: {why}")

@@ -49,7 +49,8 @@ def missing_capability() -> str | None:
     for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
             return f"the NAT lab needs `{tool}` (apt-get install iproute2 nftables)"
-    probe = "qp2p-probe"
+    # Per process: two test runs (or pytest-xdist workers) may probe at once.
+    probe = f"qp2p-probe{os.getpid()}"
     try:
         _run("ip", "netns", "add", probe)
         _run("ip", "netns", "del", probe)

@@ -342,7 +342,13 @@ BAD_KEYS: list[Any] = [
 METHODS = ["lookup", "touch", "insert", "remove", "__contains__"]
 
 
-@pytest.mark.parametrize("bad", BAD_KEYS, ids=repr)
+def _key_id(key: Any) -> str:
+    """A test id that is the same in every process: a memoryview's repr
+    carries its address, and pytest-xdist's workers must collect equal ids."""
+    return f"memoryview({bytes(key)!r})" if isinstance(key, memoryview) else repr(key)
+
+
+@pytest.mark.parametrize("bad", BAD_KEYS, ids=_key_id)
 @pytest.mark.parametrize("method", METHODS)
 def test_bad_keys_agree(impl: ModuleType, method: str, bad: Any) -> None:
     idx = impl.LruIndex(4, 8, random_bytes=os.urandom)

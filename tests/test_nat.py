@@ -22,7 +22,11 @@ import pytest
 from netlab import PUB2_ADDR, RDV_ADDR, NetLab
 from netutil import python_argv, python_env
 
-pytestmark = pytest.mark.netns  # skip or fail: tests/conftest.py
+# netns: skip or fail (tests/conftest.py). xdist_group: under pytest-xdist
+# (`-n N --dist loadgroup`, as the README and .ci/run use it) every lab test
+# runs on one worker, one after another: labs never overlap (their timing,
+# and their namespace names, derived from the worker's pid, are each one's).
+pytestmark = [pytest.mark.netns, pytest.mark.xdist_group("netns")]
 
 PEER = Path(__file__).resolve().parent / "nat_peer.py"
 PUNCH_ATTEMPTS_PER_PAIR = int(os.environ.get("QUIC_P2P_PUNCH_ATTEMPTS", "20"))

@@ -325,10 +325,16 @@ async def test_random_junk_on_the_control_stream_closes_with_our_codes() -> None
     victim never raises."""
     codes: dict[str, int] = {}
     rng = random.Random(17)
+    # Every peer's socket stays open until the end: a connection that survived
+    # is still the victim's peer at its address, and a later peer handed the
+    # same ephemeral port would be refused as that peer's duplicate (seen once
+    # in CI: "handshake rejected: duplicate_handshake", then no ConnectedTo).
+    peers: list[RawPeer] = []
     async with endpoints(node_config()) as (victim,):
-        for i in range(25):
-            p = await raw_peer(victim, client_handshake=True)
-            try:
+        try:
+            for i in range(25):
+                p = await raw_peer(victim, client_handshake=True)
+                peers.append(p)
                 junk = rng.randbytes(rng.randint(1, 64))
                 if i % 3 == 0:  # a valid-looking header with a junk body
                     junk = header(rng.randint(1, 7), rng.randrange(2**64), len(junk)) + junk
@@ -338,9 +344,10 @@ async def test_random_junk_on_the_control_stream_closes_with_our_codes() -> None
                     p.send(CONTROL, frame(FrameKind.USER_MESSAGE, b"x", 1))
                 name = await _closed_or_delivered(victim, p, b"marker %d " % i * 2000)
                 codes[name] = codes.get(name, 0) + 1
-            finally:
+                drain(victim)
+        finally:
+            for p in peers:
                 p.close()
-            drain(victim)
     print(f"\nFIGURE random control junk: {dict(sorted(codes.items()))}")
     assert codes == JUNK_OUTCOMES
 
