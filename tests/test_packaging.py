@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import quic_p2p
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,3 +61,14 @@ def test_config_stores_any_iterable_of_contacts_as_a_tuple() -> None:
     config = Config(hard_coded_contacts=contacts)
     assert config.hard_coded_contacts == tuple(contacts)
     assert isinstance(config.hard_coded_contacts, tuple)
+
+
+def test_every_package_of_the_source_is_installed() -> None:
+    """Each package under the source tree's quic_p2p/ is in the quic_p2p being
+    tested (against an installed wheel: what the wheel shipped)."""
+    source = Path(__file__).resolve().parents[1] / "quic_p2p"
+    installed = Path(quic_p2p.__file__).resolve().parent
+    packages = [p.parent.relative_to(source) for p in source.rglob("__init__.py")]
+    assert Path("proto") in packages and Path("aio") in packages
+    missing = [str(p) for p in packages if not (installed / p / "__init__.py").exists()]
+    assert not missing, f"packages left out of the build: {missing}"
