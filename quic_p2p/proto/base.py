@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -108,7 +109,7 @@ class EngineBase:
         self._results: list[Result] = []
         self._transmits: list[Transmit] = []
         #: Relayed inner datagrams, handled after the one that carried them.
-        self._inner: list[tuple[bytes, Address, RelayPath]] = []
+        self._inner: deque[tuple[bytes, Address, RelayPath]] = deque()
         self._cids: dict[bytes, Conn] = {}
         self._conns: set[Conn] = set()
         self._conn_ids: dict[int, Conn] = {}
@@ -153,7 +154,7 @@ class EngineBase:
         if now > self._now_value:
             self._now_value = now
 
-    def _call_at(self, at: float, fn: Callable[..., None], *args: Any) -> Timer:
+    def _call_at(self, at: float, fn: Callable[..., object], *args: Any) -> Timer:
         timer = Timer(at, fn, args)
         self._seq += 1
         heapq.heappush(self._timers, (at, self._seq, timer))
@@ -163,7 +164,7 @@ class EngineBase:
             heapq.heapify(self._timers)
         return timer
 
-    def _call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> Timer:
+    def _call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> Timer:
         return self._call_at(self._now_value + delay, fn, *args)
 
     def poll_timeout(self) -> float | None:

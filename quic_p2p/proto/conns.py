@@ -100,6 +100,7 @@ class Conns(EngineBase):
             self._bump(f"dropped: {exc}")
             return
         conn = self._cids.get(info.dcid)
+        fresh = False
         if socket:
             if conn is None or conn.socket != socket:
                 self._bump("dropped: not for the check's connection")
@@ -130,25 +131,18 @@ class Conns(EngineBase):
                 conn.came_via = relay
             # Answer the way it came.
             self._route(conn, relay)
-            try:
-                conn.quic.receive_datagram(data, addr, now=self._now())
-            except Exception:  # aioquic closes on bad packets; this is a safety net
-                log.exception("aioquic failed on a datagram from %s", addr)
-                self._bump("dropped: aioquic error")
-            if not self._answers(conn):
-                # An Initial that does not decrypt elicits nothing: keep no
-                # state for it (with retry off, junk would otherwise hold a slot).
-                self._forget(conn)
-                self._bump("dropped: undecryptable Initial")
-                return
-            self._dirty.add(conn)
-            self._process(conn)
-            return
+            fresh = True
         try:
             conn.quic.receive_datagram(data, addr, now=self._now_value)
         except Exception:  # aioquic closes on bad packets; this is a safety net
             log.exception("aioquic failed on a datagram from %s", addr)
             self._bump("dropped: aioquic error")
+        if fresh and not self._answers(conn):
+            # An Initial that does not decrypt elicits nothing: keep no state
+            # for it (with retry off, junk would otherwise hold a slot).
+            self._forget(conn)
+            self._bump("dropped: undecryptable Initial")
+            return
         self._dirty.add(conn)
         self._process(conn)
 
@@ -420,7 +414,7 @@ def describe_close(ev: LinkDown) -> Reason:
             code: ErrorCode | None = ErrorCode(ev.error_code)
         except ValueError:
             code = None
-        cause = _CLOSE_CAUSES.get(code, Cause.PROTOCOL_ERROR) if code else Cause.OTHER
+        cause = Cause.OTHER if code is None else _CLOSE_CAUSES.get(code, Cause.PROTOCOL_ERROR)
         if code is ErrorCode.REVERSE_CONNECT_FAILED:
             text = f"the peer could not connect back to us{_reverse_cause(ev.reason)}"
             return Reason(cause, text)

@@ -138,7 +138,7 @@ class Engine(Relaying):
         # Relayed datagrams, each handled on its own, not inside the relay
         # connection's processing (bounded: each comes from a frame received).
         while self._inner:
-            data, addr, path = self._inner.pop(0)
+            data, addr, path = self._inner.popleft()
             self._receive(data, addr, path, 0)
 
     # ------------------------------------------------------------ commands: sends

@@ -146,7 +146,7 @@ class Rendezvous(Peers):
         if existing is not None:
             # Relayed to that peer: probe the direct path instead.
             node = NodeInfo(addr, existing.cert or cert)
-            self._call_later(delay_ms / 1000, self._punch_probe, existing, node)
+            self._call_later(delay_ms / 1000, self._probe_path, existing, node, True)
             return
         self._call_later(delay_ms / 1000, self._punch, NodeInfo(addr, cert), rendezvous.addr)
 
@@ -158,9 +158,6 @@ class Rendezvous(Peers):
                 record.out.punch = True
                 self._punch_conns += 1
                 record.punched_by = rendezvous
-
-    def _punch_probe(self, record: Record, node: NodeInfo) -> None:
-        self._probe_path(record, node, punch=True)
 
     # ------------------------------------------------------------ probes
     def _probe(

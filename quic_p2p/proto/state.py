@@ -35,7 +35,7 @@ class Timer:
     """A deadline on the engine's clock and what to run at it."""
 
     at: float
-    fn: Callable[..., None]
+    fn: Callable[..., object]
     args: tuple[Any, ...]
     cancelled: bool = False
 
