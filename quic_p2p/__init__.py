@@ -24,11 +24,12 @@ from .events import (
     Event,
     Finish,
     NewMessage,
+    PeerAddressChanged,
     SentUserMessage,
     UnsentUserMessage,
     UpgradedToDirect,
 )
-from .peer import InvalidContactError, NodeInfo, Peer, PeerKind, Reachability
+from .peer import InvalidContactError, NodeInfo, Peer, PeerId, PeerKind, Reachability
 from .proto import RelaySessionInfo
 from .proto.config import (
     DEFAULT_IDLE_TIMEOUT_MSEC,
@@ -66,6 +67,8 @@ __all__ = [
     "Finish",
     "InvalidContactError",
     "NewMessage",
+    "PeerAddressChanged",
+    "PeerId",
     "NodeInfo",
     "OurType",
     "Peer",
