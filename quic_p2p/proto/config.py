@@ -105,7 +105,8 @@ class Identity:
     def file(cls, path: str | os.PathLike[str]) -> Identity:
         """The key in ``path``: loaded if the file exists (it must be a
         regular file, ours, readable by us only), else a new key written
-        there with mode 0600 (its directory must exist)."""
+        there with mode 0600 (its directory must exist). A relative path is
+        taken from the working directory when the endpoint starts."""
         return cls("file", path=_file_path(path))
 
     @classmethod
