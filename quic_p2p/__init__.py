@@ -29,6 +29,7 @@ from .events import (
     UnsentUserMessage,
     UpgradedToDirect,
 )
+from .identity import IdentityError
 from .peer import InvalidContactError, NodeInfo, Peer, PeerId, PeerKind, Reachability
 from .proto import RelaySessionInfo
 from .proto.config import (
@@ -38,6 +39,7 @@ from .proto.config import (
     CompleteCert,
     Config,
     ConfigError,
+    Identity,
     OurType,
     RelayPolicy,
     TrustMode,
@@ -65,13 +67,15 @@ __all__ = [
     "EndpointClosedError",
     "Event",
     "Finish",
+    "Identity",
+    "IdentityError",
     "InvalidContactError",
     "NewMessage",
-    "PeerAddressChanged",
-    "PeerId",
     "NodeInfo",
     "OurType",
     "Peer",
+    "PeerAddressChanged",
+    "PeerId",
     "PeerKind",
     "QuicP2p",
     "QuicP2pError",

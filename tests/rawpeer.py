@@ -16,11 +16,11 @@ from typing import Any
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from quic_p2p.certfiles import generate_self_signed
+from quic_p2p.peer import PeerId
 from quic_p2p.proto.tls import ALPN
 
 from netutil import WAIT
@@ -71,6 +71,18 @@ class RawPeer(asyncio.DatagramProtocol):
     transport: asyncio.DatagramTransport | None = None
     timer: asyncio.TimerHandle | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def cert_der(self) -> bytes:
+        """The certificate this peer presents (DER; b"": none)."""
+        cert = self.quic.configuration.certificate
+        return b"" if cert is None else cert.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def peer_id(self) -> PeerId | None:
+        """The id of the certificate this peer presents (None: it presents none)."""
+        cert = self.quic.configuration.certificate
+        return None if cert is None else PeerId.from_public_key(cert.public_key())
 
     def __post_init__(self) -> None:
         cfg = self.configuration or raw_configuration()

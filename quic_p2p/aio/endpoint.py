@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .. import certfiles
 from ..accel.types import FrameKind
 from ..cache_store import CacheStore
 from ..channel import EventChannel
@@ -28,7 +27,8 @@ from ..errors import (
     QuicP2pError,
 )
 from ..events import BootstrapFailure, Event, Finish, SentUserMessage, UnsentUserMessage
-from ..peer import Address, NodeInfo, Peer, Reachability, normalize_address
+from ..identity import acquire_identity
+from ..peer import Address, NodeInfo, Peer, PeerId, Reachability, normalize_address
 from ..proto import Engine, EventQueue, RelaySessionInfo
 from ..proto.config import Config, OurType, RelayPolicy
 from ..proto.limits import (
@@ -87,22 +87,29 @@ class QuicP2p(Nat):
             raise QuicP2pError("only a Node can relay")
         queue = EventQueue(event_capacity)
         self._channel = EventChannel(queue)
-        #: The sans-IO engine under this endpoint (its state, for inspection).
-        self.engine = Engine(
-            self.config,
-            cert=self.config.our_complete_cert or certfiles.generate_self_signed(),
-            random_bytes=os.urandom,
-            wall_clock=time.time,
-            events=queue,
-            max_connections=max_connections,
-            max_connections_per_ip=max_connections_per_ip,
-            stateless_retry=stateless_retry,
-            retry_above_rate=retry_above_rate,
-            send_timeout=send_timeout,
-            max_unacked_bytes=max_unacked_bytes,
-            outcome_events=outcome_events,
-            relay=relay,
-        )
+        # Our key: a Node's survives restarts (locked while we live), see
+        # Config.identity.
+        self._identity = acquire_identity(self.config, self.config.bootstrap_cache_dir)
+        try:
+            #: The sans-IO engine under this endpoint (its state, for inspection).
+            self.engine = Engine(
+                self.config,
+                cert=self._identity.cert,
+                random_bytes=os.urandom,
+                wall_clock=time.time,
+                events=queue,
+                max_connections=max_connections,
+                max_connections_per_ip=max_connections_per_ip,
+                stateless_retry=stateless_retry,
+                retry_above_rate=retry_above_rate,
+                send_timeout=send_timeout,
+                max_unacked_bytes=max_unacked_bytes,
+                outcome_events=outcome_events,
+                relay=relay,
+            )
+        except BaseException:
+            self._identity.release()
+            raise
         self._init_driver()
         self._bootstrapping = False
 
@@ -178,6 +185,7 @@ class QuicP2p(Nat):
             return
         if self._loop is None:
             self.engine.close(0.0)
+            self._identity.release()
             self._channel.queue.push(Finish())
             return
         self.engine.close(self._now())
@@ -202,6 +210,7 @@ class QuicP2p(Nat):
             self._transport.close()
             # Let the transport finish closing its socket before we return.
             await asyncio.sleep(0)
+        self._identity.release()
         self._channel.queue.push(Finish())
 
     # ------------------------------------------------------------ properties
@@ -237,8 +246,15 @@ class QuicP2p(Nat):
     def our_certificate(self) -> bytes:
         return self.engine.our_certificate
 
+    @property
+    def peer_id(self) -> PeerId:
+        """Our id: the key of our certificate (see ``Config.identity``)."""
+        return self.engine.peer_id
+
     def is_hard_coded_contact(self, node_info: NodeInfo) -> bool:
-        return node_info in self.config.hard_coded_contacts
+        """``node_info`` is one of ``Config.hard_coded_contacts`` (the same id,
+        or the same address for a contact given without one)."""
+        return self.engine.cache.is_hard_coded(node_info)
 
     def connected_peers(self) -> list[Peer]:
         return self.engine.connected_peers()

@@ -33,8 +33,8 @@ from .limits import (
 )
 from .link import HeldBytes, LinkEvent
 from .peer_table import PeerTable
-from .resolve import Resolver, StaticContacts
 from .ratelimit import TokenBucket
+from .resolve import Resolver, StaticContacts
 from .state import (
     BootstrapGroup,
     Conn,

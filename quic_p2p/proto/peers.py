@@ -111,7 +111,11 @@ class Peers(Sends):
             # once closed): every peer proves a key; a CA mode admits only
             # certificates of the CA, and no mode one outside its validity.
             problem = tls.check_client_certificate(conn.quic, self.config, now=self._wall_now())
-            if problem is None and conn.came_via is not None and conn.peer_id != conn.came_via.expect:
+            if (
+                problem is None
+                and conn.came_via is not None
+                and conn.peer_id != conn.came_via.expect
+            ):
                 problem = "not the key the relay announced for this peer"
             if problem is None and conn.peer_id is None:
                 problem = str(identity)

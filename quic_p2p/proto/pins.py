@@ -55,10 +55,11 @@ def pin_problem(record: Record, pin: Pin) -> Reason | None:
             f"(it proved id {presented}..., pinned {pin.peer_id.short()}...)",
         )
     if pin.cert and record.cert != pin.cert:
-        presented_fp = certs.fingerprint(record.cert).hex()[:16] if record.cert else "none"
+        presented = certs.fingerprint(record.cert).hex()[:16] if record.cert else "none"
+        pinned = certs.fingerprint(pin.cert).hex()[:16]
         return Reason(
             Cause.CERTIFICATE,
             "the peer presents another certificate than the one pinned "
-            f"(presented sha256 {presented_fp}..., pinned {certs.fingerprint(pin.cert).hex()[:16]}...)",
+            f"(presented sha256 {presented}..., pinned {pinned}...)",
         )
     return None

@@ -9,9 +9,9 @@ from ..peer import Address, InvalidContactError, NodeInfo, PeerId
 from ..reasons import Cause, Reason
 from .base import log
 from .limits import FROM_RELAY, HANDSHAKE_TIMEOUT, RELAY_MAX_BACKLOG, RELAY_MAX_PATHS
+from .pins import Pin
 from .rendezvous import Rendezvous
 from .scope import could_observe
-from .pins import Pin
 from .state import Conn, ConnectResult, Record, RelayPath, RelaySession, Waiter
 from .wire import (
     ErrorCode,

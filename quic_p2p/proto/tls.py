@@ -91,9 +91,9 @@ __all__ = [
     "check_pinned_peer",
     "check_server_certificate",
     "check_validity",
-    "peer_identity",
     "client_configuration",
     "idle_timeout_seconds",
+    "peer_identity",
     "server_configuration",
 ]
 
