@@ -15,7 +15,7 @@ from typing import Any
 
 from quic_p2p import Config, Event, OurType
 from quic_p2p.certfiles import generate_self_signed
-from quic_p2p.peer import PeerId, Address, NodeInfo
+from quic_p2p.peer import Address, NodeInfo, PeerId
 from quic_p2p.proto import Engine, EventQueue
 from quic_p2p.proto.state import Result
 

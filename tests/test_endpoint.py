@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from quic_p2p import (
-    InvalidContactError,
     Config,
     ConnectedTo,
     ConnectionFailedError,
@@ -15,6 +14,7 @@ from quic_p2p import (
     EchoError,
     Event,
     Finish,
+    InvalidContactError,
     NewMessage,
     NodeInfo,
     OurType,

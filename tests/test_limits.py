@@ -18,7 +18,6 @@ from quic_p2p import (
 )
 from quic_p2p.accel import FrameDecoder
 from quic_p2p.accel.types import FrameKind
-from quic_p2p.certfiles import generate_self_signed
 from quic_p2p.proto.limits import UNPROVEN_MAX_BYTES
 from quic_p2p.proto.wire import RejectReason, decode_reject, frame
 
