@@ -176,10 +176,10 @@ async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
         ]
     if op == "sendid":
         want = PeerId.parse(str(cmd["peer_id"]))
-        found = [p for p in ep.connected_peers() if p.peer_id == want]
-        if len(found) != 1:
-            raise QuicP2pError(f"{len(found)} connected peers with id {want.short()}")
-        out = await ep.send(found[0], str(cmd["msg"]).encode())
+        matches = [p for p in ep.connected_peers() if p.peer_id == want]
+        if len(matches) != 1:
+            raise QuicP2pError(f"{len(matches)} connected peers with id {want.short()}")
+        out = await ep.send(matches[0], str(cmd["msg"]).encode())
         if isinstance(out, SentUserMessage):
             return "sent"
         raise QuicP2pError(out.reason)

@@ -243,6 +243,33 @@ class NetLab:
         )
         return (out.stdout + out.stderr).strip()
 
+    def udp_mappings(self, ns: str) -> dict[tuple[str, int, str, int], tuple[str, int]]:
+        """The UDP mappings a NAT in namespace ``ns`` holds now (``conntrack
+        -L``): each flow's original (source, source port, destination,
+        destination port) -> the public (address, port) it was mapped to."""
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, "conntrack", "-L", "-p", "udp"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        found: dict[tuple[str, int, str, int], tuple[str, int]] = {}
+        for line in out.stdout.splitlines():
+            fields: dict[str, list[str]] = {}
+            for word in line.split():
+                key, eq, value = word.partition("=")
+                if eq:
+                    fields.setdefault(key, []).append(value)
+            if len(fields.get("src", ())) < 2 or len(fields.get("dport", ())) < 2:
+                continue
+            # The original tuple first, then the reply's: the reply goes to
+            # the public address and port the flow was mapped to.
+            src, sport = fields["src"][0], int(fields["sport"][0])
+            dst, dport = fields["dst"][0], int(fields["dport"][0])
+            found[(src, sport, dst, dport)] = (fields["dst"][1], int(fields["dport"][1]))
+        return found
+
     def popen(self, ns: str, *cmd: str, **kwargs: object) -> subprocess.Popen[str]:
         """A process inside namespace ``ns``."""
         argv = ["ip", "netns", "exec", ns, *cmd]
