@@ -17,6 +17,10 @@ from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from quic_p2p.certfiles import generate_self_signed
 from quic_p2p.proto.tls import ALPN
 
 from netutil import WAIT
@@ -36,9 +40,16 @@ def header(kind: int, msg_id: int = 0, length: int = 0, version: int = 1, flags:
 CONTROL = 2  # a client's first unidirectional stream: its control stream
 
 
-def raw_configuration() -> QuicConfiguration:
-    """A client that speaks our ALPN, checks nothing and presents nothing."""
-    return QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE)
+def raw_configuration(*, present: bool = True) -> QuicConfiguration:
+    """A client that speaks our ALPN and checks nothing. It presents a fresh
+    self-signed certificate (every peer must: its key is its id), or, with
+    ``present=False``, nothing."""
+    cfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE)
+    if present:
+        ours = generate_self_signed("raw peer")
+        cfg.certificate = x509.load_der_x509_certificate(ours.cert_der)
+        cfg.private_key = serialization.load_der_private_key(ours.key_der, None)  # type: ignore[assignment]
+    return cfg
 
 
 @dataclass(eq=False)

@@ -204,7 +204,7 @@ async def raw_hello(server, configuration) -> RawPeer:  # type: ignore[no-untype
 
 async def test_ca_mode_refuses_a_client_without_a_certificate() -> None:
     async with endpoints(ca_config()) as (node,):
-        client = await raw_hello(node, raw_configuration())
+        client = await raw_hello(node, raw_configuration(present=False))
         term = client.terminated
         assert term is not None and term.error_code == CERTIFICATE_REFUSED, term
         assert "no certificate" in term.reason_phrase
@@ -219,7 +219,9 @@ async def test_a_refused_client_s_coalesced_handshake_and_message_are_never_read
     # all of it at once, and none of it may get past the refusal.
     hello = frame(FrameKind.HANDSHAKE_CLIENT) + frame(FrameKind.USER_MESSAGE, b"sneaky", msg_id=1)
     async with endpoints(ca_config()) as (node,):
-        client = await RawPeer.open(node.local_addr, first_flight=hello)
+        client = await RawPeer.open(
+            node.local_addr, first_flight=hello, configuration=raw_configuration(present=False)
+        )
         try:
             term = await asyncio.wait_for(client.until_terminated(), WAIT)
         finally:
