@@ -288,7 +288,7 @@ async def test_a_rebound_client_stays_the_same_peer_and_its_old_address_is_a_new
         moved = [e for e in seen if isinstance(e, PeerAddressChanged)]
         assert moved == [PeerAddressChanged(peer_id=p.client_id, old=old, new=new)], seen
         (up,) = [e for e in seen if isinstance(e, NewMessage) and e.msg == b"up after"]
-        assert up.peer_id == p.client_id and up.peer_addr == new
+        assert up.peer_id == p.client_id and up.peer_addr == new, seen
         # The Node knows the Client once: same id, at its new address.
         clients = [c for c in node.connected_peers() if c.peer_id == p.client_id]
         assert [c.peer_addr for c in clients] == [new], node.connected_peers()
