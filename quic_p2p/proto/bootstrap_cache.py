@@ -495,16 +495,7 @@ def decode_state(data: bytes) -> CacheState:
         start = pos
         addrs: list[tuple[bytes, int]] = []
         for _a in range(n_addrs):
-            if pos + 1 > end:
-                raise CacheFormatError("cache entry truncated")
-            ip_len = data[pos]
-            if ip_len not in (4, 16):
-                raise CacheFormatError(f"bad address length {ip_len}")
-            pos += 1
-            if pos + ip_len + _PORT.size > end:
-                raise CacheFormatError("cache entry truncated")
-            ip = data[pos : pos + ip_len]
-            pos += ip_len
+            ip, pos = _read_ip(data, pos, end, _PORT.size)
             (port,) = _PORT.unpack_from(data, pos)
             pos += _PORT.size
             addrs.append((ip, port))
@@ -520,6 +511,20 @@ def decode_state(data: bytes) -> CacheState:
     if pos != end:
         raise CacheFormatError("trailing bytes after the cache entries")
     return CacheState(entries, removed, FORMAT_VERSION)
+
+
+def _read_ip(data: bytes, pos: int, end: int, then: int) -> tuple[bytes, int]:
+    """``u8 ip_len (4|16) | ip`` at ``pos``, with ``then`` more bytes after it
+    before ``end``; the ip and the position after it."""
+    if pos + 1 > end:
+        raise CacheFormatError("cache entry truncated")
+    ip_len = data[pos]
+    if ip_len not in (4, 16):
+        raise CacheFormatError(f"bad address length {ip_len}")
+    pos += 1
+    if pos + ip_len + then > end:
+        raise CacheFormatError("cache entry truncated")
+    return data[pos : pos + ip_len], pos + ip_len
 
 
 def _v1_node_info(ip: bytes, port: int, cert: bytes) -> NodeInfo | None:
@@ -545,16 +550,7 @@ def _decode_v1(data: bytes, end: int, n_entries: int, n_removed: int) -> CacheSt
     entries: list[CacheEntry] = []
     dropped_entries = 0
     for _ in range(n_entries):
-        if pos + 1 > end:
-            raise CacheFormatError("cache entry truncated")
-        ip_len = data[pos]
-        if ip_len not in (4, 16):
-            raise CacheFormatError(f"bad address length {ip_len}")
-        pos += 1
-        if pos + ip_len + _V1_ENTRY_TAIL.size > end:
-            raise CacheFormatError("cache entry truncated")
-        ip = data[pos : pos + ip_len]
-        pos += ip_len
+        ip, pos = _read_ip(data, pos, end, _V1_ENTRY_TAIL.size)
         port, last_ms, failures, cert_len = _V1_ENTRY_TAIL.unpack_from(data, pos)
         pos += _V1_ENTRY_TAIL.size
         if cert_len > MAX_CERT_LEN or pos + cert_len > end:

@@ -253,12 +253,9 @@ def check_server_certificate(
     that certificate; else why not (the close reason / ``ConnectionFailure``).
     In the CA modes and for a pinned self-signed certificate aioquic already
     checked the dates; checking again costs a comparison."""
-    try:
-        presented, _chain = _peer_certificates(connection)
-    except _Unreadable as exc:
-        return str(exc)
-    if presented is None:
-        return "the peer presented no certificate"
+    presented = _presented(connection)
+    if isinstance(presented, str):
+        return presented
     problem = check_validity(presented, now)
     if problem is not None:
         return f"peer {problem}"
@@ -309,12 +306,9 @@ def check_pinned_peer(connection: QuicConnection, expected_der: bytes) -> str | 
     """After ``HandshakeCompleted`` on a client connection: ``None`` if the
     server presented exactly ``expected_der``, else why not (for the close
     reason / ``ConnectionFailure``). Dates: see :func:`check_server_certificate`."""
-    try:
-        presented, _chain = _peer_certificates(connection)
-    except _Unreadable as exc:
-        return str(exc)
-    if presented is None:
-        return "the peer presented no certificate"
+    presented = _presented(connection)
+    if isinstance(presented, str):
+        return presented
     return _pin_problem(presented, expected_der)
 
 
@@ -322,14 +316,20 @@ def peer_identity(connection: QuicConnection) -> tuple[PeerId, bytes] | str:
     """After ``HandshakeCompleted``: the id and certificate (DER) the peer
     proved (aioquic checked its CertificateVerify signature with that key),
     or why there is none."""
+    presented = _presented(connection)
+    if isinstance(presented, str):
+        return presented
+    der = presented.public_bytes(serialization.Encoding.DER)
+    return PeerId.from_public_key(presented.public_key()), der
+
+
+def _presented(connection: QuicConnection) -> x509.Certificate | str:
+    """The server or client certificate the peer presented, or why there is none."""
     try:
         presented, _chain = _peer_certificates(connection)
     except _Unreadable as exc:
         return str(exc)
-    if presented is None:
-        return "the peer presented no certificate"
-    der = presented.public_bytes(serialization.Encoding.DER)
-    return PeerId.from_public_key(presented.public_key()), der
+    return "the peer presented no certificate" if presented is None else presented
 
 
 class _Unreadable(Exception):
