@@ -138,13 +138,6 @@ async def test_a_restarted_node_that_dials_first_replaces_its_old_connection(
         assert peer.peer_addr == new.local_addr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cache keeps the id's old address: a Node is cached only when it "
-    "becomes connected on a connection we started (peers.py, we_contacted), and "
-    "connect_to() of a peer already connected (here: it dialled us) returns it "
-    "without refreshing the entry (Engine.connect -> check_connect)",
-)
 async def test_a_restarted_node_that_dials_first_is_cached_at_its_new_address(
     tmp_path: Path,
 ) -> None:

@@ -408,7 +408,9 @@ class Peers(Sends):
             self.events.push(ConnectedTo(peer, relay))
         if (
             peer.node_info is not None
-            and record.we_contacted
+            # Ours to cache: a Node we dialled, or one we cached before that
+            # dialled us from a new address (it restarted elsewhere).
+            and (record.we_contacted or peer.node_info in self.cache)
             and self.cache.add(peer.node_info, self._wall_clock())
         ):
             self._emit(CacheChanged())
