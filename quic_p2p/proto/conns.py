@@ -137,7 +137,7 @@ class Conns(EngineBase):
         except Exception:  # aioquic closes on bad packets; this is a safety net
             log.exception("aioquic failed on a datagram from %s", addr)
             self._bump("dropped: aioquic error")
-        if relay is None and not socket and addr != conn.link.peer_addr:
+        if relay is None and conn.relay is None and not socket and addr != conn.link.peer_addr:
             # Before its events: what arrived on the new path is the peer's
             # at its new address.
             self._check_path(conn)

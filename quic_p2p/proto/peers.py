@@ -240,6 +240,14 @@ class Peers(Sends):
         if record.connected and record.peer_id is not None:
             self.events.push(PeerAddressChanged(record.peer_id, was, new))
 
+    def _drop_dial(self, record: Record, reason: Reason) -> None:
+        """Abandons our outgoing connection to the peer, keeping its record."""
+        out = record.out
+        assert out is not None
+        record.out, record.to, out.record = None, ToPeer.NONE, None
+        self._close_conn(out, ErrorCode.NO_ERROR, reason)
+        self._on_down(out, reason)
+
     def _merge(self, dup: Record, known: Record) -> None:
         """Our dial reached a peer we already have a record for (at another
         address): whoever waited on the dial is served by that record."""
@@ -339,6 +347,19 @@ class Peers(Sends):
                 ErrorCode.DISCONNECTED,
             )
             record = None
+        if (
+            record is not None
+            and is_node
+            and record.to is ToPeer.CONNECTING
+            and record.out is not None
+            and record.out.link.peer_addr != addr
+            and conn.came_via is None
+        ):
+            # We are still dialling it elsewhere (an address a contact or a
+            # rendezvous gave: a guess, behind a NAT), and it reached us from
+            # here: the reverse connection proves it here instead.
+            self._drop_dial(record, Reason(Cause.REPLACED, "the peer reached us from elsewhere"))
+            self._records.move(record, addr)
         fresh = record is None
         if record is None:
             record = self._records.add(Record(addr, peer_id))
