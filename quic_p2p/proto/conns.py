@@ -132,6 +132,7 @@ class Conns(EngineBase):
             # Answer the way it came.
             self._route(conn, relay)
             fresh = True
+        conn.heard_at = self._now_value
         try:
             conn.quic.receive_datagram(data, addr, now=self._now_value)
         except Exception:  # aioquic closes on bad packets; this is a safety net

@@ -191,7 +191,7 @@ class Engine(Relaying):
         connected peer that does not hold the certificate ``node`` pins."""
         if self._is_us(node):
             raise ConnectionFailedError(
-                node.peer_addr, Reason(Cause.SELF, "that is us (our own address or certificate)")
+                node.peer_addr, Reason(Cause.SELF, "that is us (our own address or key)")
             )
         record = self._records.find(node)
         if record is None or not record.connected:
@@ -282,10 +282,8 @@ class Engine(Relaying):
         """Why a relayed connection to ``addr`` through ``via`` cannot start."""
         existing = self._records.at(addr)
         rendezvous = self._records.at(via)
-        if (
-            existing is not None
-            and rendezvous is not None
-            and not self._punch_only(existing, rendezvous)
+        if existing is not None and (
+            rendezvous is None or not self._punch_only(existing, rendezvous)
         ):
             return BUSY
         return None

@@ -214,16 +214,19 @@ class Peers(Sends):
         if record.inn is conn:
             record.inn = None
             record.frm = FromPeer.NONE
+        other = self._send_conn(record)
         if (
             record.connected
             and record.kind is PeerKind.NODE
             and reason.cause is Cause.IDLE_TIMEOUT
-            and self._send_conn(record) is not None
+            and other is not None
+            and self._now() - other.heard_at < self._idle_window()
         ):
-            # One of a Node's two connections went silent, the other is alive:
-            # a NAT rebinding on its side moved its packets to a new address,
-            # which aioquic follows as the server but not as the client (RFC
-            # 9000 §9). The peer is still reached on the other connection.
+            # One of a Node's two connections went silent while the other
+            # still hears from the peer: a NAT rebinding on its side moved its
+            # packets to a new address, which aioquic follows as the server
+            # but not as the client (RFC 9000 §9). The peer is still reached
+            # on the other connection. (A dead peer is silent on both.)
             self._bump("peers kept on their other connection")
             log.info("%s:%d: one connection timed out, keeping the other", *record.addr)
             return
@@ -237,8 +240,27 @@ class Peers(Sends):
         was = record.addr
         self._records.move(record, new)
         log.info("peer %s moved from %s:%d to %s:%d", record.peer_id, *was, *new)
+        out = record.out
+        if (
+            record.connected
+            and conn is record.inn
+            and out is not None
+            and out.relay is None
+            and out.link.peer_addr == old
+        ):
+            # Our connection to the Node still goes to where it was, and as
+            # its client aioquic drops what the Node sends from the new
+            # address: it is stranded. The peer goes on over its own.
+            lost = Reason(Cause.CONNECTION_LOST, "the peer moved to another address")
+            self._bump("connections dropped: stranded by a peer's move")
+            self._drop_dial(record, lost)
         if record.connected and record.peer_id is not None:
             self.events.push(PeerAddressChanged(record.peer_id, was, new))
+
+    def _idle_window(self) -> float:
+        """How recently a live connection has heard from its peer: within
+        half the idle timeout (keep-alives come more often)."""
+        return tls.idle_timeout_seconds(self.config.idle_timeout_msec) / 2
 
     def _drop_dial(self, record: Record, reason: Reason) -> None:
         """Abandons our outgoing connection to the peer, keeping its record."""

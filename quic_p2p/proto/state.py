@@ -240,6 +240,8 @@ class Conn:
     came_via: RelayPath | None = None
     #: The socket it uses: 0 ours, else one the driver opened for it.
     socket: int = 0
+    #: When a datagram of the peer's last arrived on it.
+    heard_at: float = 0.0
 
 
 @dataclass(eq=False)
