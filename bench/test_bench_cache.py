@@ -9,22 +9,28 @@ bench/test_bench_lru.py for the index alone, which is gated.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from quic_p2p.cache_store import CacheStore
-from quic_p2p.peer import NodeInfo
+from quic_p2p.peer import NodeInfo, PeerId
 from quic_p2p.proto.bootstrap_cache import BootstrapCache
 
 CAPACITY = 200
 
 
 def _nodes() -> list[NodeInfo]:
-    # Certificates of a realistic size (a self-signed Ed25519/ECDSA cert is ~400-600 B).
+    # What an entry holds (format v2): an id and addresses, here two each
+    # (IPv4 and IPv6), no certificate.
     return [
-        NodeInfo((f"10.0.{i >> 8}.{i & 255}", 4000 + i), bytes([i & 255]) * 500)
+        NodeInfo(
+            (f"10.0.{i >> 8}.{i & 255}", 4000 + i),
+            peer_id=PeerId(hashlib.sha256(i.to_bytes(2, "big")).digest()),
+            other_addrs=[(f"2001:db8::{i:x}", 4000 + i)],
+        )
         for i in range(CAPACITY)
     ]
 

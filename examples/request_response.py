@@ -26,7 +26,10 @@ async def serve(server: QuicP2p) -> None:
                 reply = {"id": req["id"], "result": ops[req["op"]](req["args"])}
             except (KeyError, TypeError) as exc:
                 reply = {"id": req.get("id"), "error": f"bad request: {exc}"}
-            await server.send(Peer.client(event.peer_addr), json.dumps(reply).encode())
+            # Back to the peer that asked: its key, wherever it is now.
+            await server.send(
+                Peer.client(event.peer_addr, event.peer_id), json.dumps(reply).encode()
+            )
 
 
 class RpcClient:

@@ -24,11 +24,13 @@ from .events import (
     Event,
     Finish,
     NewMessage,
+    PeerAddressChanged,
     SentUserMessage,
     UnsentUserMessage,
     UpgradedToDirect,
 )
-from .peer import InvalidContactError, NodeInfo, Peer, PeerKind, Reachability
+from .identity import IdentityError
+from .peer import InvalidContactError, NodeInfo, Peer, PeerId, PeerKind, Reachability
 from .proto import RelaySessionInfo
 from .proto.config import (
     DEFAULT_IDLE_TIMEOUT_MSEC,
@@ -37,6 +39,7 @@ from .proto.config import (
     CompleteCert,
     Config,
     ConfigError,
+    Identity,
     OurType,
     RelayPolicy,
     TrustMode,
@@ -64,11 +67,15 @@ __all__ = [
     "EndpointClosedError",
     "Event",
     "Finish",
+    "Identity",
+    "IdentityError",
     "InvalidContactError",
     "NewMessage",
     "NodeInfo",
     "OurType",
     "Peer",
+    "PeerAddressChanged",
+    "PeerId",
     "PeerKind",
     "QuicP2p",
     "QuicP2pError",

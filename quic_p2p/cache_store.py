@@ -11,9 +11,11 @@
   ``os.replace``, fsync of the directory. A process killed at any point leaves
   the old file or the new one, never a mix; its temp file is deleted by a later
   load or save once it is :data:`STALE_TEMP_AGE` seconds old.
-- A corrupt, truncated, foreign or other-version file is renamed
+- A corrupt, truncated, foreign or unknown-version file is renamed
   ``bootstrap_cache.bin.corrupt-<UTC timestamp>`` (the newest
-  :data:`KEEP_CORRUPT` are kept) with a warning; the cache starts empty.
+  :data:`KEEP_CORRUPT` are kept) with a warning; the cache starts empty. A
+  version-1 file (keyed by address) is read and migrated, not set aside; the
+  next save writes version 2.
 - Only regular files are used. A FIFO, symlink, directory or device in place
   of the cache file is set aside like a corrupt file (a FIFO would block the
   open, and with it the event loop, forever; a symlink would be read or written

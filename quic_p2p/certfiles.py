@@ -50,10 +50,17 @@ def generate_self_signed(
     valid_days: int = 3650,
     not_before: datetime.datetime | None = None,
     dns_names: Sequence[str] = (SELF_SIGNED_DNS_NAME,),
+    key_der: bytes | None = None,
 ) -> CompleteCert:
-    """:func:`quic_p2p.proto.certs.generate_self_signed` at the current time."""
+    """:func:`quic_p2p.proto.certs.generate_self_signed` at the current time
+    (``key_der``: certify that key, PKCS#8 DER; None: a fresh P-256 key)."""
     return certs.generate_self_signed(
-        common_name, now=_now(), valid_days=valid_days, not_before=not_before, dns_names=dns_names
+        common_name,
+        now=_now(),
+        valid_days=valid_days,
+        not_before=not_before,
+        dns_names=dns_names,
+        key_der=key_der,
     )
 
 

@@ -145,16 +145,9 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         print(f"{store.path}: {len(cache)} entries, most recently connected first")
         for e in cache.entries():
             fails = f"  ({e.failures} failed attempts)" if e.failures else ""
-            print(
-                f"  {format_address(e.info.peer_addr):<24} cert {_fp(e.info.peer_cert_der)}{fails}"
-            )
+            where = ", ".join(format_address(a) for a in e.info.addresses)
+            print(f"  {e.info.peer_id}  {where}{fails}")
     return 0
-
-
-def _fp(der: bytes) -> str:
-    from .proto.certs import fingerprint
-
-    return fingerprint(der).hex()[:16] if der else "-"
 
 
 def _read_file(path: str) -> bytes:

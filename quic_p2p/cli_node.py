@@ -31,10 +31,11 @@ from .events import (
     Event,
     Finish,
     NewMessage,
+    PeerAddressChanged,
     UnsentUserMessage,
     UpgradedToDirect,
 )
-from .peer import InvalidContactError, NodeInfo, format_address, parse_address
+from .peer import InvalidContactError, NodeInfo, PeerId, format_address, parse_address
 from .proto.certs import load_certificate, load_certificates, load_complete_cert
 from .proto.config import CompleteCert, Config, ConfigError, OurType, RelayPolicy, TrustMode
 
@@ -47,8 +48,9 @@ class CliError(QuicP2pError):
 
 
 def parse_contacts(text: str) -> list[NodeInfo]:
-    """One ``--contact``: ``HOST:PORT``, ``HOST:PORT@CERTFILE`` (PEM or DER), the
-    JSON object a node prints about itself, a JSON list of such objects (what
+    """One ``--contact``: ``HOST:PORT``, ``PEER_ID@HOST:PORT`` (the node must
+    prove that id), ``HOST:PORT@CERTFILE`` (PEM or DER: that certificate
+    exactly), the JSON object a node prints about itself, a JSON list of such objects (what
     ``quic-p2p cache export`` writes), or ``@FILE`` holding either JSON."""
     text = text.strip()
     where = "contact"
@@ -68,9 +70,11 @@ def parse_contacts(text: str) -> list[NodeInfo]:
             raise CliError(f"{where}: not a list of node contacts ({exc})") from None
     if text.startswith("{"):
         return [NodeInfo.from_json(text)]
-    addr_text, sep, cert_path = text.partition("@")
-    cert = load_certificate(_read(Path(cert_path), "certificate")) if sep else b""
-    return [NodeInfo(parse_address(addr_text), cert)]
+    left, sep, right = text.partition("@")
+    if sep and ":" not in left:  # an id has no ':', an address always has one
+        return [NodeInfo(parse_address(right), peer_id=PeerId.parse(left))]
+    cert = load_certificate(_read(Path(right), "certificate")) if sep else b""
+    return [NodeInfo(parse_address(left), cert)]
 
 
 def parse_contact(text: str) -> NodeInfo:
@@ -201,9 +205,16 @@ def _describe(event: Event) -> str | None:
         return f"[{format_address(event.peer_addr)}] {event.msg.decode('utf-8', 'replace')}"
     if isinstance(event, ConnectedTo):
         line = f"connected to {event.peer.kind.value} {format_address(event.peer.peer_addr)}"
+        if event.peer_id is not None:
+            line += f" (id {event.peer_id.short()})"
         if event.relay is not None:
             line += f" (relayed via {format_address(event.relay)})"
         return line
+    if isinstance(event, PeerAddressChanged):
+        return (
+            f"peer {event.peer_id.short()} moved from {format_address(event.old)} "
+            f"to {format_address(event.new)}"
+        )
     if isinstance(event, UpgradedToDirect):
         return (
             f"{format_address(event.peer_addr)} is now reached directly "
@@ -243,6 +254,7 @@ async def run_node(args: argparse.Namespace) -> int:
                 info = await node.our_connection_info()
             except QuicP2pError as exc:
                 print(f"note: could not learn our external address: {exc}", file=sys.stderr)
+        print("Our id:", node.peer_id, flush=True)
         print("Our connection info:", json.dumps(info.to_dict()), flush=True)
         tasks = [asyncio.ensure_future(_print_events(node))]
         if args.bootstrap:

@@ -1,14 +1,16 @@
 """Events an endpoint reports, in order, on ``QuicP2p.events()``.
 
 Frozen dataclasses with the seed's names and fields (the seed's ``err`` is
-spelled ``error``). ``Event`` is their union.
+spelled ``error``), plus ``peer_id`` on each that names a peer: the key the
+peer proved (None only for a peer never reached, whose id is unknown).
+``peer_addr`` is the address we last saw it at. ``Event`` is their union.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .peer import Address, NodeInfo, Peer
+from .peer import Address, NodeInfo, Peer, PeerId
 from .reasons import NO_REASON, Reason
 
 
@@ -33,6 +35,7 @@ class ConnectionFailure:
 
     peer_addr: Address
     error: Reason
+    peer_id: PeerId | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class SentUserMessage:
     peer_addr: Address
     msg: bytes = field(repr=False)
     token: int
+    peer_id: PeerId | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class UnsentUserMessage:
     msg: bytes = field(repr=False)
     token: int
     reason: Reason = field(default=NO_REASON, compare=False)
+    peer_id: PeerId | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,10 @@ class ConnectedTo:
     peer: Peer
     relay: Address | None = None
 
+    @property
+    def peer_id(self) -> PeerId | None:
+        return self.peer.peer_id
+
 
 @dataclass(frozen=True)
 class UpgradedToDirect:
@@ -71,6 +80,7 @@ class UpgradedToDirect:
 
     peer_addr: Address
     relay: Address
+    peer_id: PeerId | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,17 @@ class NewMessage:
 
     peer_addr: Address
     msg: bytes = field(repr=False)
+    peer_id: PeerId | None = None
+
+
+@dataclass(frozen=True)
+class PeerAddressChanged:
+    """A connected peer's packets now come from (and ours go to) another
+    address: a NAT rebinding or a migration. Same peer, same connection."""
+
+    peer_id: PeerId
+    old: Address
+    new: Address
 
 
 @dataclass(frozen=True)
@@ -95,5 +116,6 @@ Event = (
     | ConnectedTo
     | NewMessage
     | UpgradedToDirect
+    | PeerAddressChanged
     | Finish
 )

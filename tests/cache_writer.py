@@ -9,6 +9,7 @@ the tests so both sides name the same nodes; the kill loop forks ``write_forever
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -16,14 +17,15 @@ from collections.abc import Callable, Iterable
 from itertools import count
 
 from quic_p2p.cache_store import CacheStore
-from quic_p2p.peer import NodeInfo
+from quic_p2p.peer import NodeInfo, PeerId
 from quic_p2p.proto.bootstrap_cache import BootstrapCache
 
 
 def node_for(tag: int, i: int) -> NodeInfo:
-    """A distinct node per (tag, i), with a certificate of realistic size."""
-    cert = f"cert-{tag}-{i}".encode() * 40
-    return NodeInfo((f"10.{tag % 256}.{(i >> 8) % 256}.{i % 256}", 1000 + i % 60000), cert)
+    """A distinct node (its own id) per (tag, i)."""
+    peer_id = PeerId(hashlib.sha256(f"node-{tag}-{i}".encode()).digest())
+    addr = (f"10.{tag % 256}.{(i >> 8) % 256}.{i % 256}", 1000 + i % 60000)
+    return NodeInfo(addr, peer_id=peer_id)
 
 
 def write(directory: str, tag: int, numbers: Iterable[int], ready: Callable[[], object]) -> int:

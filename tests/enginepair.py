@@ -15,7 +15,7 @@ from typing import Any
 
 from quic_p2p import Config, Event, OurType
 from quic_p2p.certfiles import generate_self_signed
-from quic_p2p.peer import Address, NodeInfo
+from quic_p2p.peer import Address, NodeInfo, PeerId
 from quic_p2p.proto import Engine, EventQueue
 from quic_p2p.proto.state import Result
 
@@ -34,6 +34,10 @@ class Side:
     @property
     def node_info(self) -> NodeInfo:
         return NodeInfo(self.addr, self.engine.our_certificate)
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self.engine.peer_id
 
     def result(self, command_id: int) -> Result | None:
         return next((r for r in self.results if getattr(r, "id", None) == command_id), None)

@@ -16,6 +16,12 @@ line on stdin with one JSON line:
   {"op": "inbox"}                       -> {"ok": {"messages": [...], "upgraded": [addr...]}}
                                            (events queued so far; messages as text)
   {"op": "peers"}                       -> {"ok": ["addr", ...]}
+  {"op": "peerids"}                     -> {"ok": [{"peer_id": s | null, "addr": "host:port",
+                                                    "kind": "node" | "client"}, ...]}
+  {"op": "sendid", "peer_id": s, "msg": s}
+                                        -> like "send", to the connected peer with that id
+  {"op": "events"}                      -> {"ok": [{"type": "NewMessage", ...}, ...]}: every
+                                           event queued so far (see event_dict)
   {"op": "quit"}                        -> exits 0
 Every command is bounded by --timeout seconds.
 """
@@ -32,9 +38,13 @@ from dataclasses import replace
 
 from quic_p2p import (
     Config,
+    ConnectedTo,
+    ConnectionFailure,
+    Event,
     NewMessage,
     NodeInfo,
     OurType,
+    PeerId,
     QuicP2p,
     QuicP2pError,
     RelayPolicy,
@@ -155,9 +165,56 @@ async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
         return ep.stats
     if op == "peers":
         return [format_address(p.peer_addr) for p in ep.connected_peers()]
+    if op == "peerids":
+        return [
+            {
+                "peer_id": None if p.peer_id is None else str(p.peer_id),
+                "addr": format_address(p.peer_addr),
+                "kind": p.kind.value,
+            }
+            for p in ep.connected_peers()
+        ]
+    if op == "sendid":
+        want = PeerId.parse(str(cmd["peer_id"]))
+        matches = [p for p in ep.connected_peers() if p.peer_id == want]
+        if len(matches) != 1:
+            raise QuicP2pError(f"{len(matches)} connected peers with id {want.short()}")
+        out = await ep.send(matches[0], str(cmd["msg"]).encode())
+        if isinstance(out, SentUserMessage):
+            return "sent"
+        raise QuicP2pError(out.reason)
+    if op == "events":
+        events: list[dict[str, object]] = []
+        for _ in range(100_000):
+            try:
+                ev = await asyncio.wait_for(ep.next_event(), 0.2)
+            except TimeoutError:
+                break
+            events.append(event_dict(ev))
+        return events
     if op == "quit":
         return "bye"
     raise QuicP2pError(f"unknown op {op!r}")
+
+
+def event_dict(ev: Event) -> dict[str, object]:
+    """An event as JSON: its type, and the fields the tests read (peer ids as
+    text, addresses as host:port, messages decoded)."""
+    out: dict[str, object] = {"type": type(ev).__name__}
+    for name in ("peer_id", "peer_addr", "old", "new"):
+        value = getattr(ev, name, None)
+        if isinstance(value, PeerId):
+            out[name] = str(value)
+        elif isinstance(value, tuple):
+            out[name] = format_address(value)
+    if isinstance(ev, NewMessage):
+        out["msg"] = ev.msg.decode(errors="replace")
+    if isinstance(ev, ConnectedTo):
+        out["peer_addr"] = format_address(ev.peer.peer_addr)
+        out["peer_id"] = None if ev.peer_id is None else str(ev.peer_id)
+    if isinstance(ev, ConnectionFailure):
+        out["error"] = str(ev.error)
+    return out
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ rewrites the source with nftables, by behaviour:
 
 Every NAT drops unsolicited inbound packets addressed to itself (no ICMP).
 
+A NAT that forgets its mappings mid-connection (a rebinding, as after a
+router reboot or a conntrack timeout) is :meth:`NetLab.flush_conntrack`; it
+needs the ``conntrack`` tool (:func:`missing_conntrack`).
+
 Run as a script (``ci/netlab up|down|status``) or through the ``netlab``
 pytest fixture (tests/conftest.py). Needs root, ``ip netns`` and ``nft``;
 :func:`missing_capability` says what is missing so tests can skip cleanly.
@@ -56,6 +60,15 @@ def missing_capability() -> str | None:
         _run("ip", "netns", "del", probe)
     except subprocess.CalledProcessError as exc:
         return f"cannot create network namespaces: {exc.stderr.strip()}"
+    return None
+
+
+def missing_conntrack() -> str | None:
+    """Why :meth:`NetLab.flush_conntrack` cannot run here, or None. Flushing
+    the ruleset (``nft flush ruleset``) is not the same: established flows
+    keep their mappings in conntrack, whatever the rules say."""
+    if shutil.which("conntrack") is None:
+        return "forgetting NAT mappings needs `conntrack` (apt-get install conntrack)"
     return None
 
 
@@ -214,6 +227,48 @@ class NetLab:
     # ------------------------------------------------------------ use
     def ns_run(self, ns: str, *cmd: str, input: str | None = None) -> str:
         return _run("ip", "netns", "exec", ns, *cmd, input=input)
+
+    def flush_conntrack(self, ns: str) -> str:
+        """Empties namespace ``ns``'s conntrack table (``conntrack -F``): a NAT
+        there forgets every mapping, so each flow's next outgoing packet gets
+        a new one (a new public port under ``fully-random``; under
+        ``persistent`` Linux keeps the source port when it is free). Returns
+        conntrack's report (how many entries went)."""
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, "conntrack", "-F"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return (out.stdout + out.stderr).strip()
+
+    def udp_mappings(self, ns: str) -> dict[tuple[str, int, str, int], tuple[str, int]]:
+        """The UDP mappings a NAT in namespace ``ns`` holds now (``conntrack
+        -L``): each flow's original (source, source port, destination,
+        destination port) -> the public (address, port) it was mapped to."""
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, "conntrack", "-L", "-p", "udp"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        found: dict[tuple[str, int, str, int], tuple[str, int]] = {}
+        for line in out.stdout.splitlines():
+            fields: dict[str, list[str]] = {}
+            for word in line.split():
+                key, eq, value = word.partition("=")
+                if eq:
+                    fields.setdefault(key, []).append(value)
+            if len(fields.get("src", ())) < 2 or len(fields.get("dport", ())) < 2:
+                continue
+            # The original tuple first, then the reply's: the reply goes to
+            # the public address and port the flow was mapped to.
+            src, sport = fields["src"][0], int(fields["sport"][0])
+            dst, dport = fields["dst"][0], int(fields["dport"][0])
+            found[(src, sport, dst, dport)] = (fields["dst"][1], int(fields["dport"][1]))
+        return found
 
     def popen(self, ns: str, *cmd: str, **kwargs: object) -> subprocess.Popen[str]:
         """A process inside namespace ``ns``."""

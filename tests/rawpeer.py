@@ -16,7 +16,11 @@ from typing import Any
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from quic_p2p.certfiles import generate_self_signed
+from quic_p2p.peer import PeerId
 from quic_p2p.proto.tls import ALPN
 
 from netutil import WAIT
@@ -36,9 +40,16 @@ def header(kind: int, msg_id: int = 0, length: int = 0, version: int = 1, flags:
 CONTROL = 2  # a client's first unidirectional stream: its control stream
 
 
-def raw_configuration() -> QuicConfiguration:
-    """A client that speaks our ALPN, checks nothing and presents nothing."""
-    return QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE)
+def raw_configuration(*, present: bool = True) -> QuicConfiguration:
+    """A client that speaks our ALPN and checks nothing. It presents a fresh
+    self-signed certificate (every peer must: its key is its id), or, with
+    ``present=False``, nothing."""
+    cfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE)
+    if present:
+        ours = generate_self_signed("raw peer")
+        cfg.certificate = x509.load_der_x509_certificate(ours.cert_der)
+        cfg.private_key = serialization.load_der_private_key(ours.key_der, None)  # type: ignore[assignment]
+    return cfg
 
 
 @dataclass(eq=False)
@@ -60,6 +71,18 @@ class RawPeer(asyncio.DatagramProtocol):
     transport: asyncio.DatagramTransport | None = None
     timer: asyncio.TimerHandle | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def cert_der(self) -> bytes:
+        """The certificate this peer presents (DER; b"": none)."""
+        cert = self.quic.configuration.certificate
+        return b"" if cert is None else cert.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def peer_id(self) -> PeerId | None:
+        """The id of the certificate this peer presents (None: it presents none)."""
+        cert = self.quic.configuration.certificate
+        return None if cert is None else PeerId.from_public_key(cert.public_key())
 
     def __post_init__(self) -> None:
         cfg = self.configuration or raw_configuration()

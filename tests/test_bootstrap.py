@@ -16,9 +16,11 @@ from quic_p2p import (
     NodeInfo,
     OurType,
     Peer,
+    PeerId,
     QuicP2p,
     SentUserMessage,
 )
+from quic_p2p.peer import Address
 
 from netutil import (
     WAIT,
@@ -71,16 +73,19 @@ async def test_bootstrap_with_nothing_to_try_fails_at_once(tmp_path: Path) -> No
 
 async def test_bootstrap_failure_lists_why_each_contact_failed(tmp_path: Path) -> None:
     dead = NodeInfo(("127.0.0.1", 9))
-    invalid = NodeInfo(("127.0.0.1", 37692), b"\x01\x02\x03")
-    async with endpoints(
-        cfg(tmp_path, idle_timeout_msec=300, hard_coded_contacts=(dead, invalid))
-    ) as (me,):
-        with pytest.raises(BootstrapError) as err:
-            await asyncio.wait_for(me.bootstrap(), WAIT)
-        assert set(err.value.reasons) == {dead.peer_addr, invalid.peer_addr}
-        assert "certificate" in err.value.reasons[invalid.peer_addr]
-        ev, _ = await wait_for_event(me, BootstrapFailure)
-        assert set(ev.reasons) == {dead.peer_addr, invalid.peer_addr}
+    async with endpoints(cfg(tmp_path / "other")) as (other,):
+        # A live node, but not the key the contact pins.
+        impostor = NodeInfo(other.local_addr, peer_id=PeerId(bytes(32)))
+        contacts = (dead, impostor)
+        async with endpoints(
+            cfg(tmp_path / "me", idle_timeout_msec=300, hard_coded_contacts=contacts)
+        ) as (me,):
+            with pytest.raises(BootstrapError) as err:
+                await asyncio.wait_for(me.bootstrap(), WAIT)
+            assert set(err.value.reasons) == {dead.peer_addr, impostor.peer_addr}
+            assert "another key" in err.value.reasons[impostor.peer_addr]
+            ev, _ = await wait_for_event(me, BootstrapFailure)
+            assert set(ev.reasons) == {dead.peer_addr, impostor.peer_addr}
 
 
 @pytest.mark.parametrize("our_type", [OurType.NODE, OurType.CLIENT])
@@ -94,12 +99,18 @@ async def test_bootstrap_through_a_hard_coded_contact(tmp_path: Path, our_type: 
             assert ev.peer.peer_addr == me.local_addr
 
 
+def cached(ep: QuicP2p) -> list[tuple[PeerId | None, Address]]:
+    """The bootstrap cache as (id, address) pairs, most recent first (entries
+    pin the id: certificates are renewed at restart)."""
+    return [(n.peer_id, n.peer_addr) for n in ep.bootstrap_cache()]
+
+
 async def test_successful_connection_is_cached_incoming_is_not(tmp_path: Path) -> None:
     async with endpoints(cfg(tmp_path / "a"), cfg(tmp_path / "b")) as (a, b):
         await asyncio.wait_for(a.connect_to(b.node_info), WAIT)
         await wait_for_event(b, ConnectedTo)
-        assert a.bootstrap_cache() == [b.node_info]
-        assert b.bootstrap_cache() == []
+        assert cached(a) == [(b.peer_id, b.local_addr)]
+        assert cached(b) == []
 
 
 async def test_restarted_node_rejoins_through_its_cache(tmp_path: Path) -> None:
@@ -108,10 +119,10 @@ async def test_restarted_node_rejoins_through_its_cache(tmp_path: Path) -> None:
         async with endpoints(cfg(cache)) as (me,):
             await asyncio.wait_for(me.connect_to(a.node_info), WAIT)
             await asyncio.wait_for(me.connect_to(b.node_info), WAIT)
-            assert me.bootstrap_cache() == [b.node_info, a.node_info]
+            assert cached(me) == [(b.peer_id, b.local_addr), (a.peer_id, a.local_addr)]
         # A new process, no hard-coded contacts: the cache on disk is enough.
         async with endpoints(cfg(cache)) as (again,):
-            assert again.bootstrap_cache() == [b.node_info, a.node_info]
+            assert cached(again) == [(b.peer_id, b.local_addr), (a.peer_id, a.local_addr)]
             joined = await asyncio.wait_for(again.bootstrap(), WAIT)
             assert joined in (a.node_info, b.node_info)
             assert isinstance(await next_event(again), BootstrappedTo)
@@ -127,14 +138,17 @@ async def test_cache_is_tried_first_and_failed_entries_are_demoted(tmp_path: Pat
         await gone.aclose()
         async with endpoints(cfg(cache, idle_timeout_msec=500)) as (again,):
             # Most recent first: the node that is gone is tried first...
-            assert again.bootstrap_cache() == [gone_info, a.node_info]
+            assert cached(again) == [
+                (gone_info.peer_id, gone_info.peer_addr),
+                (a.peer_id, a.local_addr),
+            ]
             assert await asyncio.wait_for(again.bootstrap(), WAIT) == a.node_info
             await asyncio.sleep(0.2)  # let the failed attempt finish and be recorded
         # ...and after failing it is demoted, not deleted.
         restarted = QuicP2p(cfg(cache))
         await restarted.start()
         try:
-            assert gone_info in restarted.bootstrap_cache()
-            assert restarted.engine.cache.bootstrap_order()[0] == a.node_info
+            assert gone_info.peer_id in [n.peer_id for n in restarted.bootstrap_cache()]
+            assert restarted.engine.cache.bootstrap_order()[0].peer_id == a.peer_id
         finally:
             await restarted.aclose()

@@ -149,12 +149,14 @@ def test_node_pair_chat_over_stdin(tmp_path: Path) -> None:
     a = Proc("node", "--ip", "127.0.0.1", "--no-stdin", "--cache-dir", str(tmp_path / "a"))
     b = None
     try:
+        our_id = a.expect("Our id:").split(":", 1)[1].strip()
         info_json = a.expect("Our connection info:").split(":", 1)[1].strip()
         info = json.loads(info_json)
+        assert info["peer_id"] == our_id
         b = Proc(
             "node", "--ip", "127.0.0.1", "--contact", info_json, "--cache-dir", str(tmp_path / "b")
         )
-        b.expect("connected to node " + info["peer_addr"])
+        b.expect("connected to node " + info["addresses"][0])
         b.send("hello from b")
         line = a.expect("hello from b")
         assert line.startswith("[127.0.0.1:")
@@ -184,8 +186,13 @@ def test_cache_show_export_clear(tmp_path: Path) -> None:
     shown = run("cache", "show", "--cache-dir", str(tmp_path))
     assert "2 entries" in shown.stdout
     assert shown.stdout.index("127.0.0.1:4001") < shown.stdout.index("127.0.0.1:4000")
+    for n in nodes:
+        assert str(n.peer_id) in shown.stdout
     exported = json.loads(run("cache", "export", "--cache-dir", str(tmp_path)).stdout)
-    assert [NodeInfo.from_dict(d) for d in exported] == nodes[::-1]
+    # Entries keep the id and the addresses (certificates are renewed).
+    assert [NodeInfo.from_dict(d) for d in exported] == [
+        NodeInfo(n.peer_addr, peer_id=n.peer_id) for n in nodes[::-1]
+    ]
     assert run("cache", "clear", "--cache-dir", str(tmp_path)).returncode == 0
     assert "0 entries" in run("cache", "show", "--cache-dir", str(tmp_path)).stdout
 
@@ -394,7 +401,7 @@ def test_aioquic_log_lines_only_with_verbose(tmp_path: Path) -> None:
             run("certs", "self-signed", "--name", "other", "--out-dir", str(tmp_path)).returncode
             == 0
         )
-        contact = f"{info['peer_addr']}@{tmp_path / 'other.pem'}"
+        contact = f"{info['addresses'][0]}@{tmp_path / 'other.pem'}"
         quiet = run("echo", contact, "--ip", "127.0.0.1", timeout=60)
         assert quiet.returncode == 1
         assert quiet.stderr.startswith("quic-p2p: error:"), quiet.stderr

@@ -25,7 +25,7 @@ def test_echo_in_a_private_ca_network_needs_and_uses_a_ca_certificate(tmp_path: 
     )  # fmt: skip
     try:
         info_json = node.expect("Our connection info:").split(":", 1)[1].strip()
-        addr = json.loads(info_json)["peer_addr"]
+        addr = json.loads(info_json)["addresses"][0]
         anonymous = run("echo", addr, "--ip", "127.0.0.1", *ca, timeout=60)
         assert anonymous.returncode == 1
         assert "--cert/--key" in anonymous.stderr and "Traceback" not in anonymous.stderr

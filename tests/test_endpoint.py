@@ -14,6 +14,7 @@ from quic_p2p import (
     EchoError,
     Event,
     Finish,
+    InvalidContactError,
     NewMessage,
     NodeInfo,
     OurType,
@@ -65,11 +66,13 @@ async def test_echo_service() -> None:
             assert info.peer_cert_der == n1.our_certificate
             # qp2p2 sends to qp2p1 (as the network sees it).
             outcome = await asyncio.wait_for(n2.send(info, b"\x0c\x0d\x0e\xfd", 19923), WAIT)
-            assert outcome == SentUserMessage(info.peer_addr, b"\x0c\x0d\x0e\xfd", 19923)
+            assert outcome == SentUserMessage(
+                info.peer_addr, b"\x0c\x0d\x0e\xfd", 19923, info.peer_id
+            )
             ev = await next_event(n1)
             assert ev == ConnectedTo(Peer.node(n2.node_info))
             ev = await next_event(n1)
-            assert ev == NewMessage(n2.local_addr, b"\x0c\x0d\x0e\xfd")
+            assert ev == NewMessage(n2.local_addr, b"\x0c\x0d\x0e\xfd", n2.peer_id)
             ev2 = [await next_event(n2), await next_event(n2)]
             assert ev2 == [ConnectedTo(Peer.node(info)), outcome]
 
@@ -131,12 +134,11 @@ async def test_connect_to_fails_when_nobody_listens() -> None:
         assert isinstance(ev, ConnectionFailure) and ev.peer_addr == ("127.0.0.1", 1)
 
 
-async def test_connect_to_with_an_invalid_certificate_fails_at_once() -> None:
-    async with endpoints(node_config()) as (n,):
-        with pytest.raises(ConnectionFailedError):
-            await n.connect_to(NodeInfo(("127.0.0.1", 1), b"\x01\x02\x03"))
-        ev = await next_event(n)
-        assert isinstance(ev, ConnectionFailure) and "certificate" in ev.error
+def test_a_contact_with_an_invalid_certificate_is_refused_where_it_is_made() -> None:
+    with pytest.raises(InvalidContactError, match="certificate"):
+        NodeInfo(("127.0.0.1", 1), b"\x01\x02\x03")
+    with pytest.raises(InvalidContactError, match="certificate"):
+        NodeInfo.from_dict({"addresses": ["127.0.0.1:1"], "peer_cert_der": "AQID"})
 
 
 async def test_incoming_connections_yield_connected_to_with_the_dialers_certificate() -> None:
@@ -154,7 +156,10 @@ async def test_is_hard_coded_contact() -> None:
         cfg = node_config(hard_coded_contacts=(contact.node_info,))
         async with endpoints(cfg) as (n,):
             assert n.is_hard_coded_contact(contact.node_info)
-            assert not n.is_hard_coded_contact(NodeInfo(("127.0.0.1", 9), b"x"))
+            assert not n.is_hard_coded_contact(NodeInfo(("127.0.0.1", 9)))
+            # The same Node at another address (by id) is the contact.
+            assert n.is_hard_coded_contact(contact.node_info.at(("127.0.0.1", 9)))
+            assert not n.is_hard_coded_contact(n.node_info)
 
 
 # ------------------------------------------------------------------ roles
@@ -163,11 +168,11 @@ async def test_client_uses_one_connection_and_is_never_treated_as_a_node() -> No
         peer = await asyncio.wait_for(c.connect_to(n.node_info), WAIT)
         assert peer == Peer.node(n.node_info)
         ev = await next_event(n)
-        assert ev == ConnectedTo(Peer.client(c.local_addr))
+        assert ev == ConnectedTo(Peer.client(c.local_addr, c.peer_id))
         # Both directions over the client's one connection.
-        assert (await c.send(peer, b"up", 1)) == SentUserMessage(n.local_addr, b"up", 1)
-        assert (await next_event(n)) == NewMessage(c.local_addr, b"up")
-        client = Peer.client(c.local_addr)
+        assert (await c.send(peer, b"up", 1)) == SentUserMessage(n.local_addr, b"up", 1, n.peer_id)
+        assert (await next_event(n)) == NewMessage(c.local_addr, b"up", c.peer_id)
+        client = Peer.client(c.local_addr, c.peer_id)
         assert isinstance(await n.send(client, b"down", 2), SentUserMessage)
         ev, _ = await wait_for_event(c, NewMessage)
         assert ev.msg == b"down"

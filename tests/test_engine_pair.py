@@ -74,7 +74,9 @@ def test_client_handshake_is_accepted_with_one_connection() -> None:
     peer = connect(net, client, node)
     assert peer == Peer.node(node.node_info)
     net.run(lambda: bool(node.of_type(ConnectedTo)))
-    assert node.of_type(ConnectedTo) == [ConnectedTo(Peer.client(client.addr), None)]
+    assert node.of_type(ConnectedTo) == [
+        ConnectedTo(Peer.client(client.addr, client.peer_id), None)
+    ]
     assert len(client.engine.connections()) == 1 == len(node.engine.connections())
 
 
@@ -83,8 +85,8 @@ def test_a_message_and_its_acknowledgement() -> None:
     a, b = net.engine(), net.engine()
     peer = connect(net, a, b)
     outcome = send(net, a, peer, b"hello", 7)
-    assert outcome == SentUserMessage(b.addr, b"hello", 7)
-    assert b.of_type(NewMessage) == [NewMessage(a.addr, b"hello")]
+    assert outcome == SentUserMessage(b.addr, b"hello", 7, b.peer_id)
+    assert b.of_type(NewMessage) == [NewMessage(a.addr, b"hello", a.peer_id)]
 
 
 def test_an_oversized_message_is_refused_by_the_receiver() -> None:
@@ -95,7 +97,9 @@ def test_an_oversized_message_is_refused_by_the_receiver() -> None:
     assert isinstance(outcome, UnsentUserMessage)
     assert "refused by the peer" in outcome.reason and "too_large" in outcome.reason
     assert not b.of_type(NewMessage)
-    assert send(net, a, peer, bytes(16_384), 2) == SentUserMessage(b.addr, bytes(16_384), 2)
+    assert send(net, a, peer, bytes(16_384), 2) == SentUserMessage(
+        b.addr, bytes(16_384), 2, b.peer_id
+    )
 
 
 def test_a_send_that_times_out_is_unsent_and_never_delivered_later() -> None:
@@ -149,7 +153,7 @@ def test_a_relay_session_and_its_upgrade_to_direct() -> None:
     peer = result.peer
     assert peer is not None
     assert send(net, a, peer, b"through the relay") == SentUserMessage(
-        b.addr, b"through the relay", 1
+        b.addr, b"through the relay", 1, b.peer_id
     )
     assert r.engine.stats["relay: bytes forwarded"] > 0
     assert not r.of_type(NewMessage)
@@ -161,11 +165,13 @@ def test_a_relay_session_and_its_upgrade_to_direct() -> None:
     net.run(lambda: a.result(probe) is not None)
     probed = a.result(probe)
     assert isinstance(probed, ProbeResult) and probed.reached
-    assert a.of_type(UpgradedToDirect) == [UpgradedToDirect(b.addr, r.addr)]
+    assert a.of_type(UpgradedToDirect) == [UpgradedToDirect(b.addr, r.addr, b.peer_id)]
     assert a.engine.relayed_via(b.addr) is None
     # b probes too (the rendezvous's notice), and the session ends.
     net.run(lambda: b.engine.relayed_via(a.addr) is None and not r.engine.relay_sessions())
     forwarded = r.engine.stats["relay: bytes forwarded"]
-    assert send(net, a, peer, b"direct now", 2) == SentUserMessage(b.addr, b"direct now", 2)
+    assert send(net, a, peer, b"direct now", 2) == SentUserMessage(
+        b.addr, b"direct now", 2, b.peer_id
+    )
     assert r.engine.stats["relay: bytes forwarded"] == forwarded
     assert [m.msg for m in b.of_type(NewMessage)] == [b"through the relay", b"direct now"]

@@ -18,7 +18,6 @@ from quic_p2p import (
 )
 from quic_p2p.accel import FrameDecoder
 from quic_p2p.accel.types import FrameKind
-from quic_p2p.certfiles import generate_self_signed
 from quic_p2p.proto.limits import UNPROVEN_MAX_BYTES
 from quic_p2p.proto.wire import RejectReason, decode_reject, frame
 
@@ -43,7 +42,7 @@ async def test_an_unproven_node_cannot_make_us_hold_more_than_the_budget() -> No
     async with endpoints(node_config()) as (victim,):
         peer = await RawPeer.connect(victim.local_addr)
         try:
-            peer.send(CONTROL, frame(FrameKind.HANDSHAKE_NODE, generate_self_signed().cert_der))
+            peer.send(CONTROL, frame(FrameKind.HANDSHAKE_NODE, peer.cert_der))
             body = bytes(MIB)
             for msg_id in range(1, 49):
                 sid = peer.new_stream()
@@ -66,7 +65,7 @@ async def test_small_messages_of_an_unproven_node_are_bounded_by_bytes_too() -> 
     async with endpoints(node_config()) as (victim,):
         peer = await RawPeer.connect(victim.local_addr)
         try:
-            peer.send(CONTROL, frame(FrameKind.HANDSHAKE_NODE, generate_self_signed().cert_der))
+            peer.send(CONTROL, frame(FrameKind.HANDSHAKE_NODE, peer.cert_der))
             body = bytes(16 * 1024)  # the largest message the control stream carries
             count = UNPROVEN_MAX_BYTES // len(body) + 20
             for msg_id in range(1, count + 1):
@@ -120,4 +119,6 @@ async def test_a_client_refused_by_the_per_ip_limit_is_told_so() -> None:
         await asyncio.wait_for(c1.connect_to(NodeInfo(n.local_addr)), WAIT)
         with pytest.raises(ConnectionFailedError, match="refused"):
             await asyncio.wait_for(c2.connect_to(NodeInfo(n.local_addr)), WAIT)
-        await wait_for_event(n, ConnectedTo, lambda e: e.peer == Peer.client(c1.local_addr))
+        await wait_for_event(
+            n, ConnectedTo, lambda e: e.peer == Peer.client(c1.local_addr, c1.peer_id)
+        )

@@ -16,10 +16,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from netlab import PUB2_ADDR, RDV_ADDR, NetLab
+from netlab import PUB2_ADDR, RDV_ADDR, NetLab, missing_conntrack
 from netutil import python_argv, python_env
 
 # netns: skip or fail (tests/conftest.py). xdist_group: under pytest-xdist
@@ -384,3 +385,99 @@ def test_nat_traversal_matrix(lab: NetLab, expected: str) -> None:
         assert len(relayed) == len(results), results
     last = "direct" if results[-1].direct_after is not None else results[-1].path
     _exactly_once(rdv, a, b, lab, expect_relay=None if last == "direct" else last)
+
+
+@pytest.mark.parametrize(
+    ("lab", "kind", "port_changes"),
+    [
+        (("cone",), "client", False),
+        (("symmetric",), "client", True),
+        (("symmetric",), "node", True),
+    ],
+    indirect=["lab"],
+    ids=["cone-keeps-port", "symm-new-port", "node-symm-new-port"],
+)
+def test_a_peer_survives_its_nat_forgetting_the_mapping(
+    lab: NetLab, kind: str, port_changes: bool, record_property: Any
+) -> None:
+    """The Client's NAT loses its conntrack state mid-connection (conntrack
+    -F, as a router reboot or a mapping timeout does). Its next packet gets a
+    new mapping: the same public port under ``persistent`` (cone), a new
+    random one under ``fully-random`` (symm), i.e. a NAT rebinding. The
+    Node keeps the Client as the same peer, on the same connection (QUIC
+    migrates the path), reports PeerAddressChanged when the port moved, and
+    messages flow both ways. A Node behind the NAT also has the public
+    Node's connection back to it, which the move strands (aioquic, as its
+    client, drops what comes from the new address): the public Node drops
+    it and goes on over the other, and the NATed Node keeps the peer when
+    the stranded one idles out (5 s here), so messages still flow after."""
+    why = missing_conntrack()
+    if why is not None:
+        pytest.skip(why)
+    rdv = agent(lab, lab.rdv, "--ip", RDV_ADDR, "--port", "4433")
+    host = lab.hosts[0]
+    client = agent(
+        lab, host.ns, "--ip", "0.0.0.0", "--type", kind, "--contact", json.dumps(rdv.info)
+    )
+    client_id, rdv_id = client.info["peer_id"], rdv.info["peer_id"]
+    assert client_id and rdv_id and client_id != rdv_id, (client.info, rdv.info)
+
+    def the_client() -> dict[str, str]:
+        peers = rdv.ask("peerids")["ok"]
+        assert isinstance(peers, list) and len(peers) == 1, peers
+        (peer,) = peers
+        assert peer["peer_id"] == client_id and peer["kind"] == kind, peers
+        return peer  # type: ignore[no-any-return]
+
+    def mapped() -> str:
+        """The public address the NAT maps the Client's flow to the Node to."""
+        flows = lab.udp_mappings(host.nat_ns)
+        (public,) = [
+            v for k, v in flows.items() if k[0] == host.address and k[2:] == (RDV_ADDR, 4433)
+        ]
+        return f"{public[0]}:{public[1]}"
+
+    assert client.ask("send", to=rdv.info, msg="up before") == {"ok": "sent"}
+    assert rdv.ask("sendid", peer_id=client_id, msg="down before") == {"ok": "sent"}
+    before = the_client()["addr"]
+    assert before == mapped() and before.startswith(host.public_address + ":"), before
+    rdv.ask("events")
+    client.ask("events")
+
+    report = lab.flush_conntrack(host.nat_ns)
+    started = time.monotonic()
+    assert client.ask("send", to=rdv.info, msg="up after") == {"ok": "sent"}
+    took = time.monotonic() - started
+    print(f"\n{host.behaviour}: conntrack -F ({report}); first message after it in {took:.3f} s")
+    record_property("nat_flush_recovery_s", f"{took:.3f}")
+    assert rdv.ask("sendid", peer_id=client_id, msg="down after") == {"ok": "sent"}
+
+    # The lab did what it should (a new port under fully-random, the same
+    # under persistent), and the Node follows the NAT's new mapping.
+    now = mapped()
+    assert (now != before) is port_changes, (before, now)
+    after = the_client()["addr"]
+    assert after == now, (before, after, now)
+    node_events = rdv.ask("events")["ok"]
+    client_events = client.ask("events")["ok"]
+    assert isinstance(node_events, list) and isinstance(client_events, list)
+    moved = [e for e in node_events if e["type"] == "PeerAddressChanged"]
+    expected = [{"type": "PeerAddressChanged", "peer_id": client_id, "old": before, "new": after}]
+    assert moved == (expected if port_changes else []), node_events
+    for events, other_id, msg in (
+        (node_events, client_id, "up after"),
+        (client_events, rdv_id, "down after"),
+    ):
+        got = [e for e in events if e["type"] == "NewMessage"]
+        assert [(e["msg"], e["peer_id"]) for e in got] == [(msg, other_id)], events
+        assert not [e for e in events if e["type"] in ("ConnectionFailure", "ConnectedTo")], events
+    assert the_client()["addr"] == after
+    if kind == "node":
+        time.sleep(6)  # past the stranded connection's idle timeout (5 s)
+        assert client.ask("send", to=rdv.info, msg="up later") == {"ok": "sent"}
+        assert rdv.ask("sendid", peer_id=client_id, msg="down later") == {"ok": "sent"}
+        for x in (rdv, client):
+            later = x.ask("events")["ok"]
+            assert isinstance(later, list)
+            assert not [e for e in later if e["type"] == "ConnectionFailure"], later
+        assert the_client()["addr"] == after

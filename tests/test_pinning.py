@@ -6,6 +6,7 @@ else holds the address)."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -25,6 +26,9 @@ from quic_p2p.certfiles import generate_self_signed
 from netutil import WAIT, drain, endpoints, node_config, wait_for_event
 
 OTHER = generate_self_signed().cert_der  # a certificate nobody here holds
+#: How a pin nobody holds is refused: by the record's proven key, or inside
+#: TLS (a pinned self-signed certificate is the only trust anchor).
+PIN_REFUSED = r"another key than the one pinned|TLS handshake failed \(alert 42"
 
 
 def _messages(ep):  # type: ignore[no-untyped-def]
@@ -35,10 +39,10 @@ async def test_connected_address_with_another_pin_is_refused() -> None:
     async with endpoints(node_config(), node_config()) as (a, b):
         await asyncio.wait_for(a.connect_to(NodeInfo(b.local_addr)), WAIT)  # no pin
         wrong = NodeInfo(b.local_addr, OTHER)
-        with pytest.raises(ConnectionFailedError, match="another certificate"):
+        with pytest.raises(ConnectionFailedError, match=PIN_REFUSED):
             await asyncio.wait_for(a.connect_to(wrong), WAIT)
         out = await asyncio.wait_for(a.send(wrong, b"for Z only", 1), WAIT)
-        assert isinstance(out, UnsentUserMessage) and "another certificate" in out.reason
+        assert isinstance(out, UnsentUserMessage) and re.search(PIN_REFUSED, out.reason)
         assert out.msg == b"for Z only"
         out = await asyncio.wait_for(a.send(Peer.node(wrong), b"for Z only", 2), WAIT)
         assert isinstance(out, UnsentUserMessage)
@@ -57,10 +61,10 @@ async def test_pin_is_checked_for_a_connection_still_being_set_up() -> None:
         joined = asyncio.ensure_future(a.connect_to(wrong))
         sent = asyncio.ensure_future(a.send(wrong, b"for Z only", 1))
         await asyncio.wait_for(first, WAIT)
-        with pytest.raises(ConnectionFailedError, match="another certificate"):
+        with pytest.raises(ConnectionFailedError, match=PIN_REFUSED):
             await asyncio.wait_for(joined, WAIT)
         out = await asyncio.wait_for(sent, WAIT)
-        assert isinstance(out, UnsentUserMessage) and "another certificate" in out.reason
+        assert isinstance(out, UnsentUserMessage) and re.search(PIN_REFUSED, out.reason)
         await wait_for_event(b, ConnectedTo)
         await asyncio.sleep(0.2)
         assert _messages(b) == []
@@ -70,7 +74,7 @@ async def test_pin_is_checked_by_a_client_too() -> None:
     async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (n, c):
         await asyncio.wait_for(c.connect_to(NodeInfo(n.local_addr)), WAIT)
         wrong = NodeInfo(n.local_addr, OTHER)
-        with pytest.raises(ConnectionFailedError, match="match the pinned"):
+        with pytest.raises(ConnectionFailedError, match=PIN_REFUSED):
             await asyncio.wait_for(c.connect_to(wrong), WAIT)
         out = await asyncio.wait_for(c.send(wrong, b"for Z only", 1), WAIT)
         assert isinstance(out, UnsentUserMessage)
@@ -88,6 +92,6 @@ async def test_bootstrap_does_not_reuse_a_connection_under_another_pin() -> None
             # completes, the cache would offer y's real certificate instead).
             dial = asyncio.ensure_future(x.connect_to(NodeInfo(y.local_addr)))
             await asyncio.sleep(0)
-            with pytest.raises(BootstrapError, match="another certificate"):
+            with pytest.raises(BootstrapError, match=PIN_REFUSED):
                 await asyncio.wait_for(x.bootstrap(), WAIT)
             await asyncio.wait_for(dial, WAIT)

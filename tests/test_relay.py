@@ -203,7 +203,7 @@ async def test_upgrade_to_direct_keeps_the_connection_and_its_messages() -> None
         peer = await asyncio.wait_for(a.connect_to(b.node_info, via=r.node_info), WAIT)
         assert peer == Peer.node(b.node_info)
         ev, _ = await wait_for_event(a, UpgradedToDirect)
-        assert ev == UpgradedToDirect(b.local_addr, r.local_addr)
+        assert ev == UpgradedToDirect(b.local_addr, r.local_addr, b.peer_id)
         _, before_b = await wait_for_event(b, UpgradedToDirect)
         assert a.relayed_via(b.node_info) is None and b.relayed_via(a.node_info) is None
         outcomes = await asyncio.wait_for(asyncio.gather(*during), WAIT)

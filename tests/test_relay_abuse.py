@@ -18,8 +18,8 @@ import pytest
 from quic_p2p import (
     ConnectedTo,
     ConnectionFailedError,
-    ConnectionFailure,
     Event,
+    NewMessage,
     NodeInfo,
     QuicP2p,
     RelayPolicy,
@@ -181,18 +181,18 @@ async def test_a_relay_cannot_claim_the_address_of_a_node_we_know_by_another_cer
             await asyncio.wait_for(
                 impostor.connect_to(victim.node_info, via=relay.node_info, punch=False), WAIT
             )
-        key = "relay sessions declined: not the certificate we know for that address"
+        key = "relay sessions declined: not the key we know for that address"
         assert victim.stats.get(key) == 1
         assert not _connected_events(drain(victim))
 
 
-async def test_a_direct_handshake_takes_an_address_back_from_a_relayed_claim(
+async def test_a_relayed_claim_of_an_address_never_stands_for_the_node_there(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A relay we chose may introduce a Node under an address we know nothing
-    of (addresses of relayed peers are what the relay says). When the real
-    Node at that address connects directly, it proves the address: the
-    relayed claim is dropped, not the real Node refused as a duplicate."""
+    of (addresses of relayed peers are what the relay says). Peers are their
+    keys: the claim is that peer's address hint, never the identity of the
+    real Node at that address, which connects directly as itself."""
     async with _a_relay_we_chose_and_an_impostor() as (victim, relay, impostor, x):
         claim = NodeInfo(x.local_addr, impostor.our_certificate)
         with lying_announcements(monkeypatch, impostor.local_addr, claim):
@@ -201,17 +201,16 @@ async def test_a_direct_handshake_takes_an_address_back_from_a_relayed_claim(
             )
         ev, _ = await wait_for_event(victim, ConnectedTo)
         assert ev.peer.peer_addr == x.local_addr and ev.relay == relay.local_addr  # the claim
+        assert ev.peer_id == impostor.peer_id  # ...by the impostor's own key
         await asyncio.wait_for(x.connect_to(victim.node_info), WAIT)
-        failure, _ = await wait_for_event(
-            victim, ConnectionFailure, lambda e: e.peer_addr == x.local_addr
-        )
-        assert "proved that address directly" in failure.error
-        ev, _ = await wait_for_event(
-            victim, ConnectedTo, lambda e: e.peer.peer_addr == x.local_addr
-        )
-        assert ev.relay is None
+        ev, _ = await wait_for_event(victim, ConnectedTo, lambda e: e.peer_id == x.peer_id)
+        assert ev.relay is None and ev.peer.peer_addr == x.local_addr
         assert victim.relayed_via(x.local_addr) is None
         assert isinstance(await victim.send(x.node_info, b"to the real x", 1), SentUserMessage)
+        got, _ = await wait_for_event(x, NewMessage)
+        assert got.msg == b"to the real x" and got.peer_id == victim.peer_id
+        ids = sorted(str(p.peer_id) for p in victim.connected_peers())
+        assert ids == sorted(str(p) for p in (relay.peer_id, impostor.peer_id, x.peer_id))
 
 
 async def test_a_relay_announcement_never_aborts_a_connection_in_progress() -> None:

@@ -472,7 +472,7 @@ async def _garbage_flood(total: int, seed: int) -> None:
                 s.close()
         assert accounted(n) - base == sent - live, n.stats
         assert n.stats["connections"] == conns_before, "garbage created connection state"
-        assert n.connected_peers() == [Peer.client(c.local_addr)]
+        assert n.connected_peers() == [Peer.client(c.local_addr, c.peer_id)]
         got = [e.msg for e in drain(n) if isinstance(e, NewMessage)]
         assert got == [b"still here %d" % k for k in range(messages)]
         growth = mem1 - mem0
@@ -677,7 +677,7 @@ async def test_connection_limit_refuses_cleanly_and_existing_peers_keep_working(
                     for i, (c, p) in enumerate(zip(clients, peers, strict=False))
                 ),
                 *(
-                    n.send(Peer.client(c.local_addr), b"down", i)
+                    n.send(Peer.client(c.local_addr, c.peer_id), b"down", i)
                     for i, c in enumerate(clients[:limit])
                 ),
             ),
@@ -703,7 +703,7 @@ async def _stream_flood(large: int, size: int, small: int) -> None:
     async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (n, c):
         peer = await asyncio.wait_for(c.connect_to(n.node_info), WAIT)
         await wait_for_event(n, ConnectedTo)
-        back = Peer.client(c.local_addr)
+        back = Peer.client(c.local_addr, c.peer_id)
         up = [payload(4, i, size) for i in range(large)] + [
             payload(5, i, 200) for i in range(small)
         ]

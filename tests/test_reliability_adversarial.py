@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pytest
 
 from quic_p2p import (
+    Cause,
     ConnectedTo,
     ConnectionFailedError,
     ConnectionFailure,
@@ -76,7 +77,7 @@ async def raw_peer(victim: QuicP2p, *, client_handshake: bool) -> RawPeer:
     if client_handshake:
         peer.send(CONTROL, frame(FrameKind.HANDSHAKE_CLIENT))
         ev, _ = await wait_for_event(victim, ConnectedTo)
-        assert ev.peer == Peer.client(peer.addr)
+        assert ev.peer == Peer.client(peer.addr, peer.peer_id)
     return peer
 
 
@@ -245,7 +246,7 @@ async def test_raw_peer_violation_is_closed_with_its_code(case: Case) -> None:
                 assert case.reason in failures[0].error, failures[0].error
             else:
                 assert failures == []
-            assert Peer.client(bad.addr) not in victim.connected_peers()
+            assert Peer.client(bad.addr, bad.peer_id) not in victim.connected_peers()
             assert not [
                 c for c in victim.engine.connections() if c.peer_addr == bad.addr and not c.closed
             ]
@@ -357,22 +358,13 @@ async def claim_certificate(
     bad: QuicP2p, victim: QuicP2p, cert: bytes
 ) -> tuple[ConnectionInfo, list[ConnectionInfo]]:
     """``bad`` dials ``victim`` claiming ``cert`` in its Node handshake; waits until
-    that connection and the victim's reverse connection(s) to ``bad`` are down.
-    Returns (bad's connection, the reverse connections as ``bad`` accepted them)."""
+    that connection is down. Returns (bad's connection, any connections the
+    victim opened back to ``bad`` meanwhile)."""
     before = {c.id for c in bad.engine.connections()}
     conn = await dial_with_handshake(bad, victim.node_info, frame(FrameKind.HANDSHAKE_NODE, cert))
-    reverse: list[int] = []
-
-    def reverse_down() -> bool:
-        reverse.extend(
-            c.id
-            for c in bad.engine.connections()
-            if c.id not in before and not c.outgoing and c.id not in reverse
-        )
-        return bool(reverse) and all(is_down(bad, c) for c in reverse)
-
-    await until(lambda: is_down(bad, conn) and reverse_down())
-    return await closed(bad, conn), [await closed(bad, c) for c in reverse]
+    await until(lambda: is_down(bad, conn))
+    reverse = [c for c in bad.engine.connections() if c.id not in before and not c.outgoing]
+    return await closed(bad, conn), reverse
 
 
 async def _connect(a: QuicP2p, b: QuicP2p) -> Peer:
@@ -403,16 +395,16 @@ async def test_handshake_from_the_accepting_side_is_bad_handshake() -> None:
         assert victim.connected_peers() == []
 
 
-async def test_node_whose_reverse_connection_presents_another_certificate() -> None:
-    """The attacker claims a third node's certificate in its Node handshake;
-    the victim's reverse connection finds the attacker's own certificate."""
+async def test_node_claiming_another_nodes_certificate_is_refused_at_once() -> None:
+    """The attacker claims a third node's certificate in its Node handshake.
+    Every peer proves its key in TLS, so the claim is checked against it at
+    once: refused with CERTIFICATE_MISMATCH, never dialled back."""
     async with endpoints(node_config(), node_config(), node_config()) as (victim, bad, third):
         conn, reverse = await claim_certificate(bad, victim, third.our_certificate)
-        assert conn.closed
-        assert conn.close_code == ErrorCode.REVERSE_CONNECT_FAILED
-        # The pin is enforced inside TLS: the victim's client aborts the
-        # handshake with bad_certificate (CRYPTO_ERROR 0x100 + alert 42).
-        assert [c.close_code for c in reverse] == [TLS_BAD_CERTIFICATE]
+        assert conn.closed and conn.closed_by_peer
+        assert conn.close_code == ErrorCode.CERTIFICATE_MISMATCH
+        assert "claims another key than it proved" in conn.close_reason
+        assert reverse == []
         # Never visible to the victim's application: no peer, no failure event.
         assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
         assert victim.connected_peers() == []
@@ -480,21 +472,29 @@ async def test_client_where_a_node_is_being_dialled_is_role_mismatch() -> None:
             p.close()
 
 
-async def test_second_connection_from_a_connected_node_is_a_duplicate() -> None:
+async def test_second_connection_from_a_connected_node_replaces_the_first() -> None:
+    """A new connection in from a key we hold a record for means the peer
+    restarted (or lost its state) while our record lived on: only the holder
+    of the key can open one, so it replaces the old record instead of being
+    refused until that idles out. Never two records for one key."""
     async with endpoints(node_config(), node_config()) as (victim, bad):
         await _connect(bad, victim)
         drain(victim)
         extra = await dial_with_handshake(
             bad, victim.node_info, frame(FrameKind.HANDSHAKE_NODE, bad.our_certificate)
         )
-        extra_side = await closed(bad, extra)
-        assert extra_side.close_code == ErrorCode.DUPLICATE_HANDSHAKE
-        # Only the extra connection is closed: no second peer, and the
-        # established one keeps working.
-        assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
-        assert victim.connected_peers() == [Peer.node(bad.node_info)]
+        ev, _ = await wait_for_event(victim, ConnectionFailure)
+        assert ev.peer_id == bad.peer_id and ev.error.cause is Cause.REPLACED, ev
+        assert "connected again" in ev.error
+        assert victim.stats["peers replaced by a new connection from the same key"] == 1
+        assert len([p for p in victim.connected_peers() if p.peer_id == bad.peer_id]) <= 1
+        info = bad.engine.connection(extra)
+        assert info is not None and info.close_code != ErrorCode.DUPLICATE_HANDSHAKE
+        # The peer reconnects as usual, to the one record.
+        await asyncio.wait_for(bad.connect_to(victim.node_info), WAIT)
         out = await asyncio.wait_for(bad.send(Peer.node(victim.node_info), b"ok", 1), WAIT)
         assert isinstance(out, SentUserMessage)
+        assert [p.peer_id for p in victim.connected_peers()] == [bad.peer_id]
 
 
 async def test_ca_issued_node_presenting_another_certificate_is_certificate_mismatch(
@@ -509,23 +509,14 @@ async def test_ca_issued_node_presenting_another_certificate_is_certificate_mism
     ca = create_ca("adversarial test CA")
     cfgs = [node_config(our_complete_cert=issue_certificate(ca, f"n{i}")) for i in range(3)]
     async with endpoints(*cfgs) as (victim, bad, third):
-        with pytest.raises(ConnectionFailedError, match="does not match"):
+        with pytest.raises(ConnectionFailedError, match="another key than expected"):
             await asyncio.wait_for(
                 victim.connect_to(NodeInfo(bad.local_addr, third.our_certificate)), WAIT
             )
         ev, _ = await wait_for_event(victim, ConnectionFailure)
-        assert ev.peer_addr == bad.local_addr and "does not match" in ev.error
-        # And a Node claiming a certificate that is not its own, at the reverse step.
+        assert ev.peer_addr == bad.local_addr and "another key than expected" in ev.error
+        assert any("another key than expected" in r.getMessage() for r in caplog.records)
+        # And a Node claiming a certificate that is not its own: refused at once.
         conn, reverse = await claim_certificate(bad, victim, third.our_certificate)
-        assert conn.closed
-        assert conn.close_code == ErrorCode.REVERSE_CONNECT_FAILED
-        # The victim closes its reverse connection with CERTIFICATE_MISMATCH; the
-        # attacker may only see APPLICATION_ERROR (0x0c): a close sent before the
-        # handshake is confirmed also goes out in Handshake packets, where RFC
-        # 9000 §10.2.3 replaces application codes with it.
-        assert any("does not match the pinned one" in r.getMessage() for r in caplog.records)
-        assert [c.close_code for c in reverse] in (
-            [ErrorCode.CERTIFICATE_MISMATCH],
-            [0x0C],
-        )
+        assert conn.close_code == ErrorCode.CERTIFICATE_MISMATCH and reverse == []
         assert victim.connected_peers() == []

@@ -446,48 +446,91 @@ def test_retry_tokens_stateful_c_against_twin(c_impl: ModuleType, py_impl: Modul
 
 
 # ------------------------------------------------------------------ cache loader
-def _entry_bytes(ip: bytes, port: int, last: int, failures: int, cert: bytes) -> bytes:
+def _v1_entry_bytes(ip: bytes, port: int, last: int, failures: int, cert: bytes) -> bytes:
     return bytes([len(ip)]) + ip + struct.pack("<HQBI", port, last, failures, len(cert)) + cert
+
+
+def _v2_entry_bytes(
+    peer_id: bytes, last: int, failures: int, addrs: list[tuple[bytes, int]], n_addrs: int
+) -> bytes:
+    head = struct.pack("<32sQBB", peer_id, last, failures, n_addrs & 0xFF)
+    return head + b"".join(bytes([len(ip)]) + ip + struct.pack("<H", port) for ip, port in addrs)
+
+
+@functools.cache
+def _real_certs() -> tuple[bytes, ...]:
+    """Three keys' certificates: version-1 entries that migrate to an id."""
+    from quic_p2p.certfiles import generate_self_signed
+
+    return tuple(generate_self_signed(f"fuzz {i}").cert_der for i in range(3))
 
 
 @st.composite
 def cache_file(draw: st.DrawFn) -> bytes:
-    """Mostly well-formed files (valid checksum) with hostile contents:
-    duplicate keys, more entries than the capacity, extreme stamps and failure
-    counts, odd tombstones; sometimes a deliberately broken field."""
+    """Mostly well-formed files (valid checksum) with hostile contents, in
+    format version 2 or (one in four) version 1: duplicate ids (one node at
+    several addresses), more entries than the capacity, extreme stamps and
+    failure counts, odd tombstones; sometimes a deliberately broken field."""
     from quic_p2p.proto.bootstrap_cache import MAGIC
 
-    pool = [
-        (bytes([127, 0, 0, i]), 5000 + i, hashlib.sha256(bytes([i])).digest() * (i % 3))
-        for i in range(draw(st.integers(1, 12)))
-    ]
+    version = draw(st.sampled_from([1, 2, 2, 2]))
+    n_pool = draw(st.integers(1, 12))
     ip_st = st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16))
-    entries = draw(
-        st.lists(
+    addr_st = st.tuples(ip_st, st.integers(0, 65535))
+    if version == 2:
+        ids = [hashlib.sha256(bytes([i])).digest() for i in range(n_pool)]
+        addrs_st = st.lists(
             st.one_of(
-                st.tuples(st.sampled_from(pool), st.integers(0, U64_MAX), st.integers(0, 255)).map(
-                    lambda t: _entry_bytes(t[0][0], t[0][1], t[1], t[2], t[0][2])
-                ),
-                st.tuples(
-                    ip_st,
-                    st.integers(0, 65535),
-                    st.integers(0, U64_MAX),
-                    st.integers(0, 5),
-                    st.binary(max_size=64),
-                ).map(lambda t: _entry_bytes(*t)),
+                st.sampled_from([(bytes([127, 0, 0, i]), 5000 + i) for i in range(4)]), addr_st
             ),
-            max_size=draw(st.sampled_from([5, 30, 260])),
+            min_size=1,
+            max_size=8,
         )
-    )
-    tombs = draw(st.lists(st.tuples(st.binary(max_size=70), st.integers(0, U64_MAX)), max_size=8))
+        good = st.tuples(
+            st.one_of(st.sampled_from(ids), st.binary(min_size=32, max_size=32)),
+            st.integers(0, U64_MAX),
+            st.integers(0, 255),
+            addrs_st,
+        ).map(lambda t: _v2_entry_bytes(*t, len(t[3])))
+        wrong_count = st.tuples(
+            st.sampled_from(ids),
+            st.integers(0, U64_MAX),
+            st.integers(0, 5),
+            addrs_st,
+            st.sampled_from([0, 9, 255]),
+        ).map(lambda t: _v2_entry_bytes(*t))
+        entry_st = st.one_of(good, good, good, wrong_count)
+        tomb_st = st.tuples(
+            st.one_of(st.sampled_from(ids), st.binary(min_size=32, max_size=32)),
+            st.integers(0, U64_MAX),
+        ).map(lambda t: t[0] + struct.pack("<Q", t[1]))
+    else:
+        certs = [*_real_certs(), b"", b"junk" * 9]
+        pool = [(bytes([127, 0, 0, i]), 5000 + i, certs[i % len(certs)]) for i in range(n_pool)]
+        entry_st = st.one_of(
+            st.tuples(st.sampled_from(pool), st.integers(0, U64_MAX), st.integers(0, 255)).map(
+                lambda t: _v1_entry_bytes(t[0][0], t[0][1], t[1], t[2], t[0][2])
+            ),
+            st.tuples(
+                ip_st,
+                st.integers(0, 65535),
+                st.integers(0, U64_MAX),
+                st.integers(0, 5),
+                st.one_of(st.binary(max_size=64), st.sampled_from(certs)),
+            ).map(lambda t: _v1_entry_bytes(*t)),
+        )
+        tomb_st = st.tuples(st.binary(max_size=70), st.integers(0, U64_MAX)).map(
+            lambda t: bytes([len(t[0]) & 0xFF]) + t[0] + struct.pack("<Q", t[1])
+        )
+    entries = draw(st.lists(entry_st, max_size=draw(st.sampled_from([5, 30, 260]))))
+    tombs = draw(st.lists(tomb_st, max_size=8))
     n_entries, n_removed = len(entries), len(tombs)
     if draw(st.integers(0, 9)) == 0:
         n_entries += draw(st.integers(-2, 2))
     if draw(st.integers(0, 9)) == 0:
         n_removed += draw(st.integers(-2, 2))
-    body = struct.pack("<8sHHII", MAGIC, 1, 0, max(0, n_entries), max(0, n_removed))
-    body += b"".join(entries)
-    body += b"".join(bytes([len(k) & 0xFF]) + k + struct.pack("<Q", s) for k, s in tombs)
+    body = struct.pack("<8sHHII", MAGIC, version, 0, max(0, n_entries), max(0, n_removed))
+    body += b"".join(entries) + b"".join(tombs)
     if draw(st.integers(0, 9)) == 0:
         body += draw(st.binary(min_size=1, max_size=8))
     return body + hashlib.sha256(body).digest()
@@ -498,7 +541,7 @@ def cache_file(draw: st.DrawFn) -> bytes:
 def test_cache_loader_hostile_files_merge_identically(
     c_impl: ModuleType, py_impl: ModuleType, data: bytes, ours: int
 ) -> None:
-    from quic_p2p.peer import NodeInfo
+    from quic_p2p.peer import NodeInfo, PeerId
     from quic_p2p.proto.bootstrap_cache import BootstrapCache, CacheFormatError, decode_state
 
     try:
@@ -509,14 +552,19 @@ def test_cache_loader_hostile_files_merge_identically(
     for mod in (c_impl, py_impl):
         cache = BootstrapCache(lru_factory=mod.LruIndex, random_bytes=os.urandom)
         for i in range(ours):
-            cache.add(NodeInfo(("127.0.0.1", 5000 + i), b"c" * i), 1000.0 + i)
+            # Ids the file may hold too (hashlib.sha256(bytes([i])) in cache_file).
+            ours_id = PeerId(hashlib.sha256(bytes([i])).digest())
+            cache.add(NodeInfo(("127.0.0.1", 5000 + i), peer_id=ours_id), 1000.0 + i)
         cache.merge(state)
         assert len(cache) <= cache.capacity
         stamps = [e.last_connected_ms for e in cache.entries()]
         assert stamps == sorted(stamps, reverse=True)
         assert all(e.failures < cache.max_failures for e in cache.entries())
-        again = decode_state(cache.encode())  # what we write, we can read
-        assert again.entries == cache.entries()
+        ids = [e.info.peer_id for e in cache.entries()]
+        assert len(set(ids)) == len(ids) and None not in ids  # one entry per node
+        assert all(e.info.peer_cert_der == b"" for e in cache.entries())
+        again = decode_state(cache.encode())  # what we write, we can read (as v2)
+        assert again.entries == cache.entries() and again.version == 2
         results.append((cache.entries(), cache.encode(), cache.bootstrap_order()))
     assert results[0] == results[1]
 

@@ -91,8 +91,8 @@ async def test_sends_to_a_peer_that_withholds_credit_end_unsent() -> None:
         staller = await RawPeer.connect(n.local_addr, max_stream_data=1000, max_data=2000)
         try:
             staller.send(CONTROL, frame(FrameKind.HANDSHAKE_CLIENT))
-            await until(lambda: Peer.client(staller.addr) in n.connected_peers())
-            peer = Peer.client(staller.addr)
+            await until(lambda: Peer.client(staller.addr, staller.peer_id) in n.connected_peers())
+            peer = Peer.client(staller.addr, staller.peer_id)
             results = await asyncio.wait_for(
                 asyncio.gather(*(n.send(peer, bytes(1024), k) for k in range(200))), WAIT
             )
@@ -117,8 +117,8 @@ async def test_unacknowledged_bytes_per_peer_are_bounded() -> None:
         staller = await RawPeer.connect(n.local_addr, max_stream_data=1000, max_data=2000)
         try:
             staller.send(CONTROL, frame(FrameKind.HANDSHAKE_CLIENT))
-            await until(lambda: Peer.client(staller.addr) in n.connected_peers())
-            peer = Peer.client(staller.addr)
+            await until(lambda: Peer.client(staller.addr, staller.peer_id) in n.connected_peers())
+            peer = Peer.client(staller.addr, staller.peer_id)
             body = bytes(MIB)  # one object: the caller's own memory is counted once
             gc.collect()
             tracemalloc.start()

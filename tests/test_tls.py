@@ -21,7 +21,7 @@ from aioquic.tls import AlertDescription, verify_certificate
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from quic_p2p.peer import NodeInfo
+from quic_p2p.peer import InvalidContactError, NodeInfo
 from quic_p2p.proto import certs
 from quic_p2p.proto.certs import CertificateError
 from quic_p2p.proto.config import CompleteCert, Config, TrustMode
@@ -273,8 +273,9 @@ def test_validity_is_checked_at_the_given_time_only() -> None:
 
 
 def test_garbage_pinned_cert_fails_before_any_packet() -> None:
-    with pytest.raises(CertificateError, match="not a valid DER"):
-        client_configuration(unverified(), NodeInfo(SERVER_ADDR, b"\x30\x03garbage"))
+    # Where the contact is made, before any configuration or packet.
+    with pytest.raises(InvalidContactError, match="not a usable certificate"):
+        NodeInfo(SERVER_ADDR, b"\x30\x03garbage")
 
 
 # ------------------------------------------------------------------ PRIVATE_CA
@@ -550,8 +551,9 @@ def test_ca_mode_client_check_needs_a_certificate_of_the_network(
     assert anonymous.completed  # TLS lets a client send an empty Certificate ...
     reason = check_client_certificate(anonymous.server, private_ca(ca), now=utc_now())
     assert reason is not None and "no certificate" in reason  # ... we do not
-    # In UNVERIFIED mode presenting none is allowed.
-    assert check_client_certificate(anonymous.server, unverified(), now=utc_now()) is None
+    # Nor in UNVERIFIED mode: every peer presents one (its key is its id).
+    problem = check_client_certificate(anonymous.server, unverified(), now=utc_now())
+    assert problem is not None and "every peer must present one" in problem
 
     for stranger in (certs.issue_certificate(other_ca, "x", now=utc_now()), self_signed):
         out = handshake(

@@ -204,7 +204,7 @@ async def raw_hello(server, configuration) -> RawPeer:  # type: ignore[no-untype
 
 async def test_ca_mode_refuses_a_client_without_a_certificate() -> None:
     async with endpoints(ca_config()) as (node,):
-        client = await raw_hello(node, raw_configuration())
+        client = await raw_hello(node, raw_configuration(present=False))
         term = client.terminated
         assert term is not None and term.error_code == CERTIFICATE_REFUSED, term
         assert "no certificate" in term.reason_phrase
@@ -219,7 +219,9 @@ async def test_a_refused_client_s_coalesced_handshake_and_message_are_never_read
     # all of it at once, and none of it may get past the refusal.
     hello = frame(FrameKind.HANDSHAKE_CLIENT) + frame(FrameKind.USER_MESSAGE, b"sneaky", msg_id=1)
     async with endpoints(ca_config()) as (node,):
-        client = await RawPeer.open(node.local_addr, first_flight=hello)
+        client = await RawPeer.open(
+            node.local_addr, first_flight=hello, configuration=raw_configuration(present=False)
+        )
         try:
             term = await asyncio.wait_for(client.until_terminated(), WAIT)
         finally:
@@ -342,14 +344,19 @@ async def test_unverified_refuses_an_expired_node_dialling_in() -> None:
         assert "no longer valid" in reason
 
 
-async def test_unverified_refuses_an_expired_client_but_serves_one_without_a_certificate() -> None:
+async def test_unverified_refuses_an_expired_client_and_one_without_a_certificate() -> None:
     expired = generate_self_signed(valid_days=1, not_before=LONG_AGO)
     async with endpoints(node_config(), client_config(expired, mode=TrustMode.UNVERIFIED)) as (
         node,
         client,
     ):
         await assert_refused_by(node, client)
-        # Presenting no certificate is still allowed in this mode.
+        # Every peer presents a certificate, in this mode too: its key is its id.
+        anonymous = await raw_hello(node, raw_configuration(present=False))
+        term = anonymous.terminated
+        assert term is not None and term.error_code == CERTIFICATE_REFUSED, term
+        assert "every peer must present one" in term.reason_phrase
+        # A self-signed one is served, under the id of its key.
         raw = await RawPeer.open(node.local_addr)
         try:
             await raw.wait(lambda: raw.completed or raw.terminated is not None)
@@ -358,7 +365,7 @@ async def test_unverified_refuses_an_expired_client_but_serves_one_without_a_cer
                 frame(FrameKind.HANDSHAKE_CLIENT) + frame(FrameKind.USER_MESSAGE, b"hi", msg_id=1),
             )
             ev, _ = await wait_for_event(node, NewMessage)
-            assert ev.msg == b"hi"
+            assert ev.msg == b"hi" and ev.peer_id == raw.peer_id is not None
         finally:
             raw.close()
 

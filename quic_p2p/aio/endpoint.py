@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .. import certfiles
 from ..accel.types import FrameKind
 from ..cache_store import CacheStore
 from ..channel import EventChannel
@@ -28,7 +27,16 @@ from ..errors import (
     QuicP2pError,
 )
 from ..events import BootstrapFailure, Event, Finish, SentUserMessage, UnsentUserMessage
-from ..peer import Address, NodeInfo, Peer, Reachability, normalize_address
+from ..identity import acquire_identity
+from ..peer import (
+    Address,
+    NodeInfo,
+    Peer,
+    PeerId,
+    Reachability,
+    format_address,
+    normalize_address,
+)
 from ..proto import Engine, EventQueue, RelaySessionInfo
 from ..proto.config import Config, OurType, RelayPolicy
 from ..proto.limits import (
@@ -87,22 +95,29 @@ class QuicP2p(Nat):
             raise QuicP2pError("only a Node can relay")
         queue = EventQueue(event_capacity)
         self._channel = EventChannel(queue)
-        #: The sans-IO engine under this endpoint (its state, for inspection).
-        self.engine = Engine(
-            self.config,
-            cert=self.config.our_complete_cert or certfiles.generate_self_signed(),
-            random_bytes=os.urandom,
-            wall_clock=time.time,
-            events=queue,
-            max_connections=max_connections,
-            max_connections_per_ip=max_connections_per_ip,
-            stateless_retry=stateless_retry,
-            retry_above_rate=retry_above_rate,
-            send_timeout=send_timeout,
-            max_unacked_bytes=max_unacked_bytes,
-            outcome_events=outcome_events,
-            relay=relay,
-        )
+        # Our key: a Node's survives restarts (locked while we live), see
+        # Config.identity.
+        self._identity = acquire_identity(self.config, self.config.bootstrap_cache_dir)
+        try:
+            #: The sans-IO engine under this endpoint (its state, for inspection).
+            self.engine = Engine(
+                self.config,
+                cert=self._identity.cert,
+                random_bytes=os.urandom,
+                wall_clock=time.time,
+                events=queue,
+                max_connections=max_connections,
+                max_connections_per_ip=max_connections_per_ip,
+                stateless_retry=stateless_retry,
+                retry_above_rate=retry_above_rate,
+                send_timeout=send_timeout,
+                max_unacked_bytes=max_unacked_bytes,
+                outcome_events=outcome_events,
+                relay=relay,
+            )
+        except BaseException:
+            self._identity.release()
+            raise
         self._init_driver()
         self._bootstrapping = False
 
@@ -178,6 +193,7 @@ class QuicP2p(Nat):
             return
         if self._loop is None:
             self.engine.close(0.0)
+            self._identity.release()
             self._channel.queue.push(Finish())
             return
         self.engine.close(self._now())
@@ -202,6 +218,7 @@ class QuicP2p(Nat):
             self._transport.close()
             # Let the transport finish closing its socket before we return.
             await asyncio.sleep(0)
+        self._identity.release()
         self._channel.queue.push(Finish())
 
     # ------------------------------------------------------------ properties
@@ -237,8 +254,15 @@ class QuicP2p(Nat):
     def our_certificate(self) -> bytes:
         return self.engine.our_certificate
 
+    @property
+    def peer_id(self) -> PeerId:
+        """Our id: the key of our certificate (see ``Config.identity``)."""
+        return self.engine.peer_id
+
     def is_hard_coded_contact(self, node_info: NodeInfo) -> bool:
-        return node_info in self.config.hard_coded_contacts
+        """``node_info`` is one of ``Config.hard_coded_contacts`` (the same id,
+        or the same address for a contact given without one)."""
+        return self.engine.cache.is_hard_coded(node_info)
 
     def connected_peers(self) -> list[Peer]:
         return self.engine.connected_peers()
@@ -266,7 +290,7 @@ class QuicP2p(Nat):
     # ------------------------------------------------------------ connecting
     async def connect_to(
         self,
-        node: NodeInfo,
+        node: NodeInfo | PeerId,
         *,
         via: NodeInfo | Peer | Address | None = None,
         punch: bool = True,
@@ -274,6 +298,11 @@ class QuicP2p(Nat):
     ) -> Peer:
         """Connects to a Node; returns once it is connected (for a Node peer:
         both directions proven). Raises ``ConnectionFailedError``.
+
+        ``node``: a NodeInfo (its addresses are tried in order until one
+        connects; what it pins is checked), or a ``PeerId``: connected
+        already, or looked up with ``engine.resolve`` (where we see it now,
+        the bootstrap cache, the hard-coded contacts, any resolver added).
 
         ``via``: a Node we are connected to that is also connected to ``node``
         (a rendezvous; ``node`` is given as the rendezvous knows it). Both
@@ -288,10 +317,19 @@ class QuicP2p(Nat):
         Called again for a relayed peer, it tries one punch now and returns
         the peer, direct or still relayed."""
         self._check_running()
+        if isinstance(node, PeerId):
+            known = self.engine.peer(node)
+            if known is not None and via is None:
+                return known
+            found = self.engine.resolve(node)
+            if found is None:
+                reason = Reason(Cause.NOT_CONNECTED, f"no address known for peer {node}")
+                raise ConnectionFailedError(("", 0), reason)
+            node = found
         if not isinstance(node, NodeInfo):
-            raise TypeError("connect_to takes a NodeInfo")
+            raise TypeError("connect_to takes a NodeInfo or a PeerId")
         if via is None:
-            return await self._connect_and_wait(node)
+            return await self._connect_any(node)
         connected = self.engine.check_connect(node)
         if not (punch or relay):
             raise QuicP2pError("connect_to via a rendezvous needs punch or relay (or both)")
@@ -304,27 +342,46 @@ class QuicP2p(Nat):
             return self.engine.peer(node.peer_addr) or connected
         return await self._connect_via(node, via_addr, punch=punch, relay=relay)
 
-    async def disconnect_from(self, peer_addr: Address) -> None:
+    async def _connect_any(self, node: NodeInfo) -> Peer:
+        """Each of ``node``'s addresses in turn, until one connects."""
+        failures: list[ConnectionFailedError] = []
+        for addr in node.addresses:
+            try:
+                return await self._connect_and_wait(node.at(addr))
+            except ConnectionFailedError as exc:
+                failures.append(exc)
+        if len(failures) == 1:
+            raise failures[0]
+        last = failures[-1].reason
+        detail = "; ".join(f"{format_address(f.peer_addr)}: {f.reason}" for f in failures)
+        reason = Reason(last.cause, f"every address failed ({detail})")
+        raise ConnectionFailedError(node.peer_addr, reason)
+
+    async def disconnect_from(self, peer: Address | PeerId | Peer) -> None:
         """Closes every connection with the peer (``ConnectionFailure`` if it was
-        connected)."""
+        connected): given by id, as a Peer, or by the address we see it at."""
         if self._loop is None:
             return
-        self.engine.disconnect(self._now(), normalize_address(peer_addr))
+        if isinstance(peer, Peer):
+            peer = peer.peer_id if peer.peer_id is not None else peer.peer_addr
+        target = peer if isinstance(peer, PeerId) else normalize_address(peer)
+        self.engine.disconnect(self._now(), target)
         self._after()
 
     # ------------------------------------------------------------ sending
     async def send(
-        self, peer: Peer | NodeInfo, msg: bytes, token: int = 0
+        self, peer: Peer | NodeInfo | PeerId, msg: bytes, token: int = 0
     ) -> SentUserMessage | UnsentUserMessage:
         """Sends ``msg``; resolves to ``SentUserMessage`` once the peer received
         it, or ``UnsentUserMessage`` (the message handed back) — the same
         outcome is also reported on ``events()`` when ``outcome_events`` is on,
         or when the caller stops waiting. Sending to a Node we are not
-        connected to connects first, as the seed did."""
-        if isinstance(peer, NodeInfo):
-            peer = Peer.node(peer)
-        if not isinstance(peer, Peer):
-            raise TypeError("send takes a Peer or NodeInfo")
+        connected to connects first, as the seed did (a ``PeerId`` is looked
+        up as ``connect_to`` does). A ``Peer`` or ``PeerId`` goes to the peer
+        with that key wherever it is now; a ``NodeInfo`` insists on what it
+        pins (its certificate exactly, else its id)."""
+        if not isinstance(peer, (Peer, NodeInfo, PeerId)):
+            raise TypeError("send takes a Peer, NodeInfo or PeerId")
         if not isinstance(msg, (bytes, bytearray, memoryview)):
             raise TypeError("msg must be bytes")
         if not isinstance(token, int) or not 0 <= token < 2**64:

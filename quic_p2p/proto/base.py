@@ -17,7 +17,7 @@ from typing import Any
 from aioquic.quic.configuration import QuicConfiguration
 
 from ..accel import RetryTokens
-from ..peer import Address, NodeInfo
+from ..peer import Address, NodeInfo, PeerId
 from ..reasons import Reason
 from . import tls
 from .admission import Admission
@@ -32,7 +32,9 @@ from .limits import (
     UNPROVEN_MAX_BYTES,
 )
 from .link import HeldBytes, LinkEvent
+from .peer_table import PeerTable
 from .ratelimit import TokenBucket
+from .resolve import Resolver, StaticContacts
 from .state import (
     BootstrapGroup,
     Conn,
@@ -86,6 +88,8 @@ class EngineBase:
         #: sees (ciphertext), for inspection.
         self.relay_tap: Callable[[bytes], None] | None = None
         self._cert = cert
+        #: Ours: the key of our certificate.
+        self.peer_id = PeerId.from_certificate(cert.cert_der)
         self._admission = Admission(
             RetryTokens(random_bytes=random_bytes),
             random_bytes=random_bytes,
@@ -102,6 +106,8 @@ class EngineBase:
         self.cache = BootstrapCache(
             hard_coded=config.hard_coded_contacts, random_bytes=random_bytes
         )
+        #: Where ``resolve`` looks for a peer's addresses, in order.
+        self.resolvers: list[Resolver] = [self.cache, StaticContacts(config.hard_coded_contacts)]
         self._now_value = 0.0
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = 0
@@ -115,7 +121,7 @@ class EngineBase:
         self._conn_ids: dict[int, Conn] = {}
         #: The last connections forgotten, as they were then (oldest first).
         self._recently_closed: dict[int, ConnectionInfo] = {}
-        self._records: dict[Address, Record] = {}
+        self._records = PeerTable()
         self._dirty: set[Conn] = set()
         self._sends: dict[int, Send] = {}
         self._counters: dict[str, int] = {}
@@ -126,7 +132,8 @@ class EngineBase:
         self._punches_pending = 0
         #: Probes that count as punches (started by a rendezvous's notice).
         self._punch_probes: set[int] = set()
-        self._relay_paths: dict[tuple[Address, int], RelayPath] = {}
+        #: Our sides of relay sessions, by relay and session id.
+        self._relay_paths: dict[tuple[Record, int], RelayPath] = {}
         self._relay_sessions: dict[int, RelaySession] = {}
         self._next_relay_session = 1
         self._relay_backlog_peak = 0
@@ -204,6 +211,9 @@ class EngineBase:
         raise NotImplementedError
 
     def _on_down(self, conn: Conn, reason: Reason) -> None:  # peers
+        raise NotImplementedError
+
+    def _on_path_change(self, conn: Conn, old: Address) -> None:  # peers
         raise NotImplementedError
 
     def _connect(

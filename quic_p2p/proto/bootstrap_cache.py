@@ -6,9 +6,18 @@ writing the file (locking, atomic replace, corruption recovery) is
 
 Rules
 -----
+- A node is its key: an entry is keyed by the node's :class:`~quic_p2p.peer.PeerId`
+  (``peer_id.digest``, 32 bytes), whatever address it was reached at. An entry
+  holds the id and up to :data:`MAX_ENTRY_ADDRESSES` addresses (the first is
+  tried first), never a certificate: certificates are renewed with the same
+  key, and the id is what a cached entry pins.
 - Only callers decide what is cached: :meth:`BootstrapCache.add` is called for
-  a Node we connected to that proved reachability. Hard-coded contacts are
-  never cached.
+  a Node we connected to that proved reachability (so its id is known: a
+  ``NodeInfo`` without one is refused with ``ValueError``). The same id at a
+  new address refreshes its entry (addresses replaced, moved to most recent,
+  failures reset). Hard-coded contacts are never cached: a node is hard-coded
+  when a hard-coded contact has its id or, for a hard-coded contact without an
+  id, one of its addresses is the node's ``peer_addr``.
 - At most ``capacity`` (200) entries; the least recently connected is evicted.
   The order is kept by :class:`quic_p2p.accel.LruIndex`.
 - Demotion: :meth:`~BootstrapCache.record_failure` counts consecutive failed
@@ -26,23 +35,32 @@ Rules
   that drops any copy of that entry not connected since, so another process
   cannot resurrect it; tombstones are kept for the ``capacity`` newest removals.
 
-File format (version 1, little-endian)
+File format (version 2, little-endian)
 --------------------------------------
 ::
 
-    magic "QP2PBOOT" | u16 version | u16 flags (0) | u32 n_entries | u32 n_removed
-    n_entries x: u8 ip_len (4|16) | ip | u16 port | u64 last_ms | u8 failures
-                 | u32 cert_len | cert DER            (most recent first)
-    n_removed x: u8 key_len | key | u64 last_ms        (tombstones)
+    magic "QP2PBOOT" | u16 version (2) | u16 flags (0) | u32 n_entries | u32 n_removed
+    n_entries x: peer_id (32) | u64 last_ms | u8 failures | u8 n_addrs (1..8)
+                 | n_addrs x (u8 ip_len (4|16) | ip | u16 port)   (most recent first)
+    n_removed x: key (32) | u64 last_ms                           (tombstones)
     SHA-256 of everything before it (32 bytes)
 
-An entry's key is ``packed IP | u16 port (big-endian) | SHA-256(cert)``
-(38 or 50 bytes): the same node at a new address is a different entry.
+``peer_id`` is ``PeerId.digest`` and is also the entry's key; a tombstone's
+key is the removed entry's ``peer_id``.
+
+Version 1 (read, never written) had the same envelope with entries
+``u8 ip_len | ip | u16 port | u64 last_ms | u8 failures | u32 cert_len | cert
+DER`` keyed by address and certificate, and tombstones ``u8 key_len | key |
+u64 last_ms``. A version-1 file is migrated as it is read: each entry's id is
+that of its certificate's key; an entry with an empty or unparsable
+certificate is dropped, and so is every tombstone (its key cannot be mapped to
+an id). The next save writes version 2.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -51,13 +69,14 @@ from typing import Protocol
 
 from .. import accel
 from ..errors import QuicP2pError
-from ..peer import InvalidContactError, NodeInfo
+from ..peer import MAX_CONTACT_ADDRESSES, Address, InvalidContactError, NodeInfo, PeerId
 
 __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_MAX_FAILURES",
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_ENTRY_ADDRESSES",
     "BootstrapCache",
     "CacheEntry",
     "CacheFormatError",
@@ -65,18 +84,27 @@ __all__ = [
     "node_key",
 ]
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CAPACITY = 200
 DEFAULT_MAX_FAILURES = 3
 MAGIC = b"QP2PBOOT"
-FORMAT_VERSION = 1
+#: The version written; version 1 is still read (and migrated).
+FORMAT_VERSION = 2
+#: Addresses kept per entry (as many as a contact may carry).
+MAX_ENTRY_ADDRESSES = MAX_CONTACT_ADDRESSES
 #: Decode limits: a file beyond them is foreign or corrupt, not a big cache.
 MAX_FILE_SIZE = 8 << 20
 MAX_FILE_ENTRIES = 4096
-MAX_CERT_LEN = 16 << 10
-KEY_MAX_LEN = 64
+MAX_CERT_LEN = 16 << 10  # version 1 only
+KEY_LEN = 32  # an entry's or tombstone's key: PeerId.digest
+V1_KEY_MAX_LEN = 64
 
 _HEADER = struct.Struct("<8sHHII")
-_ENTRY_TAIL = struct.Struct("<HQBI")  # port, last_ms, failures, cert_len
+_ENTRY_HEAD = struct.Struct("<32sQBB")  # peer_id, last_ms, failures, n_addrs
+_PORT = struct.Struct("<H")
+_TOMB = struct.Struct("<32sQ")  # key, last_ms
+_V1_ENTRY_TAIL = struct.Struct("<HQBI")  # port, last_ms, failures, cert_len
 _STAMP = struct.Struct("<Q")
 _DIGEST_LEN = 32
 _U64_MAX = (1 << 64) - 1
@@ -89,8 +117,9 @@ class CacheFormatError(QuicP2pError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
-    """One cached node: when we last connected to it and how many connection
-    attempts have failed since."""
+    """One cached node (``info``: its id and addresses, no certificate): when
+    we last connected to it and how many connection attempts have failed
+    since."""
 
     info: NodeInfo
     last_connected_ms: int
@@ -100,10 +129,15 @@ class CacheEntry:
 @dataclass(slots=True)
 class CacheState:
     """What a cache file holds: entries (most recent first) and tombstones
-    (entry key -> last-connected ms of the removed entry)."""
+    (entry key -> last-connected ms of the removed entry). ``version`` is the
+    format the bytes were in; ``dropped`` counts what a version-1 file held
+    that could not be migrated (entries without a usable certificate, and
+    tombstones)."""
 
     entries: list[CacheEntry] = field(default_factory=list)
     removed: dict[bytes, int] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
+    dropped: int = 0
 
 
 class LruLike(Protocol):
@@ -118,25 +152,42 @@ class LruLike(Protocol):
 
 
 class LruFactory(Protocol):
-    """Makes the cache's index, as :class:`quic_p2p.accel.LruIndex` does."""
+    """Makes the cache's index, as :class:`quic_p2p.accel.LruIndex` does
+    (keys are :data:`KEY_LEN` bytes: its default key length limit fits)."""
 
     def __call__(self, capacity: int, *, random_bytes: Callable[[int], bytes]) -> LruLike: ...
 
 
-@lru_cache(maxsize=1024)  # a save re-keys every entry (ours and the file's)
 def node_key(info: NodeInfo) -> bytes:
-    """The LRU / tombstone key of a node: packed address + SHA-256 of its cert."""
-    host, port = info.peer_addr
-    return _packed_ip(host) + port.to_bytes(2, "big") + accel.sha256(info.peer_cert_der)
+    """The LRU / tombstone key of a node: its ``peer_id.digest``.
+    ``ValueError`` for a ``NodeInfo`` without an id (it cannot be cached)."""
+    if info.peer_id is None:
+        raise ValueError(f"{info} has no peer_id: only a proven Node is cached")
+    return info.peer_id.digest
+
+
+def _key_of(info: object) -> bytes | None:
+    if isinstance(info, NodeInfo) and info.peer_id is not None:
+        return info.peer_id.digest
+    return None
 
 
 def _ms(now: float) -> int:
     return min(max(int(now * 1000), 0), _U64_MAX)
 
 
+def _cacheable(info: NodeInfo) -> NodeInfo:
+    """What an entry holds for ``info``: its id and first addresses, no cert."""
+    if not info.peer_cert_der and len(info.other_addrs) < MAX_ENTRY_ADDRESSES:
+        return info
+    addrs = info.addresses[:MAX_ENTRY_ADDRESSES]
+    return NodeInfo(addrs[0], b"", info.peer_id, addrs[1:])
+
+
 class BootstrapCache:
-    """Up to ``capacity`` nodes, most recently connected first (see the module
-    docstring for the rules). Not thread-safe: use it from one thread.
+    """Up to ``capacity`` nodes, most recently connected first, one entry per
+    ``PeerId`` (see the module docstring for the rules). Not thread-safe: use
+    it from one thread.
 
     ``random_bytes`` (required; the driver passes ``os.urandom``) seeds the
     hash keys of each LRU index the cache makes (``lru_factory(capacity,
@@ -158,7 +209,11 @@ class BootstrapCache:
         self._lru = self._factory(capacity, random_bytes=random_bytes)
         self.capacity = capacity
         self.max_failures = max_failures
-        self._hard_coded = frozenset(hard_coded)
+        contacts = tuple(hard_coded)
+        self._hard_ids = frozenset(c.peer_id for c in contacts if c.peer_id is not None)
+        self._hard_addrs: frozenset[Address] = frozenset(
+            a for c in contacts if c.peer_id is None for a in c.addresses
+        )
         self._slots: list[CacheEntry | None] = [None] * capacity
         self._removed: dict[bytes, int] = {}
         #: At least the newest entry's stamp (the next add is stamped no earlier).
@@ -169,18 +224,31 @@ class BootstrapCache:
         return len(self._lru)
 
     def __contains__(self, info: object) -> bool:
-        return isinstance(info, NodeInfo) and self._get(info) is not None
+        """Whether the node (by ``info.peer_id``) is cached."""
+        return self._get(_key_of(info)) is not None
 
     def is_hard_coded(self, info: NodeInfo) -> bool:
-        return info in self._hard_coded
+        """Whether ``info`` is a hard-coded contact's node: the same id as one
+        that carries an id, or the ``peer_addr`` of one that carries none."""
+        if info.peer_id is not None and info.peer_id in self._hard_ids:
+            return True
+        return info.peer_addr in self._hard_addrs
 
-    def _get(self, info: NodeInfo) -> CacheEntry | None:
-        slot = self._lru.lookup(node_key(info))
+    def _get(self, key: bytes | None) -> CacheEntry | None:
+        if key is None:
+            return None
+        slot = self._lru.lookup(key)
         return None if slot is None else self._slots[slot]
 
     def entry(self, info: NodeInfo) -> CacheEntry | None:
-        """The node's entry, or None when it is not cached."""
-        return self._get(info)
+        """The entry of the node with ``info.peer_id`` (whatever its address),
+        or None when it is not cached (or ``info`` has no id)."""
+        return self._get(_key_of(info))
+
+    def find(self, peer_id: PeerId) -> NodeInfo | None:
+        """The cached contact (id and addresses) of ``peer_id``, or None."""
+        e = self._get(peer_id.digest)
+        return None if e is None else e.info
 
     def entries(self) -> list[CacheEntry]:
         """All entries, most recently connected first."""
@@ -188,7 +256,8 @@ class BootstrapCache:
         return [e for e in map(slots.__getitem__, self._lru.order()) if e is not None]
 
     def peers(self) -> list[NodeInfo]:
-        """Cached nodes, most recently connected first."""
+        """Cached nodes (id and addresses, no certificate), most recently
+        connected first."""
         return [e.info for e in self.entries()]
 
     def bootstrap_order(self) -> list[NodeInfo]:
@@ -198,13 +267,16 @@ class BootstrapCache:
 
     # ----------------------------------------------------------- mutations
     def add(self, info: NodeInfo, now: float) -> bool:
-        """Record a successful connection at ``now`` (seconds since the epoch,
-        from the caller: this module reads no clock): insert or move to most
-        recent, reset failures.
-        False, and nothing cached, for a hard-coded contact."""
-        if info in self._hard_coded:
-            return False
+        """Record a successful connection to the node ``info`` at ``now``
+        (seconds since the epoch, from the caller: this module reads no
+        clock): insert, or refresh its entry (addresses replaced by
+        ``info``'s), move to most recent, reset failures. The certificate is
+        not kept.
+        False, and nothing cached, for a hard-coded contact; ``ValueError``
+        when ``info`` has no ``peer_id``."""
         key = node_key(info)
+        if self.is_hard_coded(info):
+            return False
         stamp = _ms(now)
         # Keep timestamps non-increasing along the order (see the module doc) and
         # newer than our own tombstone, which would otherwise drop the re-add.
@@ -214,31 +286,33 @@ class BootstrapCache:
             stamp = min(tomb + 1, _U64_MAX)
         slot, _evicted = self._lru.insert(key)
         # An evicted entry's slot is simply reused: the cap is not a removal.
-        self._slots[slot] = CacheEntry(info, stamp, 0)
+        self._slots[slot] = CacheEntry(_cacheable(info), stamp, 0)
         self._newest_ms = stamp
         return True
 
     def record_failure(self, info: NodeInfo) -> bool:
-        """Count a failed connection attempt to a cached node; the node is
-        demoted, and removed at ``max_failures`` in a row. False if not cached."""
-        key = node_key(info)
-        slot = self._lru.lookup(key)
+        """Count a failed connection attempt to a cached node (by
+        ``info.peer_id``); the node is demoted, and removed at
+        ``max_failures`` in a row. False if not cached."""
+        key = _key_of(info)
+        slot = None if key is None else self._lru.lookup(key)
         entry = None if slot is None else self._slots[slot]
-        if slot is None or entry is None:
+        if key is None or slot is None or entry is None:
             return False
         if entry.failures + 1 >= self.max_failures:
             self._remove(key, slot, entry)
         else:
             # Not touched: the recency order stays "most recently connected".
-            self._slots[slot] = CacheEntry(info, entry.last_connected_ms, entry.failures + 1)
+            self._slots[slot] = CacheEntry(entry.info, entry.last_connected_ms, entry.failures + 1)
         return True
 
     def remove(self, info: NodeInfo) -> bool:
-        """Forget a node (leaving a tombstone for merges). False if not cached."""
-        key = node_key(info)
-        slot = self._lru.lookup(key)
+        """Forget a node (by ``info.peer_id``), leaving a tombstone for merges.
+        False if not cached."""
+        key = _key_of(info)
+        slot = None if key is None else self._lru.lookup(key)
         entry = None if slot is None else self._slots[slot]
-        if slot is None or entry is None:
+        if key is None or slot is None or entry is None:
             return False
         self._remove(key, slot, entry)
         return True
@@ -264,29 +338,30 @@ class BootstrapCache:
         module docstring. The result replaces our order and entries."""
         removed = dict(self._removed)
         for key, stamp in state.removed.items():
-            if len(key) <= KEY_MAX_LEN and stamp > removed.get(key, -1):
+            if len(key) == KEY_LEN and stamp > removed.get(key, -1):
                 removed[key] = stamp
         best: dict[bytes, tuple[CacheEntry, int]] = {}
         ours = self.entries()
         for pos, e in enumerate(ours + state.entries):
-            if e.info in self._hard_coded or e.failures >= self.max_failures:
+            id_key = _key_of(e.info)
+            if id_key is None or e.failures >= self.max_failures or self.is_hard_coded(e.info):
                 continue
-            key = node_key(e.info)
-            tomb = removed.get(key)
+            tomb = removed.get(id_key)
             if tomb is not None and e.last_connected_ms <= tomb:
                 continue
-            cur = best.get(key)
+            cur = best.get(id_key)
             if cur is None:
-                best[key] = (e, pos)
+                best[id_key] = (e, pos)
             elif (e.last_connected_ms, e.failures) > (cur[0].last_connected_ms, cur[0].failures):
-                best[key] = (e, cur[1])
+                best[id_key] = (e, cur[1])
         ranked = sorted(best.items(), key=lambda kv: (-kv[1][0].last_connected_ms, kv[1][1]))
         ranked = ranked[: self.capacity]
         # A tombstone older than a live entry has done its job.
         for key, (e, _pos) in ranked:
             if removed.get(key, _U64_MAX) < e.last_connected_ms:
                 del removed[key]
-        self._rebuild([e for _k, (e, _p) in ranked], [k for k, _v in ranked])
+        entries = [_entry_of(e) for _k, (e, _p) in ranked]
+        self._rebuild(entries, [k for k, _v in ranked])
         self._removed = removed
         self._trim_removed()
 
@@ -315,55 +390,80 @@ class BootstrapCache:
         return decode_state(data)
 
 
+def _entry_of(e: CacheEntry) -> CacheEntry:
+    """``e`` holding what an entry holds (a state built by hand may carry a
+    certificate or more addresses)."""
+    info = _cacheable(e.info)
+    return e if info is e.info else CacheEntry(info, e.last_connected_ms, e.failures)
+
+
 @lru_cache(maxsize=1024)
 def _packed_ip(host: str) -> bytes:
     return ipaddress.ip_address(host).packed
 
 
+def _host(ip: bytes) -> str:
+    return str(ipaddress.IPv4Address(ip) if len(ip) == 4 else ipaddress.IPv6Address(ip))
+
+
 # Every save decodes the file, which holds mostly the same nodes each time;
-# building a NodeInfo (two ipaddress parses) costs more than the rest of decode.
-_DECODED: dict[tuple[bytes, int, bytes], NodeInfo] = {}
+# building a NodeInfo (address parses) costs more than the rest of decode.
+# Keys: (peer_id, the entry's address bytes) for version 2, (b"v1", peer_id,
+# ip, port) for version 1.
+_DECODED: dict[tuple[bytes, ...], NodeInfo] = {}
 _DECODED_MAX = 1024
 
 
-def _node_info(ip: bytes, port: int, cert: bytes) -> NodeInfo:
-    memo = (ip, port, cert)
-    info = _DECODED.get(memo)
-    if info is None:
-        host = str(ipaddress.IPv4Address(ip) if len(ip) == 4 else ipaddress.IPv6Address(ip))
-        try:
-            info = NodeInfo((host, port), cert)
-        except InvalidContactError as exc:  # pragma: no cover - packed IPs always parse
-            raise CacheFormatError(f"bad cache entry: {exc}") from None
-        if len(_DECODED) >= _DECODED_MAX:
-            _DECODED.clear()
-        _DECODED[memo] = info
+def _remember(memo: tuple[bytes, ...], info: NodeInfo) -> NodeInfo:
+    if len(_DECODED) >= _DECODED_MAX:
+        _DECODED.clear()
+    _DECODED[memo] = info
     return info
 
 
-def encode_state(state: CacheState) -> bytes:
-    """Serialise entries and tombstones, checksum appended."""
-    parts = [_HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(state.entries), len(state.removed))]
-    pack_tail = _ENTRY_TAIL.pack
-    for e in state.entries:
-        host, port = e.info.peer_addr
+def _node_info(peer_id: bytes, raw_addrs: bytes, addrs: list[tuple[bytes, int]]) -> NodeInfo:
+    memo = (peer_id, raw_addrs)
+    info = _DECODED.get(memo)
+    if info is None:
+        hosts = [(_host(ip), port) for ip, port in addrs]
+        try:
+            info = NodeInfo(hosts[0], b"", PeerId(peer_id), tuple(hosts[1:]))
+        except InvalidContactError as exc:  # pragma: no cover - packed IPs always parse
+            raise CacheFormatError(f"bad cache entry: {exc}") from None
+        info = _remember(memo, info)
+    return info
+
+
+def _encode_entry(e: CacheEntry) -> bytes:
+    info = e.info
+    addrs = info.addresses[:MAX_ENTRY_ADDRESSES]
+    failures = min(e.failures, 255)
+    parts = [_ENTRY_HEAD.pack(node_key(info), e.last_connected_ms, failures, len(addrs))]
+    for host, port in addrs:
         ip = _packed_ip(host)
-        cert = e.info.peer_cert_der
-        parts += (
-            bytes((len(ip),)),
-            ip,
-            pack_tail(port, e.last_connected_ms, min(e.failures, 255), len(cert)),
-            cert,
-        )
+        parts += (bytes((len(ip),)), ip, _PORT.pack(port))
+    return b"".join(parts)
+
+
+def encode_state(state: CacheState) -> bytes:
+    """Serialise entries and tombstones (version 2), checksum appended. Every
+    entry must have a ``peer_id`` (``ValueError`` otherwise); certificates
+    are not written."""
+    parts = [_HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(state.entries), len(state.removed))]
+    parts += map(_encode_entry, state.entries)
     for key, stamp in state.removed.items():
-        parts += (bytes((len(key),)), key, _STAMP.pack(stamp))
+        if len(key) != KEY_LEN:
+            raise ValueError(f"a tombstone key is {KEY_LEN} bytes (a peer id's digest)")
+        parts.append(_TOMB.pack(key, stamp))
     body = b"".join(parts)
     return body + accel.sha256(body)
 
 
 def decode_state(data: bytes) -> CacheState:
-    """Inverse of :func:`encode_state`. Safe on any bytes: lengths are checked
-    against what remains and capped before anything is sliced or allocated."""
+    """Inverse of :func:`encode_state`; also reads (and migrates) version 1.
+    Safe on any bytes: lengths are checked against what remains and capped
+    before anything is sliced or allocated; anything wrong raises
+    :class:`CacheFormatError`."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CacheFormatError("cache data must be bytes")
     data = bytes(data)
@@ -374,45 +474,109 @@ def decode_state(data: bytes) -> CacheState:
     magic, version, flags, n_entries, n_removed = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CacheFormatError("not a quic-p2p bootstrap cache file (bad magic)")
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         raise CacheFormatError(f"unsupported cache file version {version}")
     end = len(data) - _DIGEST_LEN
     if accel.sha256(data[:end]) != data[end:]:
         raise CacheFormatError("cache file checksum mismatch (corrupt or truncated)")
     if flags != 0 or n_entries > MAX_FILE_ENTRIES or n_removed > MAX_FILE_ENTRIES:
         raise CacheFormatError("cache file header out of range")
+    if version == 1:
+        return _decode_v1(data, end, n_entries, n_removed)
     pos = _HEADER.size
     entries: list[CacheEntry] = []
     for _ in range(n_entries):
-        if pos + 1 > end:
+        if pos + _ENTRY_HEAD.size > end:
             raise CacheFormatError("cache entry truncated")
-        ip_len = data[pos]
-        if ip_len not in (4, 16):
-            raise CacheFormatError(f"bad address length {ip_len}")
-        pos += 1
-        if pos + ip_len + _ENTRY_TAIL.size > end:
-            raise CacheFormatError("cache entry truncated")
-        ip = data[pos : pos + ip_len]
-        pos += ip_len
-        port, last_ms, failures, cert_len = _ENTRY_TAIL.unpack_from(data, pos)
-        pos += _ENTRY_TAIL.size
+        peer_id, last_ms, failures, n_addrs = _ENTRY_HEAD.unpack_from(data, pos)
+        pos += _ENTRY_HEAD.size
+        if not 1 <= n_addrs <= MAX_ENTRY_ADDRESSES:
+            raise CacheFormatError(f"cache entry address count {n_addrs} out of range")
+        start = pos
+        addrs: list[tuple[bytes, int]] = []
+        for _a in range(n_addrs):
+            ip, pos = _read_ip(data, pos, end, _PORT.size)
+            (port,) = _PORT.unpack_from(data, pos)
+            pos += _PORT.size
+            addrs.append((ip, port))
+        info = _node_info(peer_id, data[start:pos], addrs)
+        entries.append(CacheEntry(info, last_ms, failures))
+    removed: dict[bytes, int] = {}
+    for _ in range(n_removed):
+        if pos + _TOMB.size > end:
+            raise CacheFormatError("cache tombstone truncated")
+        key, stamp = _TOMB.unpack_from(data, pos)
+        removed[key] = stamp
+        pos += _TOMB.size
+    if pos != end:
+        raise CacheFormatError("trailing bytes after the cache entries")
+    return CacheState(entries, removed, FORMAT_VERSION)
+
+
+def _read_ip(data: bytes, pos: int, end: int, then: int) -> tuple[bytes, int]:
+    """``u8 ip_len (4|16) | ip`` at ``pos``, with ``then`` more bytes after it
+    before ``end``; the ip and the position after it."""
+    if pos + 1 > end:
+        raise CacheFormatError("cache entry truncated")
+    ip_len = data[pos]
+    if ip_len not in (4, 16):
+        raise CacheFormatError(f"bad address length {ip_len}")
+    pos += 1
+    if pos + ip_len + then > end:
+        raise CacheFormatError("cache entry truncated")
+    return data[pos : pos + ip_len], pos + ip_len
+
+
+def _v1_node_info(ip: bytes, port: int, cert: bytes) -> NodeInfo | None:
+    """A version-1 entry's node with the id of its certificate's key; None
+    when the certificate is empty or not a usable certificate."""
+    if not cert:
+        return None
+    try:
+        peer_id = PeerId.from_certificate(cert)
+    except Exception:  # a foreign parser on file bytes: whatever it raises, drop
+        return None
+    memo = (b"v1", peer_id.digest, ip, _PORT.pack(port))
+    info = _DECODED.get(memo)
+    if info is None:
+        info = _remember(memo, NodeInfo((_host(ip), port), b"", peer_id))
+    return info
+
+
+def _decode_v1(data: bytes, end: int, n_entries: int, n_removed: int) -> CacheState:
+    """Version 1's records (the envelope is checked), migrated to version 2's
+    model: see the module docstring."""
+    pos = _HEADER.size
+    entries: list[CacheEntry] = []
+    dropped_entries = 0
+    for _ in range(n_entries):
+        ip, pos = _read_ip(data, pos, end, _V1_ENTRY_TAIL.size)
+        port, last_ms, failures, cert_len = _V1_ENTRY_TAIL.unpack_from(data, pos)
+        pos += _V1_ENTRY_TAIL.size
         if cert_len > MAX_CERT_LEN or pos + cert_len > end:
             raise CacheFormatError("cache entry certificate length out of range")
         cert = data[pos : pos + cert_len]
         pos += cert_len
-        entries.append(CacheEntry(_node_info(ip, port, cert), last_ms, failures))
-    removed: dict[bytes, int] = {}
+        info = _v1_node_info(ip, port, cert)
+        if info is None:
+            dropped_entries += 1
+        else:
+            entries.append(CacheEntry(info, last_ms, failures))
     for _ in range(n_removed):
         if pos + 1 > end:
             raise CacheFormatError("cache tombstone truncated")
         key_len = data[pos]
         pos += 1
-        if key_len > KEY_MAX_LEN or pos + key_len + _STAMP.size > end:
+        if key_len > V1_KEY_MAX_LEN or pos + key_len + _STAMP.size > end:
             raise CacheFormatError("cache tombstone out of range")
-        key = data[pos : pos + key_len]
-        pos += key_len
-        (removed[key],) = _STAMP.unpack_from(data, pos)
-        pos += _STAMP.size
+        pos += key_len + _STAMP.size
     if pos != end:
         raise CacheFormatError("trailing bytes after the cache entries")
-    return CacheState(entries, removed)
+    log.info(
+        "bootstrap cache file is version 1: %d entries migrated to peer ids, %d dropped"
+        " (no usable certificate), %d tombstones dropped; the next save writes version 2",
+        len(entries),
+        dropped_entries,
+        n_removed,
+    )
+    return CacheState(entries, {}, 1, dropped_entries + n_removed)

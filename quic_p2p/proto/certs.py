@@ -99,8 +99,9 @@ def generate_self_signed(
     valid_days: int = 3650,
     not_before: datetime.datetime | None = None,
     dns_names: Sequence[str] = (SELF_SIGNED_DNS_NAME,),
+    key_der: bytes | None = None,
 ) -> CompleteCert:
-    """A fresh key and a self-signed end-entity certificate for it.
+    """A self-signed end-entity certificate for a fresh key, or for ``key_der``.
 
     The certificate is its own trust anchor: a peer that pins it (passes it as
     the only CA) accepts it, and it cannot issue other certificates
@@ -110,8 +111,19 @@ def generate_self_signed(
     :data:`CLOCK_SKEW_ALLOWANCE` before it, for ``valid_days`` after it; an
     explicit ``not_before`` is the start instead (``valid_days`` from there).
     ``quic_p2p.certfiles.generate_self_signed`` passes the wall clock.
+
+    ``key_der`` (PKCS#8 DER, as in ``CompleteCert.key_der``; any form
+    :func:`load_private_key` reads is accepted): the key to certify instead of
+    a fresh ECDSA P-256 one, which must be a type TLS 1.3 can sign with. A
+    renewed certificate for the same key keeps the peer's id
+    (:meth:`quic_p2p.peer.PeerId.from_certificate`); the returned ``key_der``
+    is the key as PKCS#8 DER.
     """
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: CertificateIssuerPrivateKeyTypes
+    if key_der is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = _tls_key(_load_key_object(_as_bytes(key_der, "key_der"), None))
     name = _name(common_name)
     start, end = _validity(now, not_before, valid_days)
     builder = (

@@ -7,10 +7,12 @@ the field, so mistakes surface where they are made, not in the event loop.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Literal
 
 from ..accel.types import FRAME_MAX_BODY
 from ..errors import QuicP2pError
@@ -77,6 +79,90 @@ class CompleteCert:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """Where an endpoint's private key - its identity, :class:`~quic_p2p.peer.PeerId`
+    - comes from. Make one with a constructor:
+
+    - :meth:`file`: a key file the user names, loaded if it exists, created
+      (mode 0600) if not; locked while an endpoint uses it, so two endpoints
+      never share it.
+    - :meth:`key`: a private key given in memory.
+    - :meth:`ephemeral`: a fresh key at every start (a new id each time).
+
+    ``Config.identity`` None is the default described there. Whatever the
+    source, the endpoint presents a fresh self-signed certificate for the key
+    (a renewed certificate keeps the id). This type only describes the
+    source; :func:`quic_p2p.identity.acquire_identity` opens and locks files.
+    """
+
+    kind: Literal["file", "key", "ephemeral"]
+    #: ``file``: the key file.
+    path: Path | None = None
+    #: ``key``: the key, as PKCS#8 DER (whatever form was given).
+    key_der: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def file(cls, path: str | os.PathLike[str]) -> Identity:
+        """The key in ``path``: loaded if the file exists (it must be a
+        regular file, ours, readable by us only), else a new key written
+        there with mode 0600 (its directory must exist). A relative path is
+        taken from the working directory when the endpoint starts."""
+        return cls("file", path=_file_path(path))
+
+    @classmethod
+    def key(cls, data: bytes) -> Identity:
+        """This private key: PEM or DER, PKCS#8 or traditional (SEC1, PKCS#1),
+        unencrypted, of a type TLS 1.3 can sign with (ECDSA P-256/P-384, RSA,
+        Ed25519, Ed448). Checked now: ``ConfigError`` if it is not one."""
+        return cls("key", key_der=data)
+
+    @classmethod
+    def ephemeral(cls) -> Identity:
+        """A fresh key at every start: nothing is written, the id changes."""
+        return cls("ephemeral")
+
+    def __post_init__(self) -> None:
+        if self.kind == "file":
+            if self.key_der is not None:
+                raise ConfigError("Identity.file takes a path, not a key")
+            object.__setattr__(self, "path", _file_path(self.path))
+        elif self.kind == "key":
+            if self.path is not None:
+                raise ConfigError("Identity.key takes a key, not a path")
+            object.__setattr__(self, "key_der", _checked_key(self.key_der))
+        elif self.kind == "ephemeral":
+            if self.path is not None or self.key_der is not None:
+                raise ConfigError("Identity.ephemeral takes neither a path nor a key")
+        else:
+            raise ConfigError(
+                f"Identity kind must be 'file', 'key' or 'ephemeral', got {self.kind!r} "
+                "(use Identity.file(), Identity.key() or Identity.ephemeral())"
+            )
+
+
+def _file_path(path: object) -> Path:
+    if isinstance(path, (str, os.PathLike)):
+        text = os.fspath(path)
+        if isinstance(text, str) and text:
+            return Path(text)
+    raise ConfigError(f"Identity.file needs a file path, got {path!r}")
+
+
+def _checked_key(data: object) -> bytes:
+    # Imported here: certs imports this module (CompleteCert).
+    from .certs import CertificateError, load_private_key, load_signing_key
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ConfigError(f"Identity.key needs the key as bytes, got {type(data).__name__}")
+    try:
+        key_der = load_private_key(bytes(data))
+        load_signing_key(key_der)
+    except CertificateError as exc:
+        raise ConfigError(f"Identity.key: {exc}") from None
+    return key_der
+
+
+@dataclass(frozen=True)
 class Config:
     """Endpoint configuration (the seed's fields, then ours)."""
 
@@ -108,6 +194,13 @@ class Config:
     #: CA modes: a name every peer's certificate must be valid for (the network's
     #: agreed name). None: the chain is checked, not the name.
     tls_server_name: str | None = None
+    #: Where our private key (our PeerId) comes from: see :class:`Identity`.
+    #: None: a Node keeps its key in the identity store beside its bootstrap
+    #: cache (``identity/`` in the same directory as ``bootstrap_cache_dir``,
+    #: default the platform's user cache directory), so it keeps its id across
+    #: restarts; a Client is ephemeral (a fresh key per start). Not with
+    #: ``our_complete_cert``: that certificate's key is the identity.
+    identity: Identity | None = None
 
     def __post_init__(self) -> None:
         contacts = self.hard_coded_contacts
@@ -145,6 +238,14 @@ class Config:
             self.our_complete_cert, CompleteCert
         ):
             raise ConfigError("our_complete_cert must be a CompleteCert")
+        if self.identity is not None and not isinstance(self.identity, Identity):
+            raise ConfigError(
+                "identity must be an Identity (Identity.file(), .key() or .ephemeral())"
+            )
+        if self.identity is not None and self.our_complete_cert is not None:
+            raise ConfigError(
+                "set identity or our_complete_cert, not both: the certificate's key is the identity"
+            )
         if (
             self.trust_mode is not TrustMode.UNVERIFIED
             and self.our_type is OurType.CLIENT

@@ -132,11 +132,16 @@ class Conns(EngineBase):
             # Answer the way it came.
             self._route(conn, relay)
             fresh = True
+        conn.heard_at = self._now_value
         try:
             conn.quic.receive_datagram(data, addr, now=self._now_value)
         except Exception:  # aioquic closes on bad packets; this is a safety net
             log.exception("aioquic failed on a datagram from %s", addr)
             self._bump("dropped: aioquic error")
+        if relay is None and conn.relay is None and not socket and addr != conn.link.peer_addr:
+            # Before its events: what arrived on the new path is the peer's
+            # at its new address.
+            self._check_path(conn)
         if fresh and not self._answers(conn):
             # An Initial that does not decrypt elicits nothing: keep no state
             # for it (with retry off, junk would otherwise hold a slot).
@@ -179,7 +184,7 @@ class Conns(EngineBase):
         server skip the Retry then). Its first Initial is accepted directly,
         saving a round trip and a second ClientHello on its side; once only,
         so a spoofer of that address gains at most one connection attempt."""
-        record = self._records.get(addr)
+        record = self._records.at(addr)
         if (
             record is None
             or record.reverse_timer is None
@@ -244,11 +249,7 @@ class Conns(EngineBase):
             conn.punch = False
             self._punch_conns -= 1
         if conn.ip_key is not None:
-            left = self._per_ip.get(conn.ip_key, 1) - 1
-            if left > 0:
-                self._per_ip[conn.ip_key] = left
-            else:
-                self._per_ip.pop(conn.ip_key, None)
+            self._uncount_ip(conn)
             conn.ip_key = None
         if conn.relay is not None:
             conn.relay.conns.discard(conn)
@@ -257,6 +258,14 @@ class Conns(EngineBase):
                 timer.cancel()
         conn.timer = conn.deadline = None
         conn.timer_at = None
+
+    def _uncount_ip(self, conn: Conn) -> None:
+        assert conn.ip_key is not None
+        left = self._per_ip.get(conn.ip_key, 1) - 1
+        if left > 0:
+            self._per_ip[conn.ip_key] = left
+        else:
+            self._per_ip.pop(conn.ip_key, None)
 
     # ------------------------------------------------------------ the adapter loop
     def _process(self, conn: Conn) -> None:
@@ -290,7 +299,25 @@ class Conns(EngineBase):
             conn.link.flush()
             datagrams = conn.quic.datagrams_to_send(now=now)
             self._send_datagrams(conn.relay, datagrams, conn.socket)
+            if conn.relay is None and not conn.socket:
+                self._check_path(conn)
             self._arm_timer(conn)
+
+    def _check_path(self, conn: Conn) -> None:
+        """aioquic moved the connection to another peer address: the peer's
+        packets came from it (a NAT rebinding, a migration; RFC 9000 §9).
+        aioquic validates the new path, and goes back if that fails."""
+        addr = conn.quic.get_peer_address()
+        if addr is None or addr == conn.link.peer_addr:
+            return
+        old = conn.link.peer_addr
+        conn.link.peer_addr = addr = (addr[0], addr[1])
+        self._bump("connections moved to a new peer address")
+        if conn.ip_key is not None and conn.ip_key != ip_key(addr):
+            self._uncount_ip(conn)
+            conn.ip_key = ip_key(addr)
+            self._per_ip[conn.ip_key] = self._per_ip.get(conn.ip_key, 0) + 1
+        self._on_path_change(conn, old)
 
     def _arm_timer(self, conn: Conn) -> None:
         at = conn.quic.get_timer()
@@ -360,6 +387,7 @@ def connection_info(conn: Conn) -> ConnectionInfo:
     return ConnectionInfo(
         conn.id,
         conn.link.peer_addr,
+        conn.peer_id,
         conn.outgoing,
         conn.link.up,
         down is not None,

@@ -15,13 +15,13 @@ from __future__ import annotations
 from ..accel.types import Frame, FrameKind
 from ..errors import ConnectionFailedError
 from ..events import BootstrappedTo, Event
-from ..peer import Address, NodeInfo, Peer, PeerKind
+from ..peer import MAX_CONTACT_ADDRESSES, Address, NodeInfo, Peer, PeerId, PeerKind
 from ..reasons import Cause, Reason
 from .base import Transmit
 from .conns import connection_info, describe_close
 from .limits import ECHO_QUORUM, HANDSHAKE_TIMEOUT
 from .link import LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
-from .pins import pin_problem
+from .pins import Pin, pin_problem
 from .relay import BUSY, Relaying
 from .sends import CONNECTION_CLOSED, ENDPOINT_CLOSED, REQUEST_REFUSALS
 from .state import (
@@ -31,6 +31,7 @@ from .state import (
     ConnectionInfo,
     ConnectResult,
     ProbeResult,
+    Record,
     RelaySessionInfo,
     Result,
     Send,
@@ -39,6 +40,10 @@ from .state import (
 from .wire import ErrorCode, RejectReason, encode_address, frame
 
 __all__ = ["Engine", "RelaySessionInfo"]
+
+NO_ADDRESS = Reason(
+    Cause.NOT_CONNECTED, "not connected to that peer, and no source knows an address for its id"
+)
 
 #: Frame kinds that answer a request (msg_id: the request's); with msg_id 0,
 #: PUNCH_INFO and RELAY_OPEN are notices from a rendezvous instead.
@@ -71,7 +76,7 @@ class Engine(Relaying):
         if self._closing:
             return
         self._closing = True
-        for record in list(self._records.values()):
+        for record in self._records:
             self._fail(record, ENDPOINT_CLOSED, ErrorCode.SHUTDOWN, report=False)
         for path in list(self._relay_paths.values()):
             self._close_path(path, ENDPOINT_CLOSED, notify=False)
@@ -142,12 +147,30 @@ class Engine(Relaying):
             self._receive(data, addr, path, 0)
 
     # ------------------------------------------------------------ commands: sends
-    def send(self, now: float, peer: Peer, msg: bytes, token: int) -> int:
+    def send(self, now: float, peer: Peer | NodeInfo | PeerId, msg: bytes, token: int) -> int:
         """Sends ``msg`` to ``peer`` (connecting to a Node first); its outcome
-        is a ``SendResult``."""
+        is a ``SendResult``. A ``Peer`` or ``PeerId`` pins the peer's key; a
+        ``NodeInfo`` what it carries (its certificate exactly, else its id).
+        A ``PeerId`` not connected is looked up with ``resolve``."""
         self._advance(now)
-        pin = peer.node_info.peer_cert_der if peer.node_info is not None else b""
-        s = Send(self._next_id(), peer.peer_addr, bytes(msg), token, pin)
+        if isinstance(peer, PeerId):
+            record = self._records.get(peer)
+            if record is not None and record.connected:
+                peer = record.peer()
+            else:
+                node = self.resolve(peer)
+                if node is None:
+                    s = Send(self._next_id(), ("0.0.0.0", 0), bytes(msg), token, Pin(peer), peer)
+                    self._sends[s.id] = s
+                    self._resolve(s, False, NO_ADDRESS)
+                    return s.id
+                peer = node
+        if isinstance(peer, NodeInfo):
+            pin = Pin.of(peer)
+            peer = Peer.node(peer)
+        else:
+            pin = Pin(peer.peer_id)
+        s = Send(self._next_id(), peer.peer_addr, bytes(msg), token, pin, pin.peer_id)
         self._sends[s.id] = s
         self._submit(peer, s)
         return s.id
@@ -168,12 +191,12 @@ class Engine(Relaying):
         connected peer that does not hold the certificate ``node`` pins."""
         if self._is_us(node):
             raise ConnectionFailedError(
-                node.peer_addr, Reason(Cause.SELF, "that is us (our own address or certificate)")
+                node.peer_addr, Reason(Cause.SELF, "that is us (our own address or key)")
             )
-        record = self._records.get(node.peer_addr)
+        record = self._records.find(node)
         if record is None or not record.connected:
             return None
-        problem = pin_problem(record, node.peer_cert_der)
+        problem = pin_problem(record, Pin.of(node))
         if problem is not None:
             raise ConnectionFailedError(node.peer_addr, problem)
         return record.peer()
@@ -183,17 +206,17 @@ class Engine(Relaying):
         is already connected). Raises as ``check_connect`` does."""
         self._advance(now)
         peer = self.check_connect(node)
-        waiter = Waiter(self._next_id(), node.peer_cert_der)
+        waiter = Waiter(self._next_id(), Pin.of(node))
         if peer is not None:
             self._emit(ConnectResult(waiter.id, node.peer_addr, peer))
             return waiter.id
         return self._connect_waiting(node, waiter, timeout)
 
-    def disconnect(self, now: float, addr: Address) -> None:
+    def disconnect(self, now: float, peer: Address | PeerId) -> None:
         """Closes every connection with the peer (``ConnectionFailure`` if it
         was connected)."""
         self._advance(now)
-        record = self._records.get(addr)
+        record = self._record(peer)
         if record is not None:
             self._fail(
                 record, Reason(Cause.DISCONNECTED, "disconnected by us"), ErrorCode.DISCONNECTED
@@ -223,7 +246,7 @@ class Engine(Relaying):
         """Connections to Nodes we may ask for our address (``ECHO_QUORUM`` at most)."""
         return [
             r.out.id
-            for r in self._records.values()
+            for r in self._records
             if r.connected and r.kind is PeerKind.NODE and r.out is not None
         ][:ECHO_QUORUM]
 
@@ -248,7 +271,7 @@ class Engine(Relaying):
         """Probes the direct path to the relayed peer at ``addr`` (reached at
         ``node``); one that works is taken (``UpgradedToDirect``)."""
         self._advance(now)
-        record = self._records.get(addr)
+        record = self._records.at(addr)
         if record is None:
             probe = self._next_id()
             self._emit(ProbeResult(probe, False))
@@ -257,8 +280,11 @@ class Engine(Relaying):
 
     def relay_busy(self, addr: Address, via: Address) -> Reason | None:
         """Why a relayed connection to ``addr`` through ``via`` cannot start."""
-        existing = self._records.get(addr)
-        if existing is not None and not self._punch_only(existing, via):
+        existing = self._records.at(addr)
+        rendezvous = self._records.at(via)
+        if existing is not None and (
+            rendezvous is None or not self._punch_only(existing, rendezvous)
+        ):
             return BUSY
         return None
 
@@ -284,13 +310,13 @@ class Engine(Relaying):
         None when a connected Node at that address won it at once."""
         self._advance(now)
         group = self._bootstraps[group_id]
-        existing = self._records.get(contact.peer_addr)
+        existing = self._records.find(contact)
         if existing is not None and existing.connected and existing.kind is PeerKind.NODE:
-            problem = pin_problem(existing, contact.peer_cert_der)
+            problem = pin_problem(existing, Pin.of(contact))
             if problem is not None:
                 raise ConnectionFailedError(contact.peer_addr, problem)
             if not group.won:
-                info = NodeInfo(existing.addr, existing.cert)
+                info = existing.node_info()
                 self.events.push(BootstrappedTo(info))
                 group.won = True
                 self._emit(BootstrapWon(group.id, info))
@@ -300,9 +326,9 @@ class Engine(Relaying):
             raise ConnectionFailedError(contact.peer_addr, record.failure)
         if record.bootstrap is None and not record.connected:
             record.bootstrap = group
-            record.bootstrap_pin = contact.peer_cert_der
+            record.bootstrap_pin = Pin.of(contact)
             group.members.append(record)
-        waiter = Waiter(self._next_id(), contact.peer_cert_der)
+        waiter = Waiter(self._next_id(), Pin.of(contact))
         record.waiters.append(waiter)
         return waiter.id
 
@@ -332,24 +358,45 @@ class Engine(Relaying):
         return self._is_us(node)
 
     def connected_peers(self) -> list[Peer]:
-        return [r.peer() for r in self._records.values() if r.connected]
+        return [r.peer() for r in self._records if r.connected]
 
-    def peer(self, addr: Address) -> Peer | None:
-        """The connected peer at ``addr``, or None."""
-        record = self._records.get(addr)
+    def peer(self, who: Address | PeerId) -> Peer | None:
+        """The connected peer with that id (or last seen at that address), or None."""
+        record = self._record(who)
         return record.peer() if record is not None and record.connected else None
+
+    def resolve(self, peer_id: PeerId) -> NodeInfo | None:
+        """Where the Node ``peer_id`` may be: the address we see it at now,
+        then what each of ``resolvers`` knows (the bootstrap cache and the
+        hard-coded contacts first), as one NodeInfo pinning that id; None
+        when no source knows an address."""
+        found: list[Address] = []
+        record = self._records.get(peer_id)
+        if record is not None and record.kind is not PeerKind.CLIENT:
+            found.append(record.addr)
+        for source in self.resolvers:
+            node = source.find(peer_id)
+            if node is not None:
+                found += node.addresses
+        addrs = list(dict.fromkeys(found))[:MAX_CONTACT_ADDRESSES]
+        if not addrs:
+            return None
+        return NodeInfo(addrs[0], peer_id=peer_id, other_addrs=tuple(addrs[1:]))
+
+    def _record(self, who: Address | PeerId) -> Record | None:
+        return self._records.get(who) if isinstance(who, PeerId) else self._records.at(who)
 
     def relayed_via(self, addr: Address) -> Address | None:
         """The relay our packets to the connected peer at ``addr`` go
         through, or None (direct, or not connected)."""
-        record = self._records.get(addr)
+        record = self._records.at(addr)
         if record is None or not record.connected or record.relay is None:
             return None
         return record.relay.relay.addr
 
     def peer_certificate(self, addr: Address) -> bytes:
         """The certificate we know for the peer at ``addr`` (b"": none)."""
-        record = self._records.get(addr)
+        record = self._records.at(addr)
         return record.cert if record is not None else b""
 
     def count(self, key: str, n: int = 1) -> None:
@@ -358,7 +405,7 @@ class Engine(Relaying):
 
     def is_relayed(self, addr: Address) -> bool:
         """The peer at ``addr`` is known (connected or connecting) and relayed."""
-        record = self._records.get(addr)
+        record = self._records.at(addr)
         return record is not None and not record.dead and record.relay is not None
 
     def connections(self) -> list[ConnectionInfo]:

@@ -7,14 +7,14 @@ import datetime
 
 from ..accel.types import Frame, FrameKind
 from ..errors import ConnectionFailedError
-from ..events import BootstrappedTo, ConnectedTo, ConnectionFailure
-from ..peer import Address, NodeInfo, PeerKind
+from ..events import BootstrappedTo, ConnectedTo, ConnectionFailure, PeerAddressChanged
+from ..peer import Address, InvalidContactError, NodeInfo, PeerId, PeerKind
 from ..reasons import Cause, Reason
-from . import certs, tls
+from . import tls
 from .base import log
 from .config import OurType
 from .limits import HANDSHAKE_TIMEOUT, REVERSE_CONNECT_TIMEOUT
-from .pins import claim_matches, pin_problem
+from .pins import pin_problem
 from .roles import Action, FromPeer, ToPeer, on_incoming_handshake, on_outgoing_up
 from .sends import Sends
 from .state import (
@@ -35,10 +35,10 @@ class Peers(Sends):
         return datetime.datetime.fromtimestamp(self._wall_clock(), datetime.UTC)
 
     def _is_us(self, node: NodeInfo) -> bool:
-        """``node`` names this endpoint: our certificate, or the address we
-        are bound to (other addresses of ours are caught at TLS: the peer
-        would present our certificate)."""
-        return (bool(node.peer_cert_der) and node.peer_cert_der == self._cert.cert_der) or (
+        """``node`` names this endpoint: our id, or the address we are bound
+        to (other addresses of ours are caught at TLS: the peer would prove
+        our key)."""
+        return node.peer_id == self.peer_id or (
             self._local_addr is not None and node.peer_addr == self._local_addr
         )
 
@@ -50,16 +50,14 @@ class Peers(Sends):
         timeout: float = HANDSHAKE_TIMEOUT,
         relay: RelayPath | None = None,
     ) -> Record:
-        record = self._records.get(node.peer_addr)
+        record = self._records.find(node)
         if record is None:
-            record = self._records[node.peer_addr] = Record(node.peer_addr)
+            record = self._records.add(Record(node.peer_addr, node.peer_id))
             if relay is not None:
                 record.relay = relay
                 relay.record = record
         record.we_contacted |= we_contacted
         if record.to is ToPeer.NONE:
-            if not record.cert:
-                record.cert = node.peer_cert_der
             try:
                 conn = self._dial(node, echo_only=False, timeout=timeout, relay=record.relay)
             except ConnectionFailedError as exc:
@@ -97,21 +95,30 @@ class Peers(Sends):
             self._release_requests(conn)
 
     def _check_up(self, conn: Conn) -> None:
-        if tls.check_pinned_peer(conn.quic, self._cert.cert_der) is None:
-            # The peer holds our certificate and its key: it is this very
-            # endpoint, reached through another of our addresses.
+        identity = tls.peer_identity(conn.quic)
+        if isinstance(identity, tuple):
+            conn.peer_id, conn.peer_cert = identity
+        if conn.peer_id == self.peer_id:
+            # The peer holds our key: it is this very endpoint, reached
+            # through another of our addresses.
             self._bump("refused: a connection to ourselves")
-            reason = Reason(Cause.SELF, "that is us (the peer presents our own certificate)")
+            reason = Reason(Cause.SELF, "that is us (the peer proves our own key)")
             self._close_conn(conn, ErrorCode.REFUSED, reason)
             self._on_down(conn, reason)
             return
         if not conn.outgoing:
             # Before anything the peer sent is read (the link delivers nothing
-            # once closed): a CA mode admits only certificates of the CA, and
-            # no mode admits one outside its validity period.
+            # once closed): every peer proves a key; a CA mode admits only
+            # certificates of the CA, and no mode one outside its validity.
             problem = tls.check_client_certificate(conn.quic, self.config, now=self._wall_now())
-            if problem is None and conn.came_via is not None:
-                problem = tls.check_pinned_peer(conn.quic, conn.came_via.expect)
+            if (
+                problem is None
+                and conn.came_via is not None
+                and conn.peer_id != conn.came_via.expect
+            ):
+                problem = "not the key the relay announced for this peer"
+            if problem is None and conn.peer_id is None:
+                problem = str(identity)
             if problem is not None:
                 self._bump("refused: peer certificate")
                 log.warning(
@@ -124,18 +131,27 @@ class Peers(Sends):
             conn.deadline.cancel()
             conn.deadline = None
         target = conn.target
-        # The certificate to insist on: the one dialled, else the one the peer
-        # already claimed on its own connection to us (simultaneous connect).
-        expected = target.peer_cert_der if target is not None else b""
-        if not expected and conn.record is not None:
-            expected = conn.record.cert
+        # The key to insist on: the one dialled, else the one the peer
+        # already proved on its own connection to us (simultaneous connect).
+        expected = target.peer_id if target is not None else None
+        if expected is None and conn.record is not None:
+            expected = conn.record.peer_id
         # Dates always: in UNVERIFIED mode aioquic checks none (CERT_NONE).
         code = ErrorCode.CERTIFICATE_REFUSED
         problem = tls.check_server_certificate(conn.quic, now=self._wall_now())
-        if problem is None and expected:
+        if problem is None and conn.peer_id is None:
+            problem = str(identity)
+        if problem is None and expected is not None and conn.peer_id != expected:
+            assert conn.peer_id is not None
             code, problem = (
                 ErrorCode.CERTIFICATE_MISMATCH,
-                tls.check_pinned_peer(conn.quic, expected),
+                f"the peer holds another key than expected (it proved id "
+                f"{conn.peer_id.short()}..., expected {expected.short()}...)",
+            )
+        if problem is None and target is not None and target.peer_cert_der:
+            code, problem = (
+                ErrorCode.CERTIFICATE_MISMATCH,
+                tls.check_pinned_peer(conn.quic, target.peer_cert_der),
             )
         if problem is not None:
             self._close_conn(conn, code, problem)
@@ -146,6 +162,14 @@ class Peers(Sends):
         record = conn.record
         if record is None or record.dead:
             return
+        assert conn.peer_id is not None
+        if record.peer_id is None:
+            known = self._records.get(conn.peer_id)
+            if known is not None and known is not record:
+                self._merge(record, known)
+                return
+            self._records.set_id(record, conn.peer_id)
+        record.cert = conn.peer_cert
         if self.config.our_type is OurType.NODE:
             conn.link.send_frame(frame(FrameKind.HANDSHAKE_NODE, self._cert.cert_der))
         else:
@@ -190,7 +214,84 @@ class Peers(Sends):
         if record.inn is conn:
             record.inn = None
             record.frm = FromPeer.NONE
+        other = self._send_conn(record)
+        if (
+            record.connected
+            and record.kind is PeerKind.NODE
+            and reason.cause is Cause.IDLE_TIMEOUT
+            and other is not None
+            and self._now() - other.heard_at < self._idle_window()
+        ):
+            # One of a Node's two connections went silent while the other
+            # still hears from the peer: a NAT rebinding on its side moved its
+            # packets to a new address, which aioquic follows as the server
+            # but not as the client (RFC 9000 §9). The peer is still reached
+            # on the other connection. (A dead peer is silent on both.)
+            self._bump("peers kept on their other connection")
+            log.info("%s:%d: one connection timed out, keeping the other", *record.addr)
+            return
         self._fail(record, reason, ErrorCode.DISCONNECTED)
+
+    def _on_path_change(self, conn: Conn, old: Address) -> None:
+        record = conn.record
+        new = conn.link.peer_addr
+        if record is None or record.dead or record.addr == new:
+            return
+        was = record.addr
+        self._records.move(record, new)
+        log.info("peer %s moved from %s:%d to %s:%d", record.peer_id, *was, *new)
+        out = record.out
+        if (
+            record.connected
+            and conn is record.inn
+            and out is not None
+            and out.relay is None
+            and out.link.peer_addr == old
+        ):
+            # Our connection to the Node still goes to where it was, and as
+            # its client aioquic drops what the Node sends from the new
+            # address: it is stranded. The peer goes on over its own.
+            lost = Reason(Cause.CONNECTION_LOST, "the peer moved to another address")
+            self._bump("connections dropped: stranded by a peer's move")
+            self._drop_dial(record, lost)
+        if record.connected and record.peer_id is not None:
+            self.events.push(PeerAddressChanged(record.peer_id, was, new))
+
+    def _idle_window(self) -> float:
+        """How recently a live connection has heard from its peer: within
+        half the idle timeout (keep-alives come more often)."""
+        return tls.idle_timeout_seconds(self.config.idle_timeout_msec) / 2
+
+    def _drop_dial(self, record: Record, reason: Reason) -> None:
+        """Abandons our outgoing connection to the peer, keeping its record."""
+        out = record.out
+        assert out is not None
+        record.out, record.to, out.record = None, ToPeer.NONE, None
+        self._close_conn(out, ErrorCode.NO_ERROR, reason)
+        self._on_down(out, reason)
+
+    def _merge(self, dup: Record, known: Record) -> None:
+        """Our dial reached a peer we already have a record for (at another
+        address): whoever waited on the dial is served by that record."""
+        self._bump("dials that reached a known peer")
+        known.we_contacted |= dup.we_contacted
+        waiters, dup.waiters = dup.waiters, []
+        sends, dup.pending_sends = dup.pending_sends, []
+        group, dup.bootstrap = dup.bootstrap, None
+        pin = dup.bootstrap_pin
+        done = Reason(Cause.REPLACED, "this dial reached a peer we already know")
+        self._fail(dup, done, ErrorCode.NO_ERROR, report=False)
+        if group is not None and known.bootstrap is None and not known.connected:
+            known.bootstrap, known.bootstrap_pin = group, pin
+        known.waiters += waiters
+        known.pending_sends += sends
+        if known.connected:
+            if group is not None and not group.won and pin_problem(known, pin) is None:
+                info = known.node_info()
+                self.events.push(BootstrappedTo(info))
+                group.won = True
+                self._emit(BootstrapWon(group.id, info))
+            self._serve_waiting(known)
 
     def _probe_done(self, conn: Conn, reached: bool) -> None:
         """A probe connection ended (TLS completed, or not): it is closed, and
@@ -221,43 +322,79 @@ class Peers(Sends):
             conn.deadline = None
         is_node = f.kind == FrameKind.HANDSHAKE_NODE
         addr = conn.link.peer_addr
+        peer_id = conn.peer_id
+        if peer_id is None:  # (the TLS checks refused such a peer already)
+            self._violation(conn, ErrorCode.BAD_HANDSHAKE, "no proven key")
+            return
         if is_node:
             try:
-                certs.parse_certificate(f.body)
-            except certs.CertificateError:
+                claimed = PeerId.from_certificate(f.body)
+            except InvalidContactError:
                 self._violation(conn, ErrorCode.BAD_HANDSHAKE, "unparsable certificate")
+                return
+            if claimed != peer_id:
+                self._violation(
+                    conn,
+                    ErrorCode.CERTIFICATE_MISMATCH,
+                    "handshake rejected: it claims another key than it proved",
+                )
                 return
         elif f.body:
             self._violation(conn, ErrorCode.BAD_HANDSHAKE, "client handshake with a body")
             return
-        record = self._records.get(addr)
-        if record is not None and record.relay is not None and conn.came_via is None:
-            # A direct handshake proves the address (the peer receives there);
-            # a relayed peer only claimed it, through the relay.
+        record = self._records.get(peer_id)
+        if record is None:
+            dialling = self._records.at(addr)
+            if dialling is not None and dialling.peer_id is None:
+                # Our dial to that address, not answered yet: it is this peer.
+                record = dialling
+                self._records.set_id(record, peer_id)
+        elif record.relay is not None and conn.came_via is None:
+            # The peer we reach through a relay dialled us directly: a direct
+            # path works, the relayed record gives way.
             self._fail(
                 record,
-                Reason(
-                    Cause.REPLACED,
-                    "another peer proved that address directly (the relayed peer only claimed it)",
-                ),
+                Reason(Cause.REPLACED, "the peer connected directly"),
                 ErrorCode.DISCONNECTED,
             )
             record = None
+        elif record.inn is not None and record.inn is not conn:
+            # A second connection in from one key: the peer restarted (or lost
+            # its state) while our record of it lived on. Only the holder of
+            # the key can do this; the new connection replaces the old.
+            self._bump("peers replaced by a new connection from the same key")
+            self._fail(
+                record,
+                Reason(Cause.REPLACED, "the peer connected again (it restarted?)"),
+                ErrorCode.DISCONNECTED,
+            )
+            record = None
+        if (
+            record is not None
+            and is_node
+            and record.to is ToPeer.CONNECTING
+            and record.out is not None
+            and record.out.link.peer_addr != addr
+            and conn.came_via is None
+        ):
+            # We are still dialling it elsewhere (an address a contact or a
+            # rendezvous gave: a guess, behind a NAT), and it reached us from
+            # here: the reverse connection proves it here instead.
+            self._drop_dial(record, Reason(Cause.REPLACED, "the peer reached us from elsewhere"))
+            self._records.move(record, addr)
         fresh = record is None
         if record is None:
-            record = self._records[addr] = Record(addr)
+            record = self._records.add(Record(addr, peer_id))
             path = conn.came_via
             if path is not None and path.record is None and not path.closed:
                 # Reached through a relay: so is our reverse connection.
                 record.relay = path
                 path.record = record
         action, code = on_incoming_handshake(is_node, record.to, record.frm)
-        if action is not Action.REJECT and is_node and not claim_matches(record, f.body):
-            action, code = Action.REJECT, ErrorCode.CERTIFICATE_MISMATCH
         if action is Action.REJECT:
             assert code is not None
             if fresh:
-                del self._records[addr]
+                self._records.remove(record)
                 if record.relay is not None:
                     record.relay.record = None
             self._violation(conn, code, f"handshake rejected: {code.name.lower()}")
@@ -265,6 +402,7 @@ class Peers(Sends):
         record.frm = FromPeer.ESTABLISHED
         record.inn = conn
         conn.record = record
+        record.cert = conn.peer_cert
         if not is_node:
             record.kind = PeerKind.CLIENT
             record.to = ToPeer.NOT_NEEDED
@@ -273,8 +411,6 @@ class Peers(Sends):
                 self._dirty.add(conn)
         else:
             record.kind = PeerKind.NODE
-            if not record.cert:
-                record.cert = f.body
         if action is Action.DIAL_BACK:
             # Prove the claimed Node reachable where we saw it, presenting the
             # certificate it claimed.
@@ -315,13 +451,25 @@ class Peers(Sends):
             self.events.push(ConnectedTo(peer, relay))
         if (
             peer.node_info is not None
-            and record.we_contacted
+            # Ours to cache: a Node we dialled, or one we cached before that
+            # dialled us from a new address (it restarted elsewhere).
+            and (record.we_contacted or peer.node_info in self.cache)
             and self.cache.add(peer.node_info, self._wall_clock())
         ):
             self._emit(CacheChanged())
+        self._serve_waiting(record)
+        reads, record.pending_reads = record.pending_reads, []
+        self._unproven.give(record.pending_bytes)
+        record.pending_bytes = 0
+        for conn, f in reads:
+            self._deliver(record, conn, f)
+
+    def _serve_waiting(self, record: Record) -> None:
+        """The connected peer's waiters get it, its queued sends go out; a pin
+        must hold for the peer we actually reached, whoever started the
+        connection."""
+        peer = record.peer()
         for waiter in record.waiters:
-            # A pin must hold for the peer we actually reached, whoever
-            # started the connection.
             problem = pin_problem(record, waiter.pin)
             if problem is None:
                 self._emit(ConnectResult(waiter.id, record.addr, peer))
@@ -335,11 +483,6 @@ class Peers(Sends):
                 self._send_on(record, s)
             else:
                 self._resolve(s, False, problem)
-        reads, record.pending_reads = record.pending_reads, []
-        self._unproven.give(record.pending_bytes)
-        record.pending_bytes = 0
-        for conn, f in reads:
-            self._deliver(record, conn, f)
 
     def _fail(
         self, record: Record, reason: Reason, code: ErrorCode, *, report: bool = True
@@ -350,8 +493,7 @@ class Peers(Sends):
             return
         record.dead = True
         record.failure = reason
-        if self._records.get(record.addr) is record:
-            del self._records[record.addr]
+        self._records.remove(record)
         if record.reverse_timer is not None:
             record.reverse_timer.cancel()
             record.reverse_timer = None
@@ -384,13 +526,13 @@ class Peers(Sends):
         visible = record.connected or record.we_contacted or bool(record.waiters)
         record.waiters.clear()
         if report and visible and not self._closing:
-            self._report_failure(record.addr, reason)
+            self._report_failure(record, reason)
         else:
             log.info("dropped peer %s:%d: %s", record.addr[0], record.addr[1], reason)
 
-    def _report_failure(self, addr: Address, reason: Reason) -> None:
-        log.info("connection to %s:%d failed: %s", addr[0], addr[1], reason)
-        self.events.push(ConnectionFailure(addr, reason))
+    def _report_failure(self, record: Record, reason: Reason) -> None:
+        log.info("connection to %s:%d failed: %s", *record.addr, reason)
+        self.events.push(ConnectionFailure(record.addr, reason, record.peer_id))
 
     def _reverse_timeout(self, record: Record) -> None:
         record.reverse_timer = None

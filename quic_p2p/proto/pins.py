@@ -1,48 +1,65 @@
-"""Whether a peer is the holder of a certificate someone pinned or claimed."""
+"""What a caller pinned (a key, or an exact certificate) and whether a peer
+holds it."""
 
 from __future__ import annotations
 
-from ..peer import PeerKind
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..peer import NodeInfo, PeerId, PeerKind
 from ..reasons import Cause, Reason
-from . import certs, tls
-from .state import Record
+from . import certs
+
+if TYPE_CHECKING:
+    from .state import Record
 
 
-def pin_problem(record: Record, pin: bytes) -> Reason | None:
-    """Why a connected peer is not the holder of the pinned certificate
-    ``pin`` (None: no pin, or it is). A record's certificate is the one its
-    peer proved on a TLS connection with us."""
-    if not pin or record.cert == pin:
+@dataclass(frozen=True)
+class Pin:
+    """The identity a connect or send insists on: a key (``peer_id``), and
+    optionally the exact certificate (``cert``, whose key is ``peer_id``)."""
+
+    peer_id: PeerId | None = None
+    cert: bytes = b""
+
+    @classmethod
+    def of(cls, node: NodeInfo | None) -> Pin:
+        """What a NodeInfo pins: its certificate exactly, else its id."""
+        if node is None:
+            return NO_PIN
+        return cls(node.peer_id, node.peer_cert_der)
+
+    def __bool__(self) -> bool:
+        return self.peer_id is not None
+
+
+NO_PIN = Pin()
+
+
+def pin_problem(record: Record, pin: Pin) -> Reason | None:
+    """Why a connected peer does not hold ``pin`` (None: no pin, or it does).
+    A record's id and certificate are what its peer proved over TLS."""
+    if not pin:
         return None
-    if record.kind is PeerKind.CLIENT:
+    if record.kind is PeerKind.CLIENT and pin.cert:
         return Reason(
             Cause.WRONG_ROLE,
             "the peer at that address is a Client (it holds no pinned certificate)",
         )
-    if not record.cert:
-        # Dialled without a pin and never told its certificate (we are a
-        # Client): check what it presented on our connection.
-        out = record.out
-        if out is not None and out.link.up:
-            problem = tls.check_pinned_peer(out.quic, pin)
-            return None if problem is None else Reason(Cause.CERTIFICATE, problem)
+    if record.peer_id != pin.peer_id:
+        presented = record.peer_id.short() if record.peer_id is not None else "none"
+        assert pin.peer_id is not None
         return Reason(
-            Cause.CERTIFICATE, "cannot tell which certificate the peer at that address holds"
+            Cause.CERTIFICATE,
+            "the peer there holds another key than the one pinned "
+            f"(it proved id {presented}..., pinned {pin.peer_id.short()}...)",
         )
-    presented = certs.fingerprint(record.cert).hex()[:16] if record.cert else "none"
-    return Reason(
-        Cause.CERTIFICATE,
-        "the peer at that address presents another certificate than the one pinned "
-        f"(presented sha256 {presented}..., pinned {certs.fingerprint(pin).hex()[:16]}...)",
-    )
-
-
-def claim_matches(record: Record, claimed: bytes) -> bool:
-    """A Node's claimed certificate must be the one we know for that address:
-    pinned when we dialled it, or presented on our own connection to it."""
-    if record.cert:
-        return record.cert == claimed
-    out = record.out
-    if out is not None and out.link.up:
-        return tls.check_pinned_peer(out.quic, claimed) is None
-    return True  # nothing known yet: our reverse connection will pin it
+    if pin.cert and record.cert != pin.cert:
+        presented = certs.fingerprint(record.cert).hex()[:16] if record.cert else "none"
+        pinned = certs.fingerprint(pin.cert).hex()[:16]
+        return Reason(
+            Cause.CERTIFICATE,
+            "the peer presents another certificate than the one pinned "
+            f"(presented sha256 {presented}..., pinned {pinned}...)",
+        )
+    return None

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from ..accel.types import Frame, FrameKind
 from ..events import UpgradedToDirect
-from ..peer import Address, NodeInfo
+from ..peer import Address, InvalidContactError, NodeInfo, PeerId
 from ..reasons import Cause, Reason
 from .base import log
 from .limits import FROM_RELAY, HANDSHAKE_TIMEOUT, RELAY_MAX_BACKLOG, RELAY_MAX_PATHS
+from .pins import Pin
 from .rendezvous import Rendezvous
 from .scope import could_observe
 from .state import Conn, ConnectResult, Record, RelayPath, RelaySession, Waiter
@@ -89,15 +90,16 @@ class Relaying(Rendezvous):
         connecting to."""
         try:
             session, addr, cert = decode_relay_open(f.body)
-        except WireError as exc:
+            node = NodeInfo(addr, cert)
+        except (WireError, InvalidContactError) as exc:
             self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
             return
         relay = conn.record
-        problem = self._relay_open_problem(relay, addr, cert)
+        problem = self._relay_open_problem(relay, node)
         path = None
         if problem is None:
-            assert relay is not None
-            path = self._open_path(relay, session, addr, cert)
+            assert relay is not None and node.peer_id is not None
+            path = self._open_path(relay, session, addr, node.peer_id)
             if path is None:
                 problem = "too many relay sessions"
         if path is None:
@@ -110,30 +112,34 @@ class Relaying(Rendezvous):
     def _connect_relayed(self, node: NodeInfo, via_addr: Address, answer: Frame) -> int:
         """As the asker: the relay's answer (RELAY_OPEN) to our request for a
         session with ``node``; connects through it. Returns the connect id."""
-        waiter = Waiter(self._next_id(), node.peer_cert_der)
+        waiter = Waiter(self._next_id(), Pin.of(node))
         try:
             session, addr, cert = decode_relay_open(answer.body)
-        except WireError as exc:
+            announced = PeerId.from_certificate(cert) if cert else None
+        except (WireError, InvalidContactError) as exc:
             bad = Reason(Cause.BAD_ANSWER, f"bad answer: {exc}")
             self._emit(ConnectResult(waiter.id, node.peer_addr, None, bad))
             return waiter.id
-        rendezvous = self._records.get(via_addr)
-        existing = self._records.get(addr)
+        rendezvous = self._records.at(via_addr)
+        expect = node.peer_id or announced
+        existing = self._records.at(addr)
         problem = None
         if rendezvous is None or not rendezvous.connected:
             problem = Reason(Cause.RENDEZVOUS, "connection lost: the rendezvous left")
         elif addr != node.peer_addr:
             problem = Reason(Cause.BAD_ANSWER, "bad answer: it names another address")
-        elif not (node.peer_cert_der or cert):
+        elif expect is None:
             problem = Reason(Cause.BAD_ANSWER, "bad answer: no certificate for the peer")
-        elif existing is not None and not self._punch_only(existing, via_addr):
+        elif existing is not None and not self._punch_only(existing, rendezvous):
             problem = BUSY  # (it started while we asked)
+        elif (known := self._records.get(expect)) is not None and known is not existing:
+            problem = BUSY  # that peer is connected or connecting at another address
         path = None
         if problem is None:
-            assert rendezvous is not None
-            # The peer must prove the certificate we dialled with (else the
-            # one the relay saw it present), end to end.
-            path = self._open_path(rendezvous, session, addr, node.peer_cert_der or cert)
+            assert rendezvous is not None and expect is not None
+            # The peer must prove the key we dialled (else the one the relay
+            # saw it present), end to end.
+            path = self._open_path(rendezvous, session, addr, expect)
             if path is None:
                 problem = Reason(Cause.RELAY, "relay session id already in use")
         if path is None:
@@ -145,35 +151,40 @@ class Relaying(Rendezvous):
             self._emit(ConnectResult(waiter.id, node.peer_addr, None, declined))
             return waiter.id
         self._replace_punch(addr)
-        return self._connect_waiting(NodeInfo(addr, path.expect), waiter, HANDSHAKE_TIMEOUT, path)
+        target = node if node.peer_id is not None else NodeInfo(addr, peer_id=path.expect)
+        return self._connect_waiting(target, waiter, HANDSHAKE_TIMEOUT, path)
 
-    def _relay_open_problem(self, relay: Record | None, addr: Address, cert: bytes) -> str | None:
-        """Why we decline a relay session announced by ``relay`` for the Node
-        at ``addr`` with certificate ``cert``, or None."""
+    def _relay_open_problem(self, relay: Record | None, node: NodeInfo) -> str | None:
+        """Why we decline a relay session announced by ``relay`` for ``node``
+        (the address and certificate announced), or None."""
+        addr = node.peer_addr
         if relay is None or not self._our_rendezvous(relay):
             return "not a relay we chose"
-        if not cert or cert == relay.cert:
+        if node.peer_id is None or node.peer_id == relay.peer_id:
             return "no certificate of its own for the peer"
-        if self._is_us(NodeInfo(addr, cert)):
+        if self._is_us(node):
             return "names us"
         if not could_observe(relay.addr, addr):
             return "an address the relay could not have seen"
-        known = self._known_cert(addr)
-        if known and known != cert:
-            return "not the certificate we know for that address"
-        existing = self._records.get(addr)
-        if existing is not None and not self._punch_only(existing, relay.addr):
+        known = self._known_id(addr)
+        if known is not None and known != node.peer_id:
+            return "not the key we know for that address"
+        existing = self._records.at(addr)
+        if existing is not None and not self._punch_only(existing, relay):
             return "that address is connected or connecting"
+        known_peer = self._records.get(node.peer_id)
+        if known_peer is not None and known_peer is not existing:
+            return "that peer is connected or connecting"
         return None
 
-    def _known_cert(self, addr: Address) -> bytes:
-        """The certificate our contacts or bootstrap cache give for ``addr``."""
+    def _known_id(self, addr: Address) -> PeerId | None:
+        """The id our contacts or bootstrap cache give for ``addr``."""
         for node in (*self.config.hard_coded_contacts, *self.cache.peers()):
-            if node.peer_addr == addr and node.peer_cert_der:
-                return node.peer_cert_der
-        return b""
+            if addr in node.addresses and node.peer_id is not None:
+                return node.peer_id
+        return None
 
-    def _punch_only(self, record: Record, rendezvous: Address) -> bool:
+    def _punch_only(self, record: Record, rendezvous: Record) -> bool:
         """``record`` is nothing but an unconnected punch dial that the
         rendezvous at ``rendezvous`` started (nobody waits on it, sends on
         it, or dialled in): that rendezvous's relay session may replace it."""
@@ -188,15 +199,15 @@ class Relaying(Rendezvous):
 
     def _replace_punch(self, addr: Address) -> None:
         """A punch's leftover dial to ``addr``: the relayed connection replaces it."""
-        record = self._records.get(addr)
+        record = self._records.at(addr)
         if record is not None and not record.connected:
             replaced = Reason(Cause.REPLACED, "replaced by a relayed connection")
             self._fail(record, replaced, ErrorCode.NO_ERROR, report=False)
 
     def _open_path(
-        self, relay: Record, session: int, peer_addr: Address, expect: bytes
+        self, relay: Record, session: int, peer_addr: Address, expect: PeerId
     ) -> RelayPath | None:
-        key = (relay.addr, session)
+        key = (relay, session)
         if key in self._relay_paths or len(self._relay_paths) >= RELAY_MAX_PATHS:
             return None
         path = self._relay_paths[key] = RelayPath(relay, session, peer_addr, expect)
@@ -215,8 +226,8 @@ class Relaying(Rendezvous):
         if path.closed:
             return
         path.closed = True
-        if self._relay_paths.get((path.relay.addr, path.session)) is path:
-            del self._relay_paths[(path.relay.addr, path.session)]
+        if self._relay_paths.get((path.relay, path.session)) is path:
+            del self._relay_paths[(path.relay, path.session)]
         if path.deadline is not None:
             path.deadline.cancel()
             path.deadline = None
@@ -246,7 +257,7 @@ class Relaying(Rendezvous):
             )
             self._dirty.add(rconn)
         log.info("%s:%d is now reached directly (was via %s:%d)", *record.addr, *path.relay.addr)
-        self.events.push(UpgradedToDirect(record.addr, path.relay.addr))
+        self.events.push(UpgradedToDirect(record.addr, path.relay.addr, record.peer_id))
 
     def _peer_gone(self, record: Record, reason: Reason) -> None:
         """A peer failed: the paths it carried or was reached by, and the
@@ -267,7 +278,7 @@ class Relaying(Rendezvous):
             self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, "relay packet before handshake")
             return
         if f.msg_id & FROM_RELAY:  # our relay forwards the other side's packet
-            path = self._relay_paths.get((sender.addr, f.msg_id & ~FROM_RELAY))
+            path = self._relay_paths.get((sender, f.msg_id & ~FROM_RELAY))
             if path is None:
                 self._bump("relay: dropped a packet of an unknown session")
                 return
@@ -314,7 +325,7 @@ class Relaying(Rendezvous):
             self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, "relay close before handshake")
             return
         if f.msg_id & FROM_RELAY:  # our relay ended the session
-            path = self._relay_paths.get((sender.addr, f.msg_id & ~FROM_RELAY))
+            path = self._relay_paths.get((sender, f.msg_id & ~FROM_RELAY))
             if path is not None:
                 self._close_path(path, Reason(Cause.RELAY, reason), notify=False)
             return
@@ -322,7 +333,7 @@ class Relaying(Rendezvous):
         if session is None or sender not in (session.a, session.b):
             return  # (already ended: the two sides' closes crossed)
         if code is RelayClose.DIRECT:
-            session.direct.add(sender.addr)
+            session.direct.add(sender)
             if len(session.direct) == 2:
                 self._end_relay_session(session, "both sides are direct")
         else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..accel.types import Frame
 from ..errors import ConnectionFailedError, NoRendezvousError
-from ..peer import Address, NodeInfo, PeerKind
+from ..peer import Address, InvalidContactError, NodeInfo, PeerKind
 from ..reasons import Cause, Reason
 from .config import OurType
 from .limits import (
@@ -33,7 +33,7 @@ from .wire import (
 class Rendezvous(Peers):
     def _rendezvous_conn(self, via_addr: Address, target: Address) -> Conn:
         """The connection to a rendezvous we may ask about ``target``."""
-        rendezvous = self._records.get(via_addr)
+        rendezvous = self._records.at(via_addr)
         conn = None if rendezvous is None else self._send_conn(rendezvous)
         if rendezvous is None or not rendezvous.connected or conn is None:
             raise NoRendezvousError(
@@ -55,7 +55,7 @@ class Rendezvous(Peers):
             self._violation(conn, ErrorCode.PROTOCOL_VIOLATION, f"{what} before handshake")
             return None
         try:
-            target = self._records.get(decode_address(f.body))
+            target = self._records.at(decode_address(f.body))
         except WireError as exc:
             self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
             return None
@@ -119,17 +119,18 @@ class Rendezvous(Peers):
     def _on_punch_info(self, conn: Conn, f: Frame) -> None:
         try:
             delay_ms, addr, cert = decode_punch_info(f.body)
-        except WireError as exc:
+            node = NodeInfo(addr, cert)
+        except (WireError, InvalidContactError) as exc:
             self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
             return
         # A rendezvous we chose asks us to dial the other side too.
-        existing = self._records.get(addr)
+        existing = self._records.find(node)
         relayed = existing is not None and existing.connected and existing.relay is not None
         rendezvous = conn.record
         if rendezvous is None or not self._our_rendezvous(rendezvous):
             self._bump("punches declined: not a rendezvous we chose")
             return
-        if self._is_us(NodeInfo(addr, cert)):
+        if self._is_us(node):
             self._bump("punches declined: names us")
             return
         if not could_observe(rendezvous.addr, addr):
@@ -145,14 +146,14 @@ class Rendezvous(Peers):
         self._punches_pending += 1
         if existing is not None:
             # Relayed to that peer: probe the direct path instead.
-            node = NodeInfo(addr, existing.cert or cert)
+            node = NodeInfo(addr, peer_id=existing.peer_id or node.peer_id)
             self._call_later(delay_ms / 1000, self._probe_path, existing, node, True)
             return
-        self._call_later(delay_ms / 1000, self._punch, NodeInfo(addr, cert), rendezvous.addr)
+        self._call_later(delay_ms / 1000, self._punch, node, rendezvous)
 
-    def _punch(self, node: NodeInfo, rendezvous: Address) -> None:
+    def _punch(self, node: NodeInfo, rendezvous: Record) -> None:
         self._punches_pending -= 1
-        if not self._closing and node.peer_addr not in self._records:
+        if not self._closing and self._records.find(node) is None:
             record = self._connect(node, we_contacted=False, timeout=PUNCH_HANDSHAKE_TIMEOUT)
             if record.out is not None and not record.out.punch:
                 record.out.punch = True
@@ -209,7 +210,7 @@ class Rendezvous(Peers):
         self._reach_pending += 1
         check = self._next_id()
         self._reach_checks[check] = (conn, f.msg_id)
-        self._emit(ReachCheckWanted(check, NodeInfo(asker.addr, asker.cert)))
+        self._emit(ReachCheckWanted(check, asker.node_info()))
 
     def _reach_checked(self, check: int, target: Address, reached: bool) -> None:
         entry = self._reach_checks.pop(check, None)

@@ -46,7 +46,10 @@ class Sends(Conns):
                 s, False, Reason(Cause.MESSAGE_TOO_LARGE, "message larger than a frame can carry")
             )
             return
-        record = self._records.get(peer.peer_addr)
+        if peer.node_info is not None:
+            record = self._records.find(peer.node_info)
+        else:
+            record = self._records.lookup(peer.peer_id, peer.peer_addr)
         if record is not None and record.connected:
             if peer.is_node and record.kind is PeerKind.CLIENT:
                 self._resolve(
@@ -68,6 +71,7 @@ class Sends(Conns):
             self._resolve(s, False, Reason(Cause.NOT_CONNECTED, "not connected to that client"))
 
     def _send_on(self, record: Record, s: Send) -> None:
+        s.peer_addr, s.peer_id = record.addr, record.peer_id
         conn = self._send_conn(record)
         if conn is None:
             self._resolve(s, False, Reason(Cause.CONNECTION_LOST, "connection lost"))
@@ -112,9 +116,9 @@ class Sends(Conns):
         self._sends.pop(s.id, None)
         outcome: SentUserMessage | UnsentUserMessage
         if sent:
-            outcome = SentUserMessage(s.peer_addr, s.msg, s.token)
+            outcome = SentUserMessage(s.peer_addr, s.msg, s.token, s.peer_id)
         else:
-            outcome = UnsentUserMessage(s.peer_addr, s.msg, s.token, reason)
+            outcome = UnsentUserMessage(s.peer_addr, s.msg, s.token, reason, s.peer_id)
         if not s.abandoned:
             self._emit(SendResult(s.id, outcome))
         if self.outcome_events or s.abandoned:
@@ -144,7 +148,7 @@ class Sends(Conns):
         if not self.events.has_room():
             self._refuse(conn, f.msg_id, RejectReason.BUSY)
             return
-        self.events.push(NewMessage(record.addr, f.body))
+        self.events.push(NewMessage(record.addr, f.body, record.peer_id))
         conn.link.acknowledge(f.msg_id)
         self._dirty.add(conn)
 

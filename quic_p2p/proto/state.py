@@ -16,7 +16,7 @@ from aioquic.quic.connection import QuicConnection
 
 from ..accel.types import Frame, FrameKind
 from ..events import SentUserMessage, UnsentUserMessage
-from ..peer import Address, NodeInfo, Peer, PeerKind
+from ..peer import Address, NodeInfo, Peer, PeerId, PeerKind
 from ..reasons import NO_REASON, Reason
 from .limits import (
     HANDSHAKE_TIMEOUT,
@@ -26,6 +26,7 @@ from .limits import (
     RENDEZVOUS_REQUEST_RATE,
 )
 from .link import Link
+from .pins import NO_PIN, Pin
 from .ratelimit import TokenBucket
 from .roles import FromPeer, ToPeer
 
@@ -62,6 +63,8 @@ class ConnectionInfo:
 
     id: int
     peer_addr: Address
+    #: The key the peer proved (None until its TLS handshake completed).
+    peer_id: PeerId | None
     #: We dialled it (else the peer did).
     outgoing: bool
     #: Its TLS handshake completed.
@@ -158,8 +161,10 @@ class Send:
     peer_addr: Address
     msg: bytes
     token: int
-    #: The certificate the caller's NodeInfo pins (b"": none).
-    pin: bytes = b""
+    #: What the caller's Peer or NodeInfo pins.
+    pin: Pin = NO_PIN
+    #: The peer it went to, once known.
+    peer_id: PeerId | None = None
     resolved: bool = False
     #: The caller stopped waiting: the outcome goes to the events instead.
     abandoned: bool = False
@@ -170,7 +175,7 @@ class Waiter:
     """A connect (or bootstrap attempt) waiting for a peer record."""
 
     id: int
-    pin: bytes = b""
+    pin: Pin = NO_PIN
 
 
 @dataclass(eq=False)
@@ -197,8 +202,11 @@ class Conn:
     timer: Timer | None = None
     timer_at: float | None = None
     record: Record | None = None
-    #: NodeInfo we dialled (pinned certificate), for outgoing connections.
+    #: NodeInfo we dialled (what it pins), for outgoing connections.
     target: NodeInfo | None = None
+    #: The key and certificate the peer proved in the TLS handshake.
+    peer_id: PeerId | None = None
+    peer_cert: bytes = b""
     handshake: FrameKind | None = None
     echo_only: bool = False
     #: The QUIC handshake deadline (seconds) of an outgoing connection.
@@ -232,13 +240,17 @@ class Conn:
     came_via: RelayPath | None = None
     #: The socket it uses: 0 ours, else one the driver opened for it.
     socket: int = 0
+    #: When a datagram of the peer's last arrived on it.
+    heard_at: float = 0.0
 
 
 @dataclass(eq=False)
 class Record:
-    """What we know of one peer address."""
+    """What we know of one peer: its id once proven, the address we last saw
+    it at, and our connections with it."""
 
     addr: Address
+    peer_id: PeerId | None = None
     to: ToPeer = ToPeer.NONE
     frm: FromPeer = FromPeer.NONE
     out: Conn | None = None
@@ -258,8 +270,8 @@ class Record:
     #: wait for its reverse connection has arrived (see Engine._skip_retry).
     reverse_admitted: bool = False
     bootstrap: BootstrapGroup | None = None
-    #: The certificate the bootstrap contact pinned (checked before it wins).
-    bootstrap_pin: bytes = b""
+    #: What the bootstrap contact pinned (checked before it wins).
+    bootstrap_pin: Pin = NO_PIN
     failure: Reason = NO_REASON
     #: Set while our connections to this peer send through a relay.
     relay: RelayPath | None = None
@@ -271,14 +283,18 @@ class Record:
     rendezvous_requests: TokenBucket = field(
         default_factory=lambda: TokenBucket(RENDEZVOUS_REQUEST_RATE, RENDEZVOUS_REQUEST_BURST)
     )
-    #: A punch dial the rendezvous at this address started (nothing else has
-    #: used the record yet): that rendezvous's relay session may replace it.
-    punched_by: Address | None = None
+    #: A punch dial this rendezvous started (nothing else has used the
+    #: record yet): that rendezvous's relay session may replace it.
+    punched_by: Record | None = None
 
     def peer(self) -> Peer:
         if self.kind is PeerKind.CLIENT:
-            return Peer.client(self.addr)
-        return Peer.node(NodeInfo(self.addr, self.cert))
+            return Peer.client(self.addr, self.peer_id)
+        return Peer.node(self.node_info())
+
+    def node_info(self) -> NodeInfo:
+        """The Node as proven: its address, certificate and id."""
+        return NodeInfo(self.addr, self.cert, self.peer_id)
 
 
 @dataclass(eq=False)
@@ -290,9 +306,9 @@ class RelayPath:
     relay: Record
     session: int
     peer_addr: Address  # the other side, as the relay sees it
-    #: The certificate the other side must present end to end (the relay
-    #: vouches for nothing): the pin we dialled with, else the one announced.
-    expect: bytes
+    #: The key the other side must prove end to end (the relay vouches for
+    #: nothing): the one we dialled, else the one announced.
+    expect: PeerId
     conns: set[Conn] = field(default_factory=set)  # those sending through it
     record: Record | None = None  # the peer reached through it
     #: We send directly now; packets still arriving through the relay are taken.
@@ -311,7 +327,8 @@ class RelaySession:
     a: Record
     b: Record
     bytes: int = 0
-    direct: set[Address] = field(default_factory=set)
+    #: The sides that said they go direct now.
+    direct: set[Record] = field(default_factory=set)
     timer: Timer | None = None
 
 

@@ -26,14 +26,17 @@ asks every client for its certificate from the first datagram on):
 ============  ==============================  =====================================
 mode          TLS layer (aioquic)             ``check_client_certificate``
 ============  ==============================  =====================================
-UNVERIFIED    CertificateVerify, if one was   dates, if one was presented (none is
-              presented                       allowed: a Node dialling in is proven
-                                              on our reverse connection anyway)
+UNVERIFIED    CertificateVerify               required (its key is the peer's id);
+                                              dates
 PRIVATE_CA    CertificateVerify               required; dates; chain to the network
                                               CA with the intermediates it sent
 PUBLIC_CA     CertificateVerify               required; dates; chain to the given
                                               bundle or certifi
 ============  ==============================  =====================================
+
+Every peer, Clients too, presents a certificate in every mode: the key in it
+is the peer's identity (``PeerId``), known when the handshake completes
+(:func:`peer_identity`), before any event names the peer.
 
 The endpoint runs these on ``HandshakeCompleted``, before it sends or accepts
 any application data; a refused incoming peer is closed with
@@ -67,7 +70,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from OpenSSL import crypto
 
-from ..peer import NodeInfo
+from ..peer import NodeInfo, PeerId
 from .certs import (
     CertificateError,
     fingerprint,
@@ -90,6 +93,7 @@ __all__ = [
     "check_validity",
     "client_configuration",
     "idle_timeout_seconds",
+    "peer_identity",
     "server_configuration",
 ]
 
@@ -249,12 +253,9 @@ def check_server_certificate(
     that certificate; else why not (the close reason / ``ConnectionFailure``).
     In the CA modes and for a pinned self-signed certificate aioquic already
     checked the dates; checking again costs a comparison."""
-    try:
-        presented, _chain = _peer_certificates(connection)
-    except _Unreadable as exc:
-        return str(exc)
-    if presented is None:
-        return "the peer presented no certificate"
+    presented = _presented(connection)
+    if isinstance(presented, str):
+        return presented
     problem = check_validity(presented, now)
     if problem is not None:
         return f"peer {problem}"
@@ -272,8 +273,8 @@ def check_client_certificate(
       intermediates it sent, chains to ``config.ca_certs_der`` (PUBLIC_CA with
       none given: certifi's roots, as aioquic does for servers) and is valid
       at ``now``. No name is checked: a client has no agreed address.
-    - UNVERIFIED: presenting none is allowed (a Node dialling in is proven on
-      our reverse connection anyway); one presented must be valid at ``now``.
+    - UNVERIFIED: it must have presented one (its key is its id), valid at
+      ``now``.
 
     The chain is verified with pyOpenSSL's ``X509Store``, the very check
     aioquic's ``verify_certificate`` applies to servers, so a certificate is
@@ -292,7 +293,7 @@ def check_client_certificate(
     if presented is None:
         if ca_mode:
             return "no certificate presented; this network requires one issued by its CA"
-        return None
+        return "no certificate presented; every peer must present one (its key is its id)"
     problem = check_validity(presented, now)
     if problem is not None:
         return problem
@@ -305,13 +306,30 @@ def check_pinned_peer(connection: QuicConnection, expected_der: bytes) -> str | 
     """After ``HandshakeCompleted`` on a client connection: ``None`` if the
     server presented exactly ``expected_der``, else why not (for the close
     reason / ``ConnectionFailure``). Dates: see :func:`check_server_certificate`."""
+    presented = _presented(connection)
+    if isinstance(presented, str):
+        return presented
+    return _pin_problem(presented, expected_der)
+
+
+def peer_identity(connection: QuicConnection) -> tuple[PeerId, bytes] | str:
+    """After ``HandshakeCompleted``: the id and certificate (DER) the peer
+    proved (aioquic checked its CertificateVerify signature with that key),
+    or why there is none."""
+    presented = _presented(connection)
+    if isinstance(presented, str):
+        return presented
+    der = presented.public_bytes(serialization.Encoding.DER)
+    return PeerId.from_public_key(presented.public_key()), der
+
+
+def _presented(connection: QuicConnection) -> x509.Certificate | str:
+    """The server or client certificate the peer presented, or why there is none."""
     try:
         presented, _chain = _peer_certificates(connection)
     except _Unreadable as exc:
         return str(exc)
-    if presented is None:
-        return "the peer presented no certificate"
-    return _pin_problem(presented, expected_der)
+    return "the peer presented no certificate" if presented is None else presented
 
 
 class _Unreadable(Exception):
