@@ -1,19 +1,31 @@
-"""Waiting for the engine's events (``QuicP2p.events()``)."""
+"""Waiting for what the engine queues: its events (``QuicP2p.events()``)
+and the datagrams peers send (``QuicP2p.datagrams()``)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Generic, Protocol, TypeVar
 
-from .events import Event, Finish
-from .proto.events_queue import EventQueue
+from .events import Datagram, Event, Finish
+from .proto.events_queue import DatagramQueue, EventQueue
+
+T = TypeVar("T", covariant=True)
 
 
-class EventChannel:
-    """The async face of an ``EventQueue``: readers wait until it has an event."""
+class _Queue(Protocol[T]):
+    closed: bool
+    on_push: Callable[[], None] | None
 
-    def __init__(self, queue: EventQueue) -> None:
-        self.queue = queue
+    def __len__(self) -> int: ...
+    def get_nowait(self) -> T | None: ...
+
+
+class _Waiting(Generic[T]):
+    """Readers of a queue wait until it has an item (or is closed)."""
+
+    def __init__(self, queue: _Queue[T]) -> None:
+        self._queue = queue
         self._waiter: asyncio.Future[None] | None = None
         queue.on_push = self._wake
 
@@ -22,19 +34,30 @@ class EventChannel:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self) -> Event:
-        queue = self.queue
+    async def _next(self) -> T | None:
+        """The next item; None once the queue is closed and empty."""
+        queue = self._queue
         while not len(queue):
             if queue.closed:
-                return Finish()
+                return None
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        event = queue.get_nowait()
-        assert event is not None
-        return event
+        return queue.get_nowait()
+
+
+class EventChannel(_Waiting[Event]):
+    """The async face of an ``EventQueue``; it ends with ``Finish``."""
+
+    def __init__(self, queue: EventQueue) -> None:
+        super().__init__(queue)
+        self.queue = queue
+
+    async def get(self) -> Event:
+        event = await self._next()
+        return Finish() if event is None else event
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
@@ -42,3 +65,15 @@ class EventChannel:
             yield event
             if isinstance(event, Finish):
                 return
+
+
+class DatagramChannel(_Waiting[Datagram]):
+    """The async face of a ``DatagramQueue``; it ends when the endpoint closes."""
+
+    def __init__(self, queue: DatagramQueue) -> None:
+        super().__init__(queue)
+        self.queue = queue
+
+    async def __aiter__(self) -> AsyncIterator[Datagram]:
+        while (datagram := await self._next()) is not None:
+            yield datagram

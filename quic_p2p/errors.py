@@ -75,3 +75,8 @@ class BootstrapError(QuicP2pError):
 
 class EndpointClosedError(QuicP2pError):
     """The endpoint is not running (not started, or closed)."""
+
+
+class DatagramError(QuicP2pError):
+    """A datagram could not be sent: not connected to that peer, the peer
+    does not take datagrams, or it is larger than ``max_datagram_size``."""

@@ -107,6 +107,16 @@ class Finish:
     """The endpoint has closed; no event follows."""
 
 
+@dataclass(frozen=True)
+class Datagram:
+    """An unreliable datagram from a connected peer (``QuicP2p.datagrams()``;
+    RFC 9221): delivered at most once, in any order, or not at all."""
+
+    peer_id: PeerId | None
+    peer_addr: Address
+    data: bytes = field(repr=False)
+
+
 Event = (
     BootstrapFailure
     | BootstrappedTo

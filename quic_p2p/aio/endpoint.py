@@ -17,7 +17,7 @@ from typing import Any
 
 from ..accel.types import FrameKind
 from ..cache_store import CacheStore
-from ..channel import EventChannel
+from ..channel import DatagramChannel, EventChannel
 from ..errors import (
     BootstrapError,
     ConnectionFailedError,
@@ -26,7 +26,14 @@ from ..errors import (
     EndpointClosedError,
     QuicP2pError,
 )
-from ..events import BootstrapFailure, Event, Finish, SentUserMessage, UnsentUserMessage
+from ..events import (
+    BootstrapFailure,
+    Datagram,
+    Event,
+    Finish,
+    SentUserMessage,
+    UnsentUserMessage,
+)
 from ..identity import acquire_identity
 from ..peer import (
     Address,
@@ -42,6 +49,7 @@ from ..proto.config import Config, OurType, RelayPolicy
 from ..proto.limits import (
     BOOTSTRAP_PARALLEL,
     BOOTSTRAP_TIMEOUT,
+    DATAGRAM_QUEUE_CAPACITY,
     DEFAULT_EVENT_CAPACITY,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -79,11 +87,13 @@ class QuicP2p(Nat):
         max_unacked_bytes: int = DEFAULT_MAX_UNACKED_BYTES,
         outcome_events: bool = False,
         relay: RelayPolicy | None = None,
+        datagram_capacity: int = DATAGRAM_QUEUE_CAPACITY,
     ) -> None:
         self.config = config if config is not None else Config()
-        if event_capacity < 1 or max_connections < 1 or max_connections_per_ip < 1:
+        if min(event_capacity, max_connections, max_connections_per_ip, datagram_capacity) < 1:
             raise QuicP2pError(
-                "event_capacity, max_connections and max_connections_per_ip must be positive"
+                "event_capacity, max_connections, max_connections_per_ip and"
+                " datagram_capacity must be positive"
             )
         if send_timeout is not None and not send_timeout > 0:
             raise QuicP2pError("send_timeout must be positive (or None: never)")
@@ -114,10 +124,12 @@ class QuicP2p(Nat):
                 max_unacked_bytes=max_unacked_bytes,
                 outcome_events=outcome_events,
                 relay=relay,
+                datagram_capacity=datagram_capacity,
             )
         except BaseException:
             self._identity.release()
             raise
+        self._datagrams = DatagramChannel(self.engine.datagrams)
         self._init_driver()
         self._bootstrapping = False
 
@@ -402,6 +414,31 @@ class QuicP2p(Nat):
             elif future.done() and not future.cancelled() and not self.outcome_events:
                 self._channel.queue.push(future.result())
             raise
+
+    # ------------------------------------------------------------ datagrams
+    def send_datagram(self, peer: Peer | NodeInfo | PeerId, data: bytes) -> None:
+        """Sends ``data`` to a connected peer as one unreliable datagram (RFC
+        9221): no acknowledgement, no retransmission, no order; it arrives
+        once or not at all. Raises ``DatagramError`` when not connected to
+        the peer, when it takes no datagrams, or when ``data`` is larger than
+        ``max_datagram_size(peer)`` (one packet's worth, about 1,150 bytes)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data must be bytes")
+        self.engine.send_datagram(self._running_loop().time(), peer, bytes(data))
+        self._after()
+
+    def max_datagram_size(self, peer: Peer | NodeInfo | PeerId) -> int:
+        """The largest datagram ``send_datagram`` takes for ``peer`` now (0:
+        not connected, or the peer takes none)."""
+        return self.engine.max_datagram_size(peer)
+
+    async def datagrams(self) -> AsyncIterator[Datagram]:
+        """Every datagram connected peers send us, as it arrives; ends when
+        the endpoint closes. At most ``datagram_capacity`` wait to be read:
+        beyond, new ones are dropped and counted in ``stats["datagrams
+        dropped: queue full"]``."""
+        async for datagram in self._datagrams:
+            yield datagram
 
     # ------------------------------------------------------------ bootstrap
     def bootstrap_cache(self) -> list[NodeInfo]:

@@ -23,9 +23,10 @@ from . import tls
 from .admission import Admission
 from .bootstrap_cache import BootstrapCache
 from .config import CompleteCert, Config, OurType, RelayPolicy
-from .events_queue import EventQueue
+from .events_queue import DatagramQueue, EventQueue
 from .limits import (
     CID_LENGTH,
+    DATAGRAM_QUEUE_CAPACITY,
     HANDSHAKE_TIMEOUT,
     PUNCH_DIAL_BURST,
     PUNCH_DIAL_RATE,
@@ -73,6 +74,7 @@ class EngineBase:
         max_unacked_bytes: int,
         outcome_events: bool,
         relay: RelayPolicy | None,
+        datagram_capacity: int = DATAGRAM_QUEUE_CAPACITY,
     ) -> None:
         self.config = config
         self.relay_policy = relay
@@ -83,6 +85,8 @@ class EngineBase:
         self.outcome_events = outcome_events
         #: The user's events, in order (bounded for user messages).
         self.events = events
+        #: Datagrams from connected peers, bounded (drops counted).
+        self.datagrams = DatagramQueue(datagram_capacity)
         self._wall_clock = wall_clock
         #: Called with each packet a peer sends us to relay: what a relay
         #: sees (ciphertext), for inspection.

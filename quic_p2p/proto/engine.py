@@ -13,14 +13,14 @@ given, and touches no socket, file or task: ``aio`` drives it.
 from __future__ import annotations
 
 from ..accel.types import Frame, FrameKind
-from ..errors import ConnectionFailedError
-from ..events import BootstrappedTo, Event
+from ..errors import ConnectionFailedError, DatagramError
+from ..events import BootstrappedTo, Datagram, Event
 from ..peer import MAX_CONTACT_ADDRESSES, Address, NodeInfo, Peer, PeerId, PeerKind
 from ..reasons import Cause, Reason
 from .base import Transmit
 from .conns import connection_info, describe_close
 from .limits import ECHO_QUORUM, HANDSHAKE_TIMEOUT
-from .link import LinkAcked, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
+from .link import LinkAcked, LinkDatagram, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
 from .pins import Pin, pin_problem
 from .relay import BUSY, Relaying
 from .sends import CONNECTION_CLOSED, ENDPOINT_CLOSED, REQUEST_REFUSALS
@@ -86,6 +86,7 @@ class Engine(Relaying):
             self._close_conn(conn, ErrorCode.SHUTDOWN, "endpoint closed")
         for s in list(self._sends.values()):
             self._resolve(s, False, ENDPOINT_CLOSED)
+        self.datagrams.close()
 
     def forget_all(self) -> None:
         """After ``close`` and the last transmit: drops every connection."""
@@ -183,6 +184,49 @@ class Engine(Relaying):
             return False
         s.abandoned = True
         return True
+
+    # ------------------------------------------------------------ commands: datagrams
+    def send_datagram(self, now: float, peer: Peer | NodeInfo | PeerId, data: bytes) -> None:
+        """Queues ``data`` as one unreliable datagram (RFC 9221) to a
+        connected peer. Raises ``DatagramError``: not connected, the peer
+        takes no datagrams, or larger than ``max_datagram_size(peer)``."""
+        self._advance(now)
+        conn = self._datagram_conn(peer)
+        if conn is None:
+            raise DatagramError("not connected to that peer")
+        limit = conn.link.max_datagram_payload
+        if limit == 0:
+            raise DatagramError("the peer does not take datagrams")
+        if len(data) > limit:
+            raise DatagramError(
+                f"a datagram of {len(data)} bytes: at most {limit} fit one to this peer"
+            )
+        conn.link.send_datagram(bytes(data))
+        self._dirty.add(conn)
+        self._bump("datagrams sent")
+
+    def max_datagram_size(self, peer: Peer | NodeInfo | PeerId) -> int:
+        """The largest datagram ``send_datagram`` takes for ``peer`` now (0:
+        not connected, or it takes none)."""
+        conn = self._datagram_conn(peer)
+        return 0 if conn is None else conn.link.max_datagram_payload
+
+    def _datagram_conn(self, peer: Peer | NodeInfo | PeerId) -> Conn | None:
+        if isinstance(peer, PeerId):
+            record = self._records.get(peer)
+        else:
+            record = self._record_of(Peer.node(peer) if isinstance(peer, NodeInfo) else peer)
+        if record is None or not record.connected or record.dead:
+            return None
+        return self._send_conn(record)
+
+    def _on_datagram(self, conn: Conn, data: bytes) -> None:
+        record = conn.record
+        if record is None or not record.connected:
+            # Only proven peers send us anything the user sees.
+            self._bump("datagrams dropped: peer not connected")
+            return
+        self.datagrams.push(Datagram(record.peer_id, record.addr, data))
 
     # ------------------------------------------------------------ commands: peers
     def check_connect(self, node: NodeInfo) -> Peer | None:
@@ -443,6 +487,7 @@ class Engine(Relaying):
         out["relay: sessions we are a side of"] = len(self._relay_paths)
         out["unproven peers: bytes held"] = self._unproven.used
         out["unproven peers: most bytes held"] = self._unproven.peak
+        out["datagrams dropped: queue full"] = self.datagrams.dropped
         if self.relay_policy is not None:
             out["relay: most bytes queued for one side"] = self._relay_backlog_peak
         return out
@@ -471,6 +516,8 @@ class Engine(Relaying):
             s = self._settled(conn, ev.msg_id)
             if s is not None:
                 self._resolve(s, False, refused)
+        elif isinstance(ev, LinkDatagram):
+            self._on_datagram(conn, ev.data)
         elif isinstance(ev, LinkUp):
             self._on_up(conn)
         elif isinstance(ev, LinkDown):

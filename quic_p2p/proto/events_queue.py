@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from ..events import Event, Finish, NewMessage
+from ..events import Datagram, Event, Finish, NewMessage
 
 
 class EventQueue:
@@ -49,3 +49,37 @@ class EventQueue:
         if isinstance(event, NewMessage):
             self._messages -= 1
         return event
+
+
+class DatagramQueue:
+    """Datagrams received, oldest first, at most ``capacity``: when the user
+    does not keep up, new ones are dropped and counted (``dropped``), as a
+    full socket buffer would; datagrams promise no delivery."""
+
+    def __init__(self, capacity: int, on_push: Callable[[], None] | None = None) -> None:
+        self.capacity = capacity
+        self.on_push = on_push
+        self._items: deque[Datagram] = deque()
+        self.dropped = 0
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, datagram: Datagram) -> None:
+        if self.closed:
+            return
+        if len(self._items) >= self.capacity:
+            self.dropped += 1
+            return
+        self._items.append(datagram)
+        if self.on_push is not None:
+            self.on_push()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.on_push is not None:
+            self.on_push()
+
+    def get_nowait(self) -> Datagram | None:
+        return self._items.popleft() if self._items else None

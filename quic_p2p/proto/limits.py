@@ -100,3 +100,7 @@ CACHE_SAVE_DELAY = 0.05
 DEFAULT_MAX_CONNECTIONS = 1_000
 #: Ended connections whose last state ``Engine.connection(id)`` still gives.
 RECENTLY_CLOSED = 256
+
+#: Datagrams received and not yet read, per endpoint; beyond, new ones are
+#: dropped and counted (``stats["datagrams dropped: queue full"]``).
+DATAGRAM_QUEUE_CAPACITY = 4096

@@ -46,10 +46,7 @@ class Sends(Conns):
                 s, False, Reason(Cause.MESSAGE_TOO_LARGE, "message larger than a frame can carry")
             )
             return
-        if peer.node_info is not None:
-            record = self._records.find(peer.node_info)
-        else:
-            record = self._records.lookup(peer.peer_id, peer.peer_addr)
+        record = self._record_of(peer)
         if record is not None and record.connected:
             if peer.is_node and record.kind is PeerKind.CLIENT:
                 self._resolve(
@@ -69,6 +66,13 @@ class Sends(Conns):
                 record.pending_sends.append(s)
         else:
             self._resolve(s, False, Reason(Cause.NOT_CONNECTED, "not connected to that client"))
+
+    def _record_of(self, peer: Peer) -> Record | None:
+        """The record of a peer named by a Peer value: by its NodeInfo (its
+        id, or its address while that is unknown), else by id or address."""
+        if peer.node_info is not None:
+            return self._records.find(peer.node_info)
+        return self._records.lookup(peer.peer_id, peer.peer_addr)
 
     def _send_on(self, record: Record, s: Send) -> None:
         s.peer_addr, s.peer_id = record.addr, record.peer_id

@@ -119,6 +119,9 @@ IDLE_TIMEOUT_DISABLED_SEC = 10 * 365 * 24 * 3600.0
 #: it goes.
 DEFAULT_MAX_DATA = 16 * 1024 * 1024
 DEFAULT_MAX_STREAM_DATA = 4 * 1024 * 1024
+#: The largest DATAGRAM frame (RFC 9221) we accept; advertising it is what
+#: lets a peer send datagrams at all. A datagram must also fit one packet.
+MAX_DATAGRAM_FRAME_SIZE = 65535
 
 
 def idle_timeout_seconds(idle_timeout_msec: int) -> float:
@@ -428,6 +431,7 @@ def _base(
         idle_timeout=idle_timeout_seconds(config.idle_timeout_msec),
         max_data=max_data,
         max_stream_data=max_stream_data,
+        max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE,
         **options,
     )
 
