@@ -7,12 +7,13 @@ drive it (one socket per connection, transmit after every datagram)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import serve
-from aioquic.quic.events import QuicEvent, StreamDataReceived
+from aioquic.quic.events import DatagramFrameReceived, QuicEvent, StreamDataReceived
 
 from quic_p2p import Config
 from quic_p2p.certfiles import generate_self_signed
@@ -20,14 +21,26 @@ from quic_p2p.proto.tls import client_configuration, server_configuration
 
 
 class _Sink(QuicConnectionProtocol):
-    """Counts the bytes of each stream; answers one byte when the stream ends."""
+    """Counts the bytes of each stream; answers one byte when the stream ends.
+    Counts datagrams, and sets ``arrived`` once ``expect`` of them came."""
+
+    #: The latest connection the server accepted (the benchmark's client's).
+    latest: _Sink | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._counts: dict[int, int] = {}
+        self.datagrams = 0
+        self.expect = 0
+        self.arrived = asyncio.Event()
+        _Sink.latest = self
 
     def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, StreamDataReceived):
+        if isinstance(event, DatagramFrameReceived):
+            self.datagrams += 1
+            if self.datagrams >= self.expect:
+                self.arrived.set()
+        elif isinstance(event, StreamDataReceived):
             self._counts[event.stream_id] = self._counts.get(event.stream_id, 0) + len(event.data)
             if event.end_stream:
                 self._quic.send_stream_data(event.stream_id, b"k", end_stream=True)
@@ -87,6 +100,25 @@ class RawPair:
             writer.write(m)
         writer.write_eof()
         await reader.read()
+
+    async def send_datagrams(self, payload: bytes, bursts: int, burst: int, wait: float) -> int:
+        """``bursts`` bursts of ``burst`` datagrams, each burst waited for at
+        the server (at most ``wait`` s: datagrams may be lost); returns how
+        many arrived."""
+        assert self.client is not None
+        quic = self.client._quic
+        sink = _Sink.latest
+        assert sink is not None
+        start = sink.datagrams
+        for _ in range(bursts):
+            sink.expect = sink.datagrams + burst
+            sink.arrived.clear()
+            for _ in range(burst):
+                quic.send_datagram_frame(payload)
+            self.client.transmit()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sink.arrived.wait(), wait)
+        return sink.datagrams - start
 
     async def close(self) -> None:
         if self._client_cm is not None:

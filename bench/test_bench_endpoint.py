@@ -196,6 +196,65 @@ def test_connect_latency(
     _paired(benchmark, raw_times, ours_over_raw=True)
 
 
+#: Datagrams: bursts x burst of 1,000 bytes, each burst waited for at the
+#: receiver (at most DATAGRAM_WAIT s: datagrams may be lost, and a lost one
+#: must not hang the round).
+DATAGRAM_BURSTS, DATAGRAM_BURST, DATAGRAM_WAIT = (20 if QUICK else 50), 50, 0.2
+
+
+async def _send_datagrams(a: QuicP2p, b: QuicP2p, peer: Peer, payload: bytes) -> int:
+    """What ``RawPair.send_datagrams`` does, on our endpoints."""
+    queue = b.engine.datagrams
+    arrived = 0
+    for _ in range(DATAGRAM_BURSTS):
+        for _ in range(DATAGRAM_BURST):
+            a.send_datagram(peer, payload)
+        want = arrived + DATAGRAM_BURST
+        try:
+            async with asyncio.timeout(DATAGRAM_WAIT):
+                async for _dg in b.datagrams():
+                    arrived += 1
+                    if arrived >= want:
+                        break
+        except TimeoutError:
+            pass
+        while queue.get_nowait() is not None:  # (none left: read as they came)
+            arrived += 1
+    return arrived
+
+
+@pytest.mark.parametrize("impl", ["ours"])
+def test_datagrams(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, pair: Any, raw: RawPair, impl: str
+) -> None:
+    """1,000-byte datagrams (RFC 9221) in bursts, each burst until it arrived
+    at the receiving application (ours) or the server connection (raw
+    aioquic, paired): the per-datagram cost of ours next to aioquic's. The
+    share that arrived is in extra_info (loopback loses few, if any)."""
+    benchmark.group = "datagram-1000B"
+    payload = bytes(1000)
+    a, b, peer = pair
+    raw_times: list[float] = []
+    delivered = {"ours": 0, "raw": 0}
+
+    def raw_round() -> None:
+        t0 = time.perf_counter()
+        delivered["raw"] += loop.run_until_complete(
+            raw.send_datagrams(payload, DATAGRAM_BURSTS, DATAGRAM_BURST, DATAGRAM_WAIT)
+        )
+        raw_times.append(time.perf_counter() - t0)
+
+    def ours_round() -> None:
+        delivered["ours"] += loop.run_until_complete(_send_datagrams(a, b, peer, payload))
+
+    benchmark.pedantic(ours_round, setup=raw_round, rounds=ROUNDS, warmup_rounds=1)
+    _paired(benchmark, raw_times, ours_over_raw=False)
+    sent = DATAGRAM_BURSTS * DATAGRAM_BURST * (ROUNDS + 1)
+    benchmark.extra_info["delivered_ours"] = delivered["ours"] / sent
+    benchmark.extra_info["delivered_raw"] = delivered["raw"] / sent
+    assert delivered["ours"] > 0.9 * sent, delivered
+
+
 @pytest.fixture(scope="module")
 def relayed(loop: asyncio.AbstractEventLoop) -> Iterator[tuple[QuicP2p, QuicP2p, Peer]]:
     """A and B connected through a relaying Node R (as after a failed punch)."""

@@ -46,6 +46,16 @@ def test_file_transfer_verifies(tmp_path: Path) -> None:
     assert f"received {f.stat().st_size} bytes, sha256 verified" in out.stdout
 
 
+def test_presence_heartbeats_reach_every_peer() -> None:
+    out = run("presence.py", "--seconds", "1.5")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["ann", "bob", "cat"], out.stdout
+    for line, others in zip(lines, (("bob", "cat"), ("ann", "cat"), ("ann", "bob")), strict=True):
+        for who in others:
+            assert f"{who} (beat " in line, line
+
+
 def test_private_ca_admits_members_and_refuses_a_stranger() -> None:
     out = run("private_ca.py")
     assert out.returncode == 0, out.stderr
