@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 
@@ -25,10 +26,9 @@ async def heartbeat(node: QuicP2p, name: str, stop: asyncio.Event) -> None:
         beat += 1
         data = json.dumps({"name": name, "beat": beat}).encode()
         for peer in node.connected_peers():
-            try:
+            # (DatagramError: the peer left meanwhile; nobody to tell.)
+            with contextlib.suppress(DatagramError):
                 node.send_datagram(peer, data)
-            except DatagramError:
-                pass  # the peer left in the meantime: nothing to tell anyone
         await asyncio.sleep(INTERVAL)
 
 
