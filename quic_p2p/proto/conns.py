@@ -17,7 +17,7 @@ from ..reasons import Cause, Reason
 from . import certs, tls
 from .admission import Accept, Ignore, Reply
 from .base import EngineBase, log
-from .limits import CID_LENGTH, HANDSHAKE_TIMEOUT, RECENTLY_CLOSED
+from .limits import CID_LENGTH, HANDSHAKE_TIMEOUT, RECEIVE_BUDGET, RECENTLY_CLOSED
 from .link import Link, LinkDown
 from .state import Conn, ConnectionInfo, Record, RelayPath
 from .wire import ErrorCode, RejectReason, encode_reject, frame
@@ -75,6 +75,8 @@ class Conns(EngineBase):
             initiator=True,
             peer_addr=node.peer_addr,
             max_msg_size=self.config.max_msg_size_allowed,
+            receive_budget=RECEIVE_BUDGET,
+            count=self._bump,
         )
         conn = self._new_conn(quic, link, outgoing=True)
         conn.target = node
@@ -216,7 +218,12 @@ class Conns(EngineBase):
             retry_source_connection_id=decision.retry_source_cid,
         )
         link = Link(
-            quic, initiator=False, peer_addr=addr, max_msg_size=self.config.max_msg_size_allowed
+            quic,
+            initiator=False,
+            peer_addr=addr,
+            max_msg_size=self.config.max_msg_size_allowed,
+            receive_budget=RECEIVE_BUDGET,
+            count=self._bump,
         )
         conn = self._new_conn(quic, link, outgoing=False)
         conn.link.budget = self._unproven  # until the peer is proven

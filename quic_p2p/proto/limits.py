@@ -26,6 +26,12 @@ MAX_PENDING_READS = 256
 #: honest Node sends only once connected, so little is needed, and an
 #: unproven peer must not make us buffer what it likes.
 UNPROVEN_MAX_BYTES = 4 * 1024 * 1024
+#: Bytes of large messages (each on a stream of its own) we receive at once
+#: on one connection, counted by their declared length from their first
+#: bytes on (at least ``max_msg_size_allowed``, so one maximal message always
+#: fits): a message stream beyond it is refused (BUSY) unbuffered, so a peer
+#: cannot make us buffer MAX_ACTIVE_LARGE maximal messages at once.
+RECEIVE_BUDGET = 64 * 1024 * 1024
 #: New user messages waiting in ``events()`` before further ones are refused
 #: (unsent at their sender). Other events never count against it.
 DEFAULT_EVENT_CAPACITY = 65_536

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aioquic.quic import events as qe
@@ -22,6 +23,7 @@ from ..accel import FrameDecoder, encode_frame_header
 from ..accel.types import FRAME_HEADER_SIZE, Frame, FrameError, FrameErrorCode, FrameKind
 from ..errors import RemoteProtocolError
 from ..peer import Address
+from .limits import RECEIVE_BUDGET
 from .wire import (
     CONTROL_FRAME_MAX,
     SMALL_MESSAGE_MAX,
@@ -126,21 +128,35 @@ class _Inbound:
     head: bytearray = field(default_factory=bytearray)  # first header, for REJECT
     frames: int = 0
     refused: bool = False
-    #: Bytes taken from a ``HeldBytes`` budget for this message, and which.
+    #: Bytes taken for this message from each of ``budgets`` (the link's
+    #: receive budget, and the unproven one while the peer is not proven).
     reserved: int = 0
-    budget: HeldBytes | None = None
+    budgets: list[HeldBytes] = field(default_factory=list)
 
 
 class Link:
     """Our protocol over one QUIC connection."""
 
     def __init__(
-        self, quic: QuicConnection, *, initiator: bool, peer_addr: Address, max_msg_size: int
+        self,
+        quic: QuicConnection,
+        *,
+        initiator: bool,
+        peer_addr: Address,
+        max_msg_size: int,
+        receive_budget: int = RECEIVE_BUDGET,
+        count: Callable[[str], object] | None = None,
     ) -> None:
         self.quic = quic
         self.initiator = initiator
         self.peer_addr = peer_addr
         self.max_msg_size = max_msg_size
+        #: The declared bytes of the large messages we are receiving on this
+        #: connection (``peak``: the most at once); one maximal message always
+        #: fits. A message stream that does not fit is refused (BUSY).
+        self.receive_budget = HeldBytes(max(receive_budget, max_msg_size))
+        #: Counts a refusal by its stats key (``Engine.stats``), if given.
+        self._count = count
         self.up = False
         self.down: LinkDown | None = None
         self._control_id: int | None = None
@@ -338,6 +354,9 @@ class Link:
                 FrameDecoder(CONTROL_FRAME_MAX if control else self.max_msg_size), control
             )
         if inbound.refused:
+            # Whatever more aioquic hands us of a refused message is dropped.
+            if event.end_stream:
+                del self._inbound[sid]
             return []
         if not inbound.control and len(inbound.head) < FRAME_HEADER_SIZE:
             inbound.head += event.data[: FRAME_HEADER_SIZE - len(inbound.head)]
@@ -358,6 +377,11 @@ class Link:
             out.extend(self._dispatch(inbound, frames))
         except RemoteProtocolError as exc:
             return out + self._violation(exc.error_code, str(exc))
+        if not inbound.control and inbound.frames and inbound.decoder.buffered:
+            # Bytes after the message, unreserved: never buffered up to a frame.
+            return out + self._violation(
+                ErrorCode.BAD_FRAME, "a message stream carries exactly one user message"
+            )
         if event.end_stream and self.down is None:
             if inbound.decoder.buffered:
                 return out + self._violation(ErrorCode.BAD_FRAME, "stream ended inside a frame")
@@ -368,24 +392,44 @@ class Link:
     def _admit_message(self, sid: int, inbound: _Inbound) -> bool:
         """Once a message stream's header is in: refuse it (BUSY) when the
         peer has too many messages in progress, or when its declared length
-        does not fit the budget of a peer not yet proven."""
+        does not fit this connection's receive budget, or the budget of a peer
+        not yet proven (a message of an unproven peer takes from both)."""
+        declared = int.from_bytes(inbound.head[4:8], "big")
+        if declared > self.max_msg_size:
+            return True  # the decoder refuses it (TOO_LARGE), unbuffered
+        # (Every message stream not refused counts, this one and those whose
+        # header is still incomplete included.)
         busy = sum(1 for i in self._inbound.values() if not i.control and not i.refused)
         if busy > MAX_ACTIVE_LARGE:
-            self._refuse_stream(sid, inbound, RejectReason.BUSY)
-            return False
-        if self.budget is not None:
-            declared = int.from_bytes(inbound.head[4:8], "big")
-            if not self.budget.take(declared):
-                self._refuse_stream(sid, inbound, RejectReason.BUSY)
-                return False
-            inbound.reserved, inbound.budget = declared, self.budget
+            return self._refuse_busy(
+                sid, inbound, "too many messages in progress on one connection"
+            )
+        budgets = (
+            [self.receive_budget] if self.budget is None else [self.receive_budget, self.budget]
+        )
+        for n, budget in enumerate(budgets):
+            if not budget.take(declared):
+                for taken in budgets[:n]:
+                    taken.give(declared)
+                if budget is self.receive_budget:
+                    what = "message beyond the connection's receive budget"
+                else:
+                    what = "message from a peer not yet proven (budget)"
+                return self._refuse_busy(sid, inbound, what)
+        inbound.reserved, inbound.budgets = declared, budgets
         return True
+
+    def _refuse_busy(self, sid: int, inbound: _Inbound, what: str) -> bool:
+        if self._count is not None:
+            self._count(f"refused: {what}")
+        self._refuse_stream(sid, inbound, RejectReason.BUSY)
+        return False
 
     @staticmethod
     def _release(inbound: _Inbound) -> None:
-        if inbound.budget is not None:
-            inbound.budget.give(inbound.reserved)
-            inbound.budget, inbound.reserved = None, 0
+        for budget in inbound.budgets:
+            budget.give(inbound.reserved)
+        inbound.budgets, inbound.reserved = [], 0
 
     def release_all(self) -> None:
         """Gives back every budget this link holds (the connection is gone)."""
