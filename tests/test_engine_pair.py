@@ -16,7 +16,6 @@ from quic_p2p import (
     UpgradedToDirect,
 )
 from quic_p2p.accel.types import Frame, FrameKind
-from quic_p2p.peer import NodeInfo
 from quic_p2p.proto.state import AnswerResult, ConnectResult, ProbeResult, SendResult
 from quic_p2p.proto.wire import decode_punch_info, encode_address
 
@@ -160,8 +159,8 @@ def test_a_relay_session_and_its_upgrade_to_direct() -> None:
     # The direct path opens; a punch through the rendezvous and a probe move a.
     direct = True
     answer = ask_rendezvous(net, a, r, FrameKind.PUNCH_REQUEST, b)
-    _, addr, cert = decode_punch_info(answer.body)
-    probe = a.engine.probe_path(net.now, b.addr, NodeInfo(addr, cert))
+    _, other = decode_punch_info(answer.body)
+    probe = a.engine.probe_path(net.now, b.addr, other)
     net.run(lambda: a.result(probe) is not None)
     probed = a.result(probe)
     assert isinstance(probed, ProbeResult) and probed.reached

@@ -7,9 +7,18 @@ import asyncio
 
 import pytest
 
-from quic_p2p import ConnectedTo, SentUserMessage
+from quic_p2p import Cause, ConnectedTo, ConnectionFailedError, SentUserMessage
+from quic_p2p.accel.types import FRAME_HEADER_SIZE
+from quic_p2p.peer import Address
+from quic_p2p.proto import rendezvous as rendezvous_module
 from quic_p2p.proto.limits import PUNCH_NOTICE_BURST, PUNCH_NOTICE_RATE
-from quic_p2p.proto.wire import encode_punch_info
+from quic_p2p.proto.wire import (
+    WireError,
+    decode_punch_info,
+    decode_relay_open,
+    encode_punch_info,
+    encode_relay_open,
+)
 
 from netutil import (
     WAIT,
@@ -79,3 +88,43 @@ async def test_a_sustained_notice_stream_is_held_to_the_rendezvous_rate() -> Non
                 f"{datagrams} datagrams ({datagrams / sent_for:.1f}/s), "
                 f"{total} bytes ({total / sent_for / 1000:.1f} kB/s)"
             )
+
+
+def test_a_contact_frame_with_an_unparsable_certificate_is_a_wire_error() -> None:
+    """PUNCH_INFO and RELAY_OPEN name the other side by its certificate: one
+    that does not parse is a bad frame where it is decoded, like any other
+    bad field, for every caller (an empty one names no key)."""
+    addr = ("127.0.0.1", 9)
+    for encode, decode in (
+        (encode_punch_info, decode_punch_info),
+        (encode_relay_open, decode_relay_open),
+    ):
+        body = encode(0, 5, addr, b"\x30\x03junk")[FRAME_HEADER_SIZE:]
+        with pytest.raises(WireError, match="not a usable certificate"):
+            decode(body)
+        _, node = decode(encode(0, 5, addr, b"")[FRAME_HEADER_SIZE:])
+        assert node.peer_addr == addr and node.peer_id is None
+
+
+async def test_a_rendezvous_answering_with_a_garbage_certificate_is_a_bad_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The asker's connect_to fails with a ConnectionFailedError giving each
+    punch's bad answer, whatever certificate bytes the rendezvous writes
+    (never another exception out of the punch loop)."""
+    honest = encode_punch_info
+
+    def garbage(msg_id: int, delay: int, addr: Address, cert: bytes) -> bytes:
+        return honest(msg_id, delay, addr, b"\x30\x03junk" if msg_id else cert)
+
+    async with endpoints(node_config(), node_config(), node_config()) as (a, rdv, b):
+        await asyncio.wait_for(a.connect_to(rdv.node_info), WAIT)
+        await asyncio.wait_for(b.connect_to(rdv.node_info), WAIT)
+        with monkeypatch.context() as patch:
+            patch.setattr(rendezvous_module, "encode_punch_info", garbage)
+            with pytest.raises(ConnectionFailedError) as info:
+                await asyncio.wait_for(
+                    a.connect_to(b.node_info, via=rdv.node_info, relay=False), WAIT
+                )
+        assert info.value.reason.cause is Cause.PUNCH_FAILED, info.value.reason
+        assert "bad answer: PUNCH_INFO: not a usable certificate" in info.value.reason

@@ -48,9 +48,9 @@ from netutil import WAIT, drain, endpoints, until, wait_for_event
 
 pytestmark = pytest.mark.usefixtures("no_loop_errors")
 
-#: Rebinding to the first acknowledged message after it: a generous bound
-#: (a hang or an idle timeout is a failure; the time itself is printed and
-#: recorded as the ``rebind_recovery_s`` property).
+#: How long a wait across a rebinding may take before it counts as a hang (a
+#: guard, not a measurement: the recovery times are printed and recorded as
+#: properties, never asserted).
 RECOVERY_BOUND = 10.0
 
 
@@ -277,7 +277,6 @@ async def test_a_rebound_client_stays_the_same_peer_and_its_old_address_is_a_new
         recovery = time.monotonic() - started
         print(f"\nrebinding recovery (rebind -> first message acknowledged): {recovery:.3f} s")
         record_property("rebind_recovery_s", f"{recovery:.3f}")
-        assert recovery < RECOVERY_BOUND
 
         seen = await events_until(
             node,
@@ -391,7 +390,6 @@ async def test_a_node_send_after_a_silent_rebinding_arrives_once_the_client_spea
         took = time.monotonic() - started
         print(f"\nsilent rebinding, Node sends first: acknowledged after {took:.3f} s")
         record_property("silent_rebind_recovery_s", f"{took:.3f}")
-        assert took < RECOVERY_BOUND
         got, _ = await received(p.client, b"down after")
         assert got.peer_id == p.node_id
         moved, _ = await wait_for_event(p.node, PeerAddressChanged)

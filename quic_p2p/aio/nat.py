@@ -97,19 +97,19 @@ class Nat(Driver):
         delay it gives; the other side as the rendezvous sees it."""
         answer = await self._ask_rendezvous(via_addr, FrameKind.PUNCH_REQUEST, target)
         try:
-            delay_ms, addr, cert = decode_punch_info(answer.body)
+            delay_ms, other = decode_punch_info(answer.body)
         except WireError as exc:
             raise ConnectionFailedError(
                 target, Reason(Cause.BAD_ANSWER, f"bad answer: {exc}")
             ) from None
-        if addr != target:
+        if other.peer_addr != target:
             # It knows the target at the address we named: anything else
             # would make us dial where it likes.
             raise ConnectionFailedError(
                 target, Reason(Cause.BAD_ANSWER, "bad answer: it names another address")
             )
         await asyncio.sleep(delay_ms / 1000)
-        return NodeInfo(addr, cert)
+        return other
 
     async def _punch_once(self, node: NodeInfo, via_addr: Address) -> Peer:
         other = await self._punch_start(via_addr, node.peer_addr)

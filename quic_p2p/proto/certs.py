@@ -126,19 +126,7 @@ def generate_self_signed(
         key = _tls_key(_load_key_object(_as_bytes(key_der, "key_der"), None))
     name = _name(common_name)
     start, end = _validity(now, not_before, valid_days)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_end_entity_key_usage(), critical=True)
-        .add_extension(_server_client_eku(), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-    )
+    builder = _end_entity(name, name, key, start, end)
     builder = _with_san(builder, dns_names, ())
     cert = _sign(builder, key)
     return _complete(cert, key, ())
@@ -213,19 +201,8 @@ def issue_certificate(
     ca_cert, ca_key = _issuer_parts(ca)
     key = ec.generate_private_key(ec.SECP256R1())
     start, end = _validity(now, not_before, valid_days)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_end_entity_key_usage(), critical=True)
-        .add_extension(_server_client_eku(), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(_aki(ca_cert), critical=False)
+    builder = _end_entity(_name(common_name), ca_cert.subject, key, start, end).add_extension(
+        _aki(ca_cert), critical=False
     )
     builder = _with_san(builder, dns_names, ip_addresses)
     cert = _sign(builder, ca_key)
@@ -469,6 +446,30 @@ def _end_entity_key_usage() -> x509.KeyUsage:
         crl_sign=False,
         encipher_only=False,
         decipher_only=False,
+    )
+
+
+def _end_entity(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: CertificateIssuerPrivateKeyTypes,
+    start: datetime.datetime,
+    end: datetime.datetime,
+) -> x509.CertificateBuilder:
+    """A leaf certificate's common part: not a CA, signs TLS handshakes as
+    server and client, its key identified."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_end_entity_key_usage(), critical=True)
+        .add_extension(_server_client_eku(), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
     )
 
 

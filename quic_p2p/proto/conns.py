@@ -306,14 +306,13 @@ class Conns(EngineBase):
             conn.link.flush()
             datagrams = conn.quic.datagrams_to_send(now=now)
             self._send_datagrams(conn.relay, datagrams, conn.socket)
-            if conn.relay is None and not conn.socket:
-                self._check_path(conn)
             self._arm_timer(conn)
 
     def _check_path(self, conn: Conn) -> None:
-        """aioquic moved the connection to another peer address: the peer's
-        packets came from it (a NAT rebinding, a migration; RFC 9000 §9).
-        aioquic validates the new path, and goes back if that fails."""
+        """Whether aioquic moved the connection to another peer address:
+        after a datagram from a new one (a NAT rebinding, a migration; RFC
+        9000 §9), and after a timer (aioquic validates the new path and goes
+        back if that fails)."""
         addr = conn.quic.get_peer_address()
         if addr is None or addr == conn.link.peer_addr:
             return
@@ -345,6 +344,9 @@ class Conns(EngineBase):
         # hair early would do nothing and be re-armed.
         now = self._now()
         conn.quic.handle_timer(now=now if armed is None else max(armed, now))
+        if conn.relay is None and not conn.socket:
+            # A failed path validation sends aioquic back to the old address.
+            self._check_path(conn)
         self._dirty.add(conn)
         self._process(conn)
 

@@ -214,8 +214,10 @@ class Engine(Relaying):
     def _datagram_conn(self, peer: Peer | NodeInfo | PeerId) -> Conn | None:
         if isinstance(peer, PeerId):
             record = self._records.get(peer)
+        elif isinstance(peer, NodeInfo):
+            record = self._records.find(peer)
         else:
-            record = self._record_of(Peer.node(peer) if isinstance(peer, NodeInfo) else peer)
+            record = self._record_of(peer)
         if record is None or not record.connected or record.dead:
             return None
         return self._send_conn(record)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..accel.types import Frame, FrameKind
 from ..events import UpgradedToDirect
-from ..peer import Address, InvalidContactError, NodeInfo, PeerId
+from ..peer import Address, NodeInfo, PeerId
 from ..reasons import Cause, Reason
 from .base import log
 from .limits import FROM_RELAY, HANDSHAKE_TIMEOUT, RELAY_MAX_BACKLOG, RELAY_MAX_PATHS
@@ -89,11 +89,11 @@ class Relaying(Rendezvous):
         prove end to end; the session never displaces a peer we have or are
         connecting to."""
         try:
-            session, addr, cert = decode_relay_open(f.body)
-            node = NodeInfo(addr, cert)
-        except (WireError, InvalidContactError) as exc:
+            session, node = decode_relay_open(f.body)
+        except WireError as exc:
             self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
             return
+        addr = node.peer_addr
         relay = conn.record
         problem = self._relay_open_problem(relay, node)
         path = None
@@ -114,14 +114,14 @@ class Relaying(Rendezvous):
         session with ``node``; connects through it. Returns the connect id."""
         waiter = Waiter(self._next_id(), Pin.of(node))
         try:
-            session, addr, cert = decode_relay_open(answer.body)
-            announced = PeerId.from_certificate(cert) if cert else None
-        except (WireError, InvalidContactError) as exc:
+            session, announced_node = decode_relay_open(answer.body)
+        except WireError as exc:
             bad = Reason(Cause.BAD_ANSWER, f"bad answer: {exc}")
             self._emit(ConnectResult(waiter.id, node.peer_addr, None, bad))
             return waiter.id
+        addr = announced_node.peer_addr
         rendezvous = self._records.at(via_addr)
-        expect = node.peer_id or announced
+        expect = node.peer_id or announced_node.peer_id
         existing = self._records.at(addr)
         problem = None
         if rendezvous is None or not rendezvous.connected:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..accel.types import Frame
 from ..errors import ConnectionFailedError, NoRendezvousError
-from ..peer import Address, InvalidContactError, NodeInfo, PeerKind
+from ..peer import Address, NodeInfo, PeerKind
 from ..reasons import Cause, Reason
 from .config import OurType
 from .limits import (
@@ -118,11 +118,11 @@ class Rendezvous(Peers):
 
     def _on_punch_info(self, conn: Conn, f: Frame) -> None:
         try:
-            delay_ms, addr, cert = decode_punch_info(f.body)
-            node = NodeInfo(addr, cert)
-        except (WireError, InvalidContactError) as exc:
+            delay_ms, node = decode_punch_info(f.body)
+        except WireError as exc:
             self._violation(conn, ErrorCode.BAD_FRAME, str(exc))
             return
+        addr = node.peer_addr
         # A rendezvous we chose asks us to dial the other side too.
         existing = self._records.find(node)
         relayed = existing is not None and existing.connected and existing.relay is not None

@@ -42,7 +42,7 @@ from enum import IntEnum
 from ..accel import encode_frame_header
 from ..accel.types import Frame, FrameKind, address_bytes
 from ..errors import RemoteProtocolError
-from ..peer import Address
+from ..peer import Address, InvalidContactError, NodeInfo
 
 #: User messages up to this size share the control stream; larger ones get a
 #: stream each. Also the smallest max_msg_size_allowed we accept, so a peer's
@@ -152,13 +152,19 @@ def _encode_contact(head: bytes, addr: Address, cert_der: bytes) -> bytes:
     return head + bytes([len(packed)]) + packed + cert_der
 
 
-def _decode_contact(body: bytes, head: int, what: str) -> tuple[bytes, Address, bytes]:
-    """(head bytes, address, certificate) of a ``head | u8 len | addr | cert`` body."""
+def _decode_contact(body: bytes, head: int, what: str) -> tuple[bytes, NodeInfo]:
+    """(head bytes, the node named) of a ``head | u8 len | addr | cert``
+    body; a certificate that does not parse is a ``WireError`` like any
+    other bad field (an empty one names no key)."""
     if len(body) < head + 1 or len(body) < head + 1 + body[head]:
         raise WireError(f"{what} body too short")
     alen = body[head]
     rest = head + 1
-    return body[:head], decode_address(body[rest : rest + alen]), body[rest + alen :]
+    addr = decode_address(body[rest : rest + alen])
+    try:
+        return body[:head], NodeInfo(addr, body[rest + alen :])
+    except InvalidContactError as exc:
+        raise WireError(f"{what}: {exc}") from None
 
 
 def encode_punch_info(msg_id: int, delay_ms: int, addr: Address, cert_der: bytes) -> bytes:
@@ -166,10 +172,10 @@ def encode_punch_info(msg_id: int, delay_ms: int, addr: Address, cert_der: bytes
     return frame(FrameKind.PUNCH_INFO, _encode_contact(head, addr, cert_der), msg_id)
 
 
-def decode_punch_info(body: bytes) -> tuple[int, Address, bytes]:
-    """(start delay in ms, address, certificate)."""
-    head, addr, cert = _decode_contact(body, 2, "PUNCH_INFO")
-    return int.from_bytes(head, "big"), addr, cert
+def decode_punch_info(body: bytes) -> tuple[int, NodeInfo]:
+    """(start delay in ms, the other side: its address and certificate)."""
+    head, node = _decode_contact(body, 2, "PUNCH_INFO")
+    return int.from_bytes(head, "big"), node
 
 
 def encode_relay_open(msg_id: int, session: int, addr: Address, cert_der: bytes) -> bytes:
@@ -177,10 +183,10 @@ def encode_relay_open(msg_id: int, session: int, addr: Address, cert_der: bytes)
     return frame(FrameKind.RELAY_OPEN, _encode_contact(head, addr, cert_der), msg_id)
 
 
-def decode_relay_open(body: bytes) -> tuple[int, Address, bytes]:
-    """(session, address, certificate)."""
-    head, addr, cert = _decode_contact(body, 4, "RELAY_OPEN")
-    return int.from_bytes(head, "big"), addr, cert
+def decode_relay_open(body: bytes) -> tuple[int, NodeInfo]:
+    """(session, the other side: its address and certificate)."""
+    head, node = _decode_contact(body, 4, "RELAY_OPEN")
+    return int.from_bytes(head, "big"), node
 
 
 def encode_reach_result(msg_id: int, reached: bool, addr: Address) -> bytes:
