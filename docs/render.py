@@ -84,6 +84,7 @@ def frame_kinds() -> str:
 def error_codes() -> str:
     rows = [[f"`{int(c):#04x}`", f"`{c.name}`"] for c in wire.ErrorCode]
     rows += [[f"`{int(r)}`", f"reject reason `{r.name}`"] for r in wire.RejectReason]
+    rows += [[f"`{int(c):#04x}`", f"stream code `{c.name}`"] for c in wire.StreamCode]
     return _table(["code", "meaning"], rows)
 
 

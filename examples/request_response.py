@@ -2,59 +2,39 @@
 
     python examples/request_response.py
 
-Runs the service and a client on 127.0.0.1 in one process. Each request
-carries an id; the reply echoes it, so answers are matched to questions even
-when several are in flight.
+Runs the service and a client on 127.0.0.1 in one process. The service
+handles the protocol "example/calc/1" with a request handler: each
+``request()`` is a stream of its own, so replies need no ids to be matched
+and many can be in flight at once. A request the service cannot parse gets an
+error in the reply; one for a protocol nobody serves raises ``RequestError``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
+from typing import Any
 
-from quic_p2p import Config, NewMessage, OurType, Peer, QuicP2p, SentUserMessage
+from quic_p2p import Config, OurType, Peer, QuicP2p, RequestError
 
-
-async def serve(server: QuicP2p) -> None:
-    """Answers {"id", "op", "args"} with {"id", "result"} or {"id", "error"}."""
-    ops = {"add": lambda a: sum(a), "upper": lambda a: " ".join(a).upper()}
-    async for event in server.events():
-        if isinstance(event, NewMessage):
-            req = json.loads(event.msg)
-            try:
-                reply = {"id": req["id"], "result": ops[req["op"]](req["args"])}
-            except (KeyError, TypeError) as exc:
-                reply = {"id": req.get("id"), "error": f"bad request: {exc}"}
-            # Back to the peer that asked: its key, wherever it is now.
-            await server.send(
-                Peer.client(event.peer_addr, event.peer_id), json.dumps(reply).encode()
-            )
+PROTOCOL = "example/calc/1"
+OPS: dict[str, Any] = {"add": lambda a: sum(a), "upper": lambda a: " ".join(a).upper()}
 
 
-class RpcClient:
-    def __init__(self, client: QuicP2p, server: Peer) -> None:
-        self.client, self.server = client, server
-        self.ids = itertools.count(1)
-        self.waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
+async def calc(peer: Peer, data: bytes) -> bytes:
+    """Answers {"op", "args"} with {"result"} or {"error"}."""
+    try:
+        req = json.loads(data)
+        reply = {"result": OPS[req["op"]](req["args"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        reply = {"error": f"bad request: {exc!r}"}
+    return json.dumps(reply).encode()
 
-    async def receive(self) -> None:
-        async for event in self.client.events():
-            if isinstance(event, NewMessage):
-                reply = json.loads(event.msg)
-                self.waiting.pop(reply["id"]).set_result(reply)
 
-    async def call(self, op: str, *args: object) -> dict[str, object]:
-        rid = next(self.ids)
-        # Keep our own reference: the reply can arrive before send() returns
-        # (send waits for the server's acknowledgement, the reply may beat it).
-        answer = self.waiting[rid] = asyncio.get_running_loop().create_future()
-        request = json.dumps({"id": rid, "op": op, "args": args}).encode()
-        outcome = await self.client.send(self.server, request)
-        if not isinstance(outcome, SentUserMessage):
-            self.waiting.pop(rid, None)
-            raise ConnectionError(f"request {rid} not delivered: {outcome.reason}")
-        return await asyncio.wait_for(answer, 10)
+async def call(client: QuicP2p, server: Peer, op: str, *args: object) -> dict[str, Any]:
+    request = json.dumps({"op": op, "args": args}).encode()
+    reply: dict[str, Any] = json.loads(await client.request(server, request, PROTOCOL, timeout=10))
+    return reply
 
 
 async def main() -> None:
@@ -62,17 +42,19 @@ async def main() -> None:
         QuicP2p(Config(ip="127.0.0.1")) as server,
         QuicP2p(Config(ip="127.0.0.1", our_type=OurType.CLIENT)) as client,
     ):
-        service = asyncio.create_task(serve(server))
+        server.set_request_handler(PROTOCOL, calc)
         peer = await client.connect_to(server.node_info)
-        rpc = RpcClient(client, peer)
-        receiver = asyncio.create_task(rpc.receive())
         answers = await asyncio.gather(
-            rpc.call("add", 1, 2, 3), rpc.call("upper", "hello", "p2p"), rpc.call("nope")
+            call(client, peer, "add", 1, 2, 3),
+            call(client, peer, "upper", "hello", "p2p"),
+            call(client, peer, "nope"),
         )
         for answer in answers:
             print(answer)
-        service.cancel()
-        receiver.cancel()
+        try:
+            await client.request(peer, b"{}", "example/unknown/1", timeout=10)
+        except RequestError as exc:
+            print({"refused": exc.reason.cause.name})
 
 
 if __name__ == "__main__":

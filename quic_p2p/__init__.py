@@ -7,6 +7,7 @@ TLS trust modes; every ``send`` ends in exactly one outcome (sent or unsent).
 from __future__ import annotations
 
 from .aio import QuicP2p
+from .aio.streams import StreamReader, StreamWriter
 from .errors import (
     BootstrapError,
     ConnectionFailedError,
@@ -16,6 +17,10 @@ from .errors import (
     EndpointClosedError,
     QuicP2pError,
     RemoteProtocolError,
+    RequestError,
+    StreamError,
+    StreamRefusedError,
+    StreamResetError,
 )
 from .events import (
     BootstrapFailure,
@@ -88,7 +93,13 @@ __all__ = [
     "RelayPolicy",
     "RelaySessionInfo",
     "RemoteProtocolError",
+    "RequestError",
     "SentUserMessage",
+    "StreamError",
+    "StreamReader",
+    "StreamRefusedError",
+    "StreamResetError",
+    "StreamWriter",
     "TrustMode",
     "UnsentUserMessage",
     "UpgradedToDirect",

@@ -80,3 +80,39 @@ class EndpointClosedError(QuicP2pError):
 class DatagramError(QuicP2pError):
     """A datagram could not be sent: not connected to that peer, the peer
     does not take datagrams, or it is larger than ``max_datagram_size``."""
+
+
+class StreamError(QuicP2pError):
+    """A stream failed; ``reason`` says why (``reason.cause`` to decide on)."""
+
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+class StreamRefusedError(StreamError):
+    """The peer would not open the stream: no handler for its protocol
+    (``Cause.NO_HANDLER``), its stream limits (``Cause.REFUSED``), or it
+    could not be reached (``Cause.NOT_CONNECTED``)."""
+
+
+class StreamResetError(StreamError, ConnectionResetError):
+    """The stream ended abnormally while in use: the peer reset or stopped
+    it (``Cause.STREAM_RESET``), we aborted it, or its connection ended. A
+    ``ConnectionResetError`` too, as asyncio's streams raise."""
+
+    def __init__(self, reason: Reason) -> None:
+        StreamError.__init__(self, reason)
+
+
+class RequestError(QuicP2pError):
+    """A ``request`` got no reply; ``reason.cause`` says why: no handler
+    (``NO_HANDLER``), no reply in time (``NO_ANSWER``), request or reply above
+    a size limit (``MESSAGE_TOO_LARGE``), the handler raised
+    (``HANDLER_FAILED``; what it raised is not sent), the peer's limits
+    (``REFUSED``), or the connection (``NOT_CONNECTED``,
+    ``CONNECTION_LOST``)."""
+
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(str(reason))
+        self.reason = reason

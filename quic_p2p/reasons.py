@@ -65,6 +65,12 @@ class Cause(enum.Enum):
     BAD_ANSWER = "bad answer"
     #: A rendezvous paces our requests (too many at once): try again later.
     RATE_LIMITED = "rate limited"
+    #: The peer has no handler for the protocol a stream or request names.
+    NO_HANDLER = "no handler"
+    #: The peer's request handler raised (what it raised stays with the peer).
+    HANDLER_FAILED = "handler failed"
+    #: The peer reset or stopped a stream, or aborted it.
+    STREAM_RESET = "stream reset"
     #: Anything else (a reason built without a cause).
     OTHER = "other"
 

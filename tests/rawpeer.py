@@ -166,6 +166,20 @@ class RawPeer(asyncio.DatagramProtocol):
     def new_stream(self) -> int:
         return self.quic.get_next_available_stream_id(is_unidirectional=True)
 
+    def new_stream_bidi(self) -> int:
+        return self.quic.get_next_available_stream_id(is_unidirectional=False)
+
+    def resets(self) -> dict[int, int]:
+        """The error code of each stream the victim reset, by stream id."""
+        return {e.stream_id: e.error_code for e in self.events if isinstance(e, qe.StreamReset)}
+
+    def stream_data(self, stream_id: int) -> bytes:
+        return b"".join(
+            e.data
+            for e in self.events
+            if isinstance(e, qe.StreamDataReceived) and e.stream_id == stream_id
+        )
+
     async def until_terminated(self, timeout: float = WAIT) -> qe.ConnectionTerminated:  # noqa: ASYNC109
         await self.wait(lambda: self.terminated is not None, timeout)
         term = self.terminated

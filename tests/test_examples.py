@@ -33,9 +33,10 @@ def test_request_response() -> None:
     out = run("request_response.py")
     assert out.returncode == 0, out.stderr
     lines = [ast.literal_eval(line) for line in out.stdout.splitlines()]  # printed dicts
-    assert lines[0] == {"id": 1, "result": 6}
-    assert lines[1] == {"id": 2, "result": "HELLO P2P"}
-    assert lines[2]["id"] == 3 and "error" in lines[2]
+    assert lines[0] == {"result": 6}
+    assert lines[1] == {"result": "HELLO P2P"}
+    assert "error" in lines[2]
+    assert lines[3] == {"refused": "NO_HANDLER"}
 
 
 def test_file_transfer_verifies(tmp_path: Path) -> None:
@@ -44,6 +45,19 @@ def test_file_transfer_verifies(tmp_path: Path) -> None:
     out = run("file_transfer.py", str(f), "--chunk-mib", "2")
     assert out.returncode == 0, out.stderr
     assert f"received {f.stat().st_size} bytes, sha256 verified" in out.stdout
+
+
+def test_file_transfer_resumes_a_partial_copy(tmp_path: Path) -> None:
+    f = tmp_path / "payload.bin"
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    f.write_bytes(data)
+    out_file = tmp_path / "copy.bin"
+    out_file.write_bytes(data[: 1024 * 1024 + 1])  # an interrupted earlier run
+    out = run("file_transfer.py", str(f), "--out", str(out_file))
+    assert out.returncode == 0, out.stderr
+    assert f"received {len(data)} bytes, sha256 verified" in out.stdout
+    assert f"resumed: {len(data) - 1024 * 1024 - 1} bytes sent this time" in out.stdout
+    assert out_file.read_bytes() == data
 
 
 def test_presence_heartbeats_reach_every_peer() -> None:

@@ -184,11 +184,6 @@ CASES = [
         "REJECT with an empty body", _control(header(FrameKind.REJECT, 1, 0)), ErrorCode.BAD_FRAME
     ),
     Case(
-        "bidirectional stream",
-        lambda p: p.send(0, frame(FrameKind.USER_MESSAGE, b"x", 1)),
-        ErrorCode.BIDI_STREAM,
-    ),
-    Case(
         "second handshake",
         _control(frame(FrameKind.HANDSHAKE_CLIENT)),
         ErrorCode.DUPLICATE_HANDSHAKE,

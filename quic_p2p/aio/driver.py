@@ -13,7 +13,7 @@ from ..accel.types import Frame, FrameKind
 from ..cache_store import CacheStore
 from ..errors import ConnectionFailedError, EndpointClosedError
 from ..events import SentUserMessage, UnsentUserMessage
-from ..peer import Address, NodeInfo, Peer, normalize_address
+from ..peer import Address, NodeInfo, Peer, format_address, normalize_address
 from ..proto import Engine
 from ..proto.limits import CACHE_SAVE_DELAY, ECHO_TIMEOUT, HANDSHAKE_TIMEOUT
 from ..proto.state import (
@@ -26,6 +26,7 @@ from ..proto.state import (
     Result,
     SendResult,
 )
+from ..reasons import Reason
 from .socket import ADDRESS_CACHE_SIZE, MainProtocol, SideProtocol, v6_form
 
 log = logging.getLogger("quic_p2p.endpoint")
@@ -199,6 +200,12 @@ class Driver:
                 self._spawn(self._reach_check(result.id, result.target))
             elif isinstance(result, CacheChanged):
                 self._schedule_cache_save()
+        engine = self.engine
+        if engine.stream_wakes or engine.stream_arrivals:
+            self._stream_events()
+
+    def _stream_events(self) -> None:  # streams
+        raise NotImplementedError
 
     async def _wait(self, command_id: int) -> Result:
         """The result of an engine command (registered before it can arrive)."""
@@ -222,6 +229,21 @@ class Driver:
     ) -> Peer:
         command = self.engine.connect(self._now(), node, timeout=handshake_timeout)
         return await self._connected(command)
+
+    async def _connect_any(self, node: NodeInfo) -> Peer:
+        """Each of ``node``'s addresses in turn, until one connects."""
+        failures: list[ConnectionFailedError] = []
+        for addr in node.addresses:
+            try:
+                return await self._connect_and_wait(node.at(addr))
+            except ConnectionFailedError as exc:
+                failures.append(exc)
+        if len(failures) == 1:
+            raise failures[0]
+        last = failures[-1].reason
+        detail = "; ".join(f"{format_address(f.peer_addr)}: {f.reason}" for f in failures)
+        reason = Reason(last.cause, f"every address failed ({detail})")
+        raise ConnectionFailedError(node.peer_addr, reason)
 
     async def _ask(
         self, conn_id: int, kind: FrameKind, body: bytes, within: float = ECHO_TIMEOUT

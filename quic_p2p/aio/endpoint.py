@@ -41,7 +41,6 @@ from ..peer import (
     Peer,
     PeerId,
     Reachability,
-    format_address,
     normalize_address,
 )
 from ..proto import Engine, EventQueue, RelaySessionInfo
@@ -53,6 +52,7 @@ from ..proto.limits import (
     DEFAULT_EVENT_CAPACITY,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_STREAMS_PER_PEER,
     DEFAULT_MAX_UNACKED_BYTES,
     DEFAULT_SEND_TIMEOUT,
     ECHO_QUORUM,
@@ -63,11 +63,11 @@ from ..proto.state import Result
 from ..proto.wire import WireError, decode_address, decode_reach_result
 from ..reasons import Cause, Reason
 from .driver import log
-from .nat import Nat
 from .socket import drain_socket, socket_families
+from .streams import Streams
 
 
-class QuicP2p(Nat):
+class QuicP2p(Streams):
     """A peer-to-peer endpoint: one UDP socket, QUIC connections to peers.
 
     Use it as an async context manager (``async with QuicP2p(config) as node``)
@@ -88,12 +88,22 @@ class QuicP2p(Nat):
         outcome_events: bool = False,
         relay: RelayPolicy | None = None,
         datagram_capacity: int = DATAGRAM_QUEUE_CAPACITY,
+        max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER,
     ) -> None:
         self.config = config if config is not None else Config()
-        if min(event_capacity, max_connections, max_connections_per_ip, datagram_capacity) < 1:
+        if (
+            min(
+                event_capacity,
+                max_connections,
+                max_connections_per_ip,
+                datagram_capacity,
+                max_streams_per_peer,
+            )
+            < 1
+        ):
             raise QuicP2pError(
-                "event_capacity, max_connections, max_connections_per_ip and"
-                " datagram_capacity must be positive"
+                "event_capacity, max_connections, max_connections_per_ip,"
+                " datagram_capacity and max_streams_per_peer must be positive"
             )
         if send_timeout is not None and not send_timeout > 0:
             raise QuicP2pError("send_timeout must be positive (or None: never)")
@@ -125,12 +135,14 @@ class QuicP2p(Nat):
                 outcome_events=outcome_events,
                 relay=relay,
                 datagram_capacity=datagram_capacity,
+                max_streams_per_peer=max_streams_per_peer,
             )
         except BaseException:
             self._identity.release()
             raise
         self._datagrams = DatagramChannel(self.engine.datagrams)
         self._init_driver()
+        self._init_streams()
         self._bootstrapping = False
 
     # ------------------------------------------------------------ settings
@@ -250,7 +262,10 @@ class QuicP2p(Nat):
         ``"...: invalid token"``, ...), the QUIC connections open now
         (``"connections"``) and the relay sessions we are a side of, the bytes
         held for peers not yet proven (now, and the most ever held), and, for
-        a relay, the most bytes ever queued for one side."""
+        a relay, the most bytes ever queued for one side; streams open now
+        (``"streams open"``), the bytes they received that the application
+        has not read (``"streams: bytes received, unread"``), and streams
+        refused by cause (``"streams refused: ..."``)."""
         return self.engine.stats
 
     def relay_sessions(self) -> list[RelaySessionInfo]:
@@ -353,21 +368,6 @@ class QuicP2p(Nat):
                 await self._try_upgrade(node.peer_addr, via_addr)
             return self.engine.peer(node.peer_addr) or connected
         return await self._connect_via(node, via_addr, punch=punch, relay=relay)
-
-    async def _connect_any(self, node: NodeInfo) -> Peer:
-        """Each of ``node``'s addresses in turn, until one connects."""
-        failures: list[ConnectionFailedError] = []
-        for addr in node.addresses:
-            try:
-                return await self._connect_and_wait(node.at(addr))
-            except ConnectionFailedError as exc:
-                failures.append(exc)
-        if len(failures) == 1:
-            raise failures[0]
-        last = failures[-1].reason
-        detail = "; ".join(f"{format_address(f.peer_addr)}: {f.reason}" for f in failures)
-        reason = Reason(last.cause, f"every address failed ({detail})")
-        raise ConnectionFailedError(node.peer_addr, reason)
 
     async def disconnect_from(self, peer: Address | PeerId | Peer) -> None:
         """Closes every connection with the peer (``ConnectionFailure`` if it was

@@ -1,9 +1,9 @@
 """The engine's shared state, its clock and timers, and what it emits.
 
 The engine is built in layers, one module per concern (``conns`` → ``sends``
-→ ``peers`` → ``rendezvous`` → ``relay`` → ``engine``), each a class adding
-to the one below. The few calls that go up a layer are declared here and
-implemented where they belong.
+→ ``peers`` → ``rendezvous`` → ``relay`` → ``streams`` → ``engine``), each a
+class adding to the one below. The few calls that go up a layer are declared
+here and implemented where they belong.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import heapq
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aioquic.quic.configuration import QuicConfiguration
 
@@ -27,6 +27,7 @@ from .events_queue import DatagramQueue, EventQueue
 from .limits import (
     CID_LENGTH,
     DATAGRAM_QUEUE_CAPACITY,
+    DEFAULT_MAX_STREAMS_PER_PEER,
     HANDSHAKE_TIMEOUT,
     PUNCH_DIAL_BURST,
     PUNCH_DIAL_RATE,
@@ -48,6 +49,11 @@ from .state import (
     Timer,
 )
 from .wire import ErrorCode
+
+if TYPE_CHECKING:
+    from aioquic.quic import events as qe
+
+    from .streams import Protocol, Stream
 
 log = logging.getLogger("quic_p2p.engine")
 
@@ -75,6 +81,7 @@ class EngineBase:
         outcome_events: bool,
         relay: RelayPolicy | None,
         datagram_capacity: int = DATAGRAM_QUEUE_CAPACITY,
+        max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER,
     ) -> None:
         self.config = config
         self.relay_policy = relay
@@ -154,6 +161,16 @@ class EngineBase:
         self._v6_socket = False
         #: IPv4 peers are reachable from our socket (an IPv4 or dual-stack one).
         self._ipv4_ok = True
+        #: Protocols we accept streams for, by name (``Streaming``).
+        self.protocols: dict[str, Protocol] = {}
+        #: Incoming streams one peer connection may have open at once.
+        self.max_streams_per_peer = max_streams_per_peer
+        #: Streams whose waiting reader or writer should look again.
+        self.stream_wakes: list[Stream] = []
+        #: Incoming streams (and whole requests) for the handlers.
+        self.stream_arrivals: list[Stream] = []
+        self._draining: set[Stream] = set()
+        self._next_stream = 0
 
     # ------------------------------------------------------------ clock
     def _now(self) -> float:
@@ -239,4 +256,13 @@ class EngineBase:
         raise NotImplementedError
 
     def _go_direct(self, record: Record) -> None:  # relay
+        raise NotImplementedError
+
+    def _on_stream_event(self, conn: Conn, event: qe.QuicEvent) -> None:  # streams
+        raise NotImplementedError
+
+    def _streams_proven(self, record: Record) -> None:  # streams
+        raise NotImplementedError
+
+    def _streams_lost(self, conn: Conn, reason: Reason) -> None:  # streams
         raise NotImplementedError

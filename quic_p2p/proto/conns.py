@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 
 from aioquic.quic import events as qe
-from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicErrorCode
 
 from ..accel import classify_datagram
@@ -17,14 +16,18 @@ from ..reasons import Cause, Reason
 from . import certs, tls
 from .admission import Accept, Ignore, Reply
 from .base import EngineBase, log
+from .flow import PeerConnection
 from .limits import CID_LENGTH, HANDSHAKE_TIMEOUT, RECEIVE_BUDGET, RECENTLY_CLOSED
 from .link import Link, LinkDown
 from .state import Conn, ConnectionInfo, Record, RelayPath
 from .wire import ErrorCode, RejectReason, encode_reject, frame
 
+#: aioquic's events about one stream (routed by the stream's direction).
+_STREAM_EVENTS = frozenset({qe.StreamDataReceived, qe.StreamReset, qe.StopSendingReceived})
+
 
 class Conns(EngineBase):
-    def _new_conn(self, quic: QuicConnection, link: Link, *, outgoing: bool) -> Conn:
+    def _new_conn(self, quic: PeerConnection, link: Link, *, outgoing: bool) -> Conn:
         conn = Conn(self._next_id(), quic, link, outgoing)
         self._conn_ids[conn.id] = conn
         return conn
@@ -69,7 +72,7 @@ class Conns(EngineBase):
                     "an IPv4 address, but we are bound to IPv6 only (bind '::' for both)",
                 ),
             )
-        quic = QuicConnection(configuration=cfg)
+        quic = PeerConnection(configuration=cfg)
         link = Link(
             quic,
             initiator=True,
@@ -246,6 +249,8 @@ class Conns(EngineBase):
         conn.cids.clear()
         if conn in self._conns:
             conn.link.release_all()
+        if conn.streams:
+            self._streams_lost(conn, Reason(Cause.CONNECTION_LOST, "connection closed"))
         if self._conn_ids.pop(conn.id, None) is not None:
             self._recently_closed[conn.id] = connection_info(conn)
             if len(self._recently_closed) > RECENTLY_CLOSED:
@@ -278,6 +283,10 @@ class Conns(EngineBase):
     def _process(self, conn: Conn) -> None:
         """Drains aioquic's events for one connection."""
         while (event := conn.quic.next_event()) is not None:
+            if type(event) in _STREAM_EVENTS and not event.stream_id & 2:  # type: ignore[attr-defined]
+                # A bidirectional stream: an application protocol's.
+                self._on_stream_event(conn, event)
+                continue
             if isinstance(event, qe.ConnectionIdIssued):
                 self._register(conn, event.connection_id)
             elif isinstance(event, qe.ConnectionIdRetired):

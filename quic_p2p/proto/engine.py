@@ -22,7 +22,7 @@ from .conns import connection_info, describe_close
 from .limits import ECHO_QUORUM, HANDSHAKE_TIMEOUT
 from .link import LinkAcked, LinkDatagram, LinkDown, LinkEvent, LinkFrame, LinkRefused, LinkUp
 from .pins import Pin, pin_problem
-from .relay import BUSY, Relaying
+from .relay import BUSY
 from .sends import CONNECTION_CLOSED, ENDPOINT_CLOSED, REQUEST_REFUSALS
 from .state import (
     BootstrapGroup,
@@ -37,6 +37,7 @@ from .state import (
     Send,
     Waiter,
 )
+from .streams import Streaming
 from .wire import ErrorCode, RejectReason, encode_address, frame
 
 __all__ = ["Engine", "RelaySessionInfo"]
@@ -52,7 +53,7 @@ _ANSWERS = frozenset(
 )
 
 
-class Engine(Relaying):
+class Engine(Streaming):
     """One endpoint's protocol state: connections, peers, sends, requests,
     relay sessions and rendezvous duties. See the module docstring."""
 
@@ -119,6 +120,8 @@ class Engine(Relaying):
     def datagrams_to_send(self, now: float) -> list[Transmit]:
         """What to send now: (payload, destination, socket) each."""
         self._advance(now)
+        if self._draining:
+            self._check_draining()
         self._flush()
         out, self._transmits = self._transmits, []
         return out
@@ -490,6 +493,9 @@ class Engine(Relaying):
         out["unproven peers: bytes held"] = self._unproven.used
         out["unproven peers: most bytes held"] = self._unproven.peak
         out["datagrams dropped: queue full"] = self.datagrams.dropped
+        streams = [s for c in self._conns for s in c.streams.values()]
+        out["streams open"] = len(streams)
+        out["streams: bytes received, unread"] = sum(len(s.recv) for s in streams)
         if self.relay_policy is not None:
             out["relay: most bytes queued for one side"] = self._relay_backlog_peak
         return out

@@ -110,3 +110,23 @@ RECENTLY_CLOSED = 256
 #: Datagrams received and not yet read, per endpoint; beyond, new ones are
 #: dropped and counted (``stats["datagrams dropped: queue full"]``).
 DATAGRAM_QUEUE_CAPACITY = 4096
+
+#: Incoming bidirectional streams one peer connection may have open at once
+#: (``QuicP2p(max_streams_per_peer=)``); beyond, new ones are refused BUSY.
+#: With ``flow.STREAM_WINDOW`` this bounds what one peer's streams make us
+#: hold (64 MiB) whatever it sends.
+DEFAULT_MAX_STREAMS_PER_PEER = 64
+#: Incoming streams of one protocol open at once, all peers together
+#: (``set_stream_handler(max_streams=)``).
+DEFAULT_MAX_STREAMS_PER_PROTOCOL = 1024
+#: Largest request a request handler takes, and largest reply ``request``
+#: takes, by default (bytes; ``max_request_size=``, ``max_reply_size=``).
+DEFAULT_MAX_REQUEST_SIZE = 1024 * 1024
+DEFAULT_MAX_REPLY_SIZE = 1024 * 1024
+#: ``request`` waits this long for the reply by default (seconds).
+DEFAULT_REQUEST_TIMEOUT = 30.0
+#: A stream writer's ``drain`` waits once more than DRAIN_HIGH_WATER bytes
+#: are unacknowledged, until no more than DRAIN_LOW_WATER are: enough queued
+#: to keep one stream window in flight.
+DRAIN_HIGH_WATER = 2 * 1024 * 1024
+DRAIN_LOW_WATER = 1024 * 1024

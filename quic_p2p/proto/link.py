@@ -346,7 +346,7 @@ class Link:
     def _on_stream_data(self, event: qe.StreamDataReceived) -> list[LinkEvent]:
         sid = event.stream_id
         if not stream_is_unidirectional(sid):
-            return self._violation(ErrorCode.BIDI_STREAM, "bidirectional streams are not used")
+            return []  # the application's streams (proto/streams.py), not ours
         inbound = self._inbound.get(sid)
         if inbound is None:
             control = sid == self._peer_control_id

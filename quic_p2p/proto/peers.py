@@ -202,6 +202,8 @@ class Peers(Sends):
         conn.waiting.clear()
         conn.unacked_bytes = 0
         self._requests_lost(conn, reason)
+        if conn.streams:
+            self._streams_lost(conn, reason)
         if conn.probe:
             self._probe_done(conn, False)
         record = conn.record
@@ -463,6 +465,7 @@ class Peers(Sends):
         record.pending_bytes = 0
         for conn, f in reads:
             self._deliver(record, conn, f)
+        self._streams_proven(record)
 
     def _serve_waiting(self, record: Record) -> None:
         """The connected peer's waiters get it, its queued sends go out; a pin

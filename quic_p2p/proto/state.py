@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from aioquic.quic.connection import QuicConnection
+from typing import TYPE_CHECKING, Any
 
 from ..accel.types import Frame, FrameKind
 from ..events import SentUserMessage, UnsentUserMessage
 from ..peer import Address, NodeInfo, Peer, PeerId, PeerKind
 from ..reasons import NO_REASON, Reason
+from .flow import PeerConnection
 from .limits import (
     HANDSHAKE_TIMEOUT,
     PUNCH_NOTICE_BURST,
@@ -29,6 +28,9 @@ from .link import Link
 from .pins import NO_PIN, Pin
 from .ratelimit import TokenBucket
 from .roles import FromPeer, ToPeer
+
+if TYPE_CHECKING:
+    from .streams import Stream
 
 
 @dataclass(eq=False)
@@ -195,7 +197,7 @@ class Conn:
     """A QUIC connection with our link on it and its engine state."""
 
     id: int
-    quic: QuicConnection
+    quic: PeerConnection
     link: Link
     outgoing: bool
     cids: set[bytes] = field(default_factory=set)
@@ -242,6 +244,12 @@ class Conn:
     socket: int = 0
     #: When a datagram of the peer's last arrived on it.
     heard_at: float = 0.0
+    #: Its bidirectional streams not yet over, by QUIC stream id; the
+    #: highest stream id the peer opened; how many of its streams count
+    #: against ``max_streams_per_peer``.
+    streams: dict[int, Stream] = field(default_factory=dict)
+    last_peer_stream: int = -1
+    incoming_streams: int = 0
 
 
 @dataclass(eq=False)

@@ -80,6 +80,7 @@ from .certs import (
     to_pem,
 )
 from .config import CompleteCert, Config, TrustMode
+from .flow import PeerConnection
 
 __all__ = [
     "ALPN",
@@ -199,7 +200,7 @@ def client_configuration(
     return configuration
 
 
-class ServerConnection(QuicConnection):
+class ServerConnection(PeerConnection):
     """The server side of an incoming connection: a ``QuicConnection`` that
     asks the client for its certificate.
 

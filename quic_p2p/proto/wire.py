@@ -31,6 +31,16 @@ Bodies:
   REACH_REQUEST     empty; msg_id correlates the answer
   REACH_RESULT      u8 reached (0/1) | the address dialled (the requester's as
                     seen); msg_id: the request's
+
+Bidirectional streams carry the application's named protocols (streams and
+requests) instead; they never carry frames. The opener's first bytes are a
+stream header, ``u8 mode | u8 name length | the protocol name (UTF-8)``
+(``encode_stream_header``): mode 1 (a stream) is answered by one ACCEPT byte
+(0x00) before anything else the acceptor sends; mode 2 (a request) is not:
+the request is the rest of the opener's side, the reply the acceptor's whole
+side. A stream the acceptor will not take is reset and stopped with a
+``StreamCode`` (no handler, its limits, a bad header), as is one that fails
+later (too large, the handler failed, the application aborted it).
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ class ErrorCode(IntEnum):
     ROLE_MISMATCH = 0x313
     REVERSE_CONNECT_FAILED = 0x314
     CERTIFICATE_MISMATCH = 0x315
+    #: Retired: bidirectional streams carry the application's protocols now.
     BIDI_STREAM = 0x316
     TOO_MANY_STREAMS = 0x317
     REFUSED = 0x318
@@ -98,6 +109,69 @@ class RelayClose(IntEnum):
 
     DIRECT = 0  # to the relay: the sender now sends directly (it still receives)
     CLOSED = 1  # the session is over (either way)
+
+
+class StreamCode(IntEnum):
+    """Application error codes of RESET_STREAM / STOP_SENDING on
+    bidirectional streams (0x380 + n: beside ``ErrorCode``'s range)."""
+
+    #: The application closed or aborted the stream (no other reason).
+    CLOSED = 0x380
+    #: No handler for the protocol the header names.
+    NO_HANDLER = 0x381
+    #: The acceptor's stream limits (per peer, per protocol), or the peer is
+    #: not proven yet and its budget is spent.
+    BUSY = 0x382
+    #: The stream header (or the ACCEPT byte) is malformed.
+    BAD_HEADER = 0x383
+    #: A request or reply above the receiver's limit.
+    TOO_LARGE = 0x384
+    #: The handler raised (what it raised stays with its endpoint).
+    HANDLER_FAILED = 0x385
+    #: The endpoint is closing.
+    SHUTDOWN = 0x386
+    #: The request's caller stopped waiting (its timeout, or cancelled).
+    CANCELLED = 0x387
+
+
+class StreamMode(IntEnum):
+    """What a stream header opens."""
+
+    STREAM = 1
+    REQUEST = 2
+
+
+#: The byte an acceptor sends first on a stream opened in ``StreamMode.STREAM``.
+STREAM_ACCEPT = 0x00
+#: The longest protocol name (UTF-8 bytes).
+PROTOCOL_NAME_MAX = 255
+
+
+def encode_stream_header(mode: StreamMode, protocol: str) -> bytes:
+    name = protocol.encode()
+    if not 0 < len(name) <= PROTOCOL_NAME_MAX:
+        raise ValueError(f"a protocol name is 1 to {PROTOCOL_NAME_MAX} bytes of UTF-8")
+    return bytes([mode, len(name)]) + name
+
+
+def decode_stream_header(data: bytes | bytearray) -> tuple[StreamMode, str, int] | None:
+    """``(mode, protocol, header length)`` once ``data`` (a stream's first
+    bytes) holds the whole header, None while it is incomplete. Raises
+    ``WireError`` for a malformed one."""
+    if len(data) < 2:
+        return None
+    mode, size = data[0], data[1]
+    if mode not in (StreamMode.STREAM, StreamMode.REQUEST):
+        raise WireError(f"unknown stream mode {mode}")
+    if size == 0:
+        raise WireError("empty protocol name")
+    if len(data) < 2 + size:
+        return None
+    try:
+        name = bytes(data[2 : 2 + size]).decode()
+    except UnicodeDecodeError:
+        raise WireError("protocol name is not UTF-8") from None
+    return StreamMode(mode), name, 2 + size
 
 
 class WireError(RemoteProtocolError):
