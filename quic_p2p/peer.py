@@ -113,6 +113,20 @@ def normalize_address(addr: tuple[Any, ...] | list[Any]) -> Address:
     if not isinstance(addr, (tuple, list)) or len(addr) < 2:
         raise InvalidContactError(f"address must be (host, port), got {addr!r}")
     host, port = addr[0], addr[1]
+    if type(host) is str and type(port) is int:
+        return _normalize_cached(host, port)
+    return _normalize(host, port)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalize_cached(host: str, port: int) -> Address:
+    # Peers are few and their Peer/NodeInfo values are rebuilt often (every
+    # stream, every event): parsing the same address again costs more than
+    # the rest of building one.
+    return _normalize(host, port)
+
+
+def _normalize(host: Any, port: Any) -> Address:
     try:
         ip = ipaddress.ip_address(host)
     except (ValueError, TypeError):

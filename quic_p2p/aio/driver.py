@@ -146,8 +146,19 @@ class Driver:
         assert loop is not None  # (datagrams arrive only once started)
         self.engine.handle_datagram(loop.time(), data, addr)
 
+    def _batch_done(self) -> None:
+        """After a wake-up's datagrams: transmit once. When they woke stream
+        readers or handlers, those run first (the transmit is queued behind
+        them), so a reply written at once leaves with the acknowledgements
+        of its request instead of in a packet of its own."""
+        engine = self.engine
+        if engine.stream_wakes or engine.stream_arrivals:
+            self._after()
+        else:
+            self._flush()
+
     def _protocol_factory(self) -> MainProtocol:
-        self._protocol = MainProtocol(self._datagram_received, self._flush)
+        self._protocol = MainProtocol(self._datagram_received, self._batch_done)
         return self._protocol
 
     async def _open_side_socket(self, bind_ip: str) -> int:

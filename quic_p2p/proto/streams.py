@@ -32,6 +32,8 @@ from .limits import DRAIN_HIGH_WATER
 from .relay import Relaying
 from .state import Conn, Record
 from .wire import (
+    MESSAGE_PROTOCOL,
+    RESERVED_PREFIX,
     STREAM_ACCEPT,
     StreamCode,
     StreamMode,
@@ -42,8 +44,6 @@ from .wire import (
 
 __all__ = ["Protocol", "Stream", "Streaming", "reason_of_code"]
 
-#: Protocol names under this prefix are ours (reserved).
-RESERVED_PREFIX = "quic-p2p/"
 #: Credit is raised once the application has read this much of the window
 #: (fewer MAX_STREAM_DATA frames; the peer still has 3/4 of a window).
 _GRANT_STEP = STREAM_WINDOW // 4
@@ -296,7 +296,10 @@ class Streaming(Relaying):
         """Accept streams for ``name`` (replacing its settings, not its count)."""
         encode_stream_header(kind, name)  # (checks the name)
         if name.startswith(RESERVED_PREFIX):
-            raise QuicP2pError(f"protocol names under {RESERVED_PREFIX!r} are reserved")
+            raise QuicP2pError(
+                f"protocol names under {RESERVED_PREFIX!r} are reserved"
+                f" ({MESSAGE_PROTOCOL!r} is the message protocol: send() and NewMessage)"
+            )
         if max_streams < 1 or max_request_size < 0:
             raise QuicP2pError("max_streams must be positive, max_request_size not negative")
         old = self.protocols.get(name)

@@ -141,6 +141,12 @@ class StreamMode(IntEnum):
     REQUEST = 2
 
 
+#: The message protocol's name: ``send`` and ``NewMessage``, on the
+#: unidirectional streams (which need no header: every one of them is its).
+#: Names under its prefix are reserved.
+MESSAGE_PROTOCOL = "quic-p2p/messages/1"
+RESERVED_PREFIX = "quic-p2p/"
+
 #: The byte an acceptor sends first on a stream opened in ``StreamMode.STREAM``.
 STREAM_ACCEPT = 0x00
 #: The longest protocol name (UTF-8 bytes).
