@@ -29,8 +29,10 @@ from .events import (
     ConnectionFailure,
     Datagram,
     Event,
+    EventQueueWarning,
     Finish,
     NewMessage,
+    PathChanged,
     PeerAddressChanged,
     SentUserMessage,
     UnsentUserMessage,
@@ -52,6 +54,7 @@ from .proto.config import (
     TrustMode,
 )
 from .reasons import Cause, Reason
+from .stats import EndpointStats, PathKind, PeerPath, PeerStats
 
 __version__ = "0.1.0.dev0"
 
@@ -74,7 +77,9 @@ __all__ = [
     "EchoDisagreementError",
     "EchoError",
     "EndpointClosedError",
+    "EndpointStats",
     "Event",
+    "EventQueueWarning",
     "Finish",
     "Identity",
     "IdentityError",
@@ -82,10 +87,14 @@ __all__ = [
     "NewMessage",
     "NodeInfo",
     "OurType",
+    "PathChanged",
+    "PathKind",
     "Peer",
     "PeerAddressChanged",
     "PeerId",
     "PeerKind",
+    "PeerPath",
+    "PeerStats",
     "QuicP2p",
     "QuicP2pError",
     "Reachability",

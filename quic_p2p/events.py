@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .peer import Address, NodeInfo, Peer, PeerId
 from .reasons import NO_REASON, Reason
+from .stats import PeerPath
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,28 @@ class PeerAddressChanged:
 
 
 @dataclass(frozen=True)
+class PathChanged:
+    """How our packets reach a connected peer changed: relayed to direct (a
+    hole punch worked; ``UpgradedToDirect`` says so too), or to another
+    address (``PeerAddressChanged`` too). Same peer, same connection."""
+
+    peer_id: PeerId | None
+    old: PeerPath
+    new: PeerPath
+
+
+@dataclass(frozen=True)
+class EventQueueWarning:
+    """``events()`` holds ``queued`` user messages of at most ``capacity``
+    (80% or more): past the capacity, new messages are refused and their
+    senders see them unsent. Once per episode (again only after the queue
+    drained below half)."""
+
+    queued: int
+    capacity: int
+
+
+@dataclass(frozen=True)
 class Finish:
     """The endpoint has closed; no event follows."""
 
@@ -127,5 +150,7 @@ Event = (
     | NewMessage
     | UpgradedToDirect
     | PeerAddressChanged
+    | PathChanged
+    | EventQueueWarning
     | Finish
 )

@@ -44,6 +44,7 @@ from quic_p2p import (
     NewMessage,
     NodeInfo,
     OurType,
+    PathChanged,
     PeerId,
     QuicP2p,
     QuicP2pError,
@@ -144,6 +145,7 @@ async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
     if op == "inbox":
         messages: list[str] = []
         upgraded: list[str] = []
+        paths: list[str] = []
         for _ in range(100_000):
             try:
                 ev = await asyncio.wait_for(ep.next_event(), 0.2)
@@ -153,7 +155,9 @@ async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
                 messages.append(ev.msg.decode())
             elif isinstance(ev, UpgradedToDirect):
                 upgraded.append(format_address(ev.peer_addr))
-        return {"messages": messages, "upgraded": upgraded}
+            elif isinstance(ev, PathChanged):
+                paths.append(f"{ev.old.kind.value}>{ev.new.kind.value}")
+        return {"messages": messages, "upgraded": upgraded, "paths": paths}
     if op == "echo":
         return format_address((await ep.our_connection_info()).peer_addr)
     if op == "send":
@@ -162,7 +166,7 @@ async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
             return "sent"
         raise QuicP2pError(out.reason)
     if op == "stats":
-        return ep.stats
+        return dict(ep.stats())
     if op == "peers":
         return [format_address(p.peer_addr) for p in ep.connected_peers()]
     if op == "peerids":

@@ -178,7 +178,7 @@ async def until(pred: Callable[[], bool], limit: float = WAIT, interval: float =
 
 
 def _dropped(ep: QuicP2p) -> int:
-    return sum(v for k, v in ep.stats.items() if k.startswith("dropped"))
+    return sum(v for k, v in ep.stats().items() if k.startswith("dropped"))
 
 
 async def datagram_barrier(ep: QuicP2p) -> None:

@@ -38,7 +38,7 @@ async def test_datagrams_go_both_ways_and_name_the_sender(our_type: OurType) -> 
         n.send_datagram(c.peer_id, b"pong")  # by id
         back = await first_datagram(c)
         assert (back.data, back.peer_id) == (b"pong", n.peer_id)
-        assert c.stats["datagrams sent"] == 1 and n.stats["datagrams sent"] == 1
+        assert c.stats()["datagrams sent"] == 1 and n.stats()["datagrams sent"] == 1
 
 
 async def test_the_size_limit_is_exact_and_enforced() -> None:
@@ -80,10 +80,10 @@ async def test_a_reader_that_never_reads_keeps_memory_bounded() -> None:
                 c.send_datagram(peer, i.to_bytes(4, "big") * 250)
                 if i % 100 == 99:
                     await asyncio.sleep(0.01)  # let them leave, a burst at a time
-            await until(lambda: n.stats["datagrams dropped: queue full"] > 0)
+            await until(lambda: n.stats()["datagrams dropped: queue full"] > 0)
             await asyncio.sleep(0.2)
             assert len(n.engine.datagrams) == 50
-            dropped = n.stats["datagrams dropped: queue full"]
+            dropped = n.stats()["datagrams dropped: queue full"]
             assert 0 < dropped <= 2000 - 50
             got = [await first_datagram(n) for _ in range(50)]
             assert all(len(g.data) == 1000 for g in got)
@@ -127,7 +127,7 @@ async def test_datagrams_of_a_peer_not_yet_accepted_are_dropped() -> None:
         try:
             raw.quic.send_datagram_frame(b"anonymous")
             raw.flush()
-            await until(lambda: n.stats.get(NOT_CONNECTED, 0) == 1)
+            await until(lambda: n.stats().get(NOT_CONNECTED, 0) == 1)
             raw.send(CONTROL, frame(FrameKind.HANDSHAKE_CLIENT))
             await until(lambda: bool(n.connected_peers()))
             raw.quic.send_datagram_frame(b"now known")

@@ -172,7 +172,7 @@ async def test_an_unknown_id_cannot_be_connected_to_or_sent_to(tmp_path: Path) -
         with pytest.raises(ConnectionFailedError) as info:
             await connect(x, stranger)
         # No address to try: it fails without dialling anything.
-        assert x.engine.connections() == [] and x.stats["connections"] == 0
+        assert x.engine.connections() == [] and x.stats()["connections"] == 0
         assert "no address known" in info.value.reason
         assert info.value.reason.cause is Cause.NOT_CONNECTED
         outcome = await asyncio.wait_for(x.send(stranger, b"anyone?", 7), WAIT)
@@ -218,7 +218,7 @@ async def test_private_ca_node_refuses_a_client_with_a_self_signed_certificate()
         await datagram_barrier(node)
         seen = drain(node)
         assert not [e for e in seen if isinstance(e, (ConnectedTo, NewMessage))], seen
-        assert node.stats.get(REFUSED, 0) >= 1, node.stats
+        assert node.stats().get(REFUSED, 0) >= 1, node.stats()
 
 
 # ------------------------------------------------------------ 4. key pin vs certificate pin

@@ -92,13 +92,13 @@ async def test_an_unproven_node_cannot_make_us_hold_more_than_the_budget() -> No
             got = refusals(peer)
             assert got and all(r is RejectReason.BUSY for r in got)
             assert len(got) >= 48 - UNPROVEN_MAX_BYTES // MIB
-            stats = victim.stats
+            stats = victim.stats()
             assert 0 < stats["unproven peers: most bytes held"] <= UNPROVEN_MAX_BYTES
             assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, NewMessage))]
         finally:
             peer.close()
         # Once the peer is gone, what it made us hold is given back.
-        await until(lambda: victim.stats["unproven peers: bytes held"] == 0, limit=3 * WAIT)
+        await until(lambda: victim.stats()["unproven peers: bytes held"] == 0, limit=3 * WAIT)
 
 
 async def test_small_messages_of_an_unproven_node_are_bounded_by_bytes_too() -> None:
@@ -111,7 +111,7 @@ async def test_small_messages_of_an_unproven_node_are_bounded_by_bytes_too() -> 
             for msg_id in range(1, count + 1):
                 peer.send(CONTROL, frame(FrameKind.USER_MESSAGE, body, msg_id))
             await peer.wait(lambda: len(refusals(peer)) >= 20)
-            assert victim.stats["unproven peers: most bytes held"] <= UNPROVEN_MAX_BYTES
+            assert victim.stats()["unproven peers: most bytes held"] <= UNPROVEN_MAX_BYTES
         finally:
             peer.close()
 
@@ -155,7 +155,7 @@ async def test_a_peer_cannot_make_us_buffer_beyond_the_connection_receive_budget
             peer.close()
         print(f"peak growth {peak / MIB:.1f} MiB for a budget of {budget // MIB} MiB")
         assert budget - MIB < peak < budget + 4 * MIB
-        stats = victim.stats
+        stats = victim.stats()
         assert stats["refused: message beyond the connection's receive budget"] == 128 - admitted
         assert not [e for e in drain(victim) if isinstance(e, NewMessage)]
 
@@ -179,7 +179,7 @@ async def test_the_receive_budget_refuses_no_honest_sender(monkeypatch: pytest.M
         assert all(isinstance(o, SentUserMessage) for o in outs), outs
         got = [e.msg for e in drain(victim) if isinstance(e, NewMessage)]
         assert sorted(got) == msgs
-        assert "refused: message beyond the connection's receive budget" not in victim.stats
+        assert "refused: message beyond the connection's receive budget" not in victim.stats()
 
 
 async def test_the_receive_budget_is_given_back(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,7 +237,7 @@ async def test_a_send_refused_by_the_receive_budget_is_unsent_as_busy(
         assert isinstance(outs[0], SentUserMessage)
         unsent = [o for o in outs if isinstance(o, UnsentUserMessage)]
         assert unsent and all("refused by the peer: busy" in str(o.reason) for o in unsent)
-        assert victim.stats["refused: message beyond the connection's receive budget"] == len(
+        assert victim.stats()["refused: message beyond the connection's receive budget"] == len(
             unsent
         )
 
@@ -263,7 +263,7 @@ async def test_one_ip_cannot_take_every_connection_slot() -> None:
             code = await extra.closed_with()
             extra.close()
             assert code == 0x2  # QUIC CONNECTION_REFUSED
-            assert victim.stats.get("refused: per-IP connection limit", 0) >= 1
+            assert victim.stats().get("refused: per-IP connection limit", 0) >= 1
             # An honest Node elsewhere (127.0.0.2) connects.
             async with endpoints(node_config(ip="127.0.0.2")) as (honest,):
                 peer = await asyncio.wait_for(honest.connect_to(victim.node_info), WAIT)

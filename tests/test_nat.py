@@ -324,6 +324,9 @@ def test_relayed_pair_upgrades_to_direct_through_real_nats(lab: NetLab) -> None:
         if b.ask("path", peer=to_a["peer_addr"])["ok"] is None:
             break
         time.sleep(0.1)
+    for side in (a, b):  # each side reports its one upgrade once
+        box = side.ask("inbox")["ok"]
+        assert box["paths"] == ["relayed>direct"] and len(box["upgraded"]) == 1, box  # type: ignore[index]
     _exactly_once(rdv, a, b, lab, expect_relay=None)
 
 

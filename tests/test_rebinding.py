@@ -36,10 +36,13 @@ from quic_p2p import (
     NewMessage,
     NodeInfo,
     OurType,
+    PathChanged,
+    PathKind,
     Peer,
     PeerAddressChanged,
     PeerId,
     PeerKind,
+    PeerPath,
     QuicP2p,
     SentUserMessage,
 )
@@ -280,12 +283,16 @@ async def test_a_rebound_client_stays_the_same_peer_and_its_old_address_is_a_new
 
         seen = await events_until(
             node,
-            lambda e: isinstance(e, PeerAddressChanged),
+            lambda e: isinstance(e, PathChanged),  # (right after PeerAddressChanged)
             lambda e: isinstance(e, NewMessage) and e.msg == b"up after",
         )
         assert not failures(seen), seen
         moved = [e for e in seen if isinstance(e, PeerAddressChanged)]
         assert moved == [PeerAddressChanged(peer_id=p.client_id, old=old, new=new)], seen
+        paths = [e for e in seen if isinstance(e, PathChanged)]
+        assert paths == [
+            PathChanged(p.client_id, PeerPath(PathKind.DIRECT, old), PeerPath(PathKind.DIRECT, new))
+        ], seen
         (up,) = [e for e in seen if isinstance(e, NewMessage) and e.msg == b"up after"]
         assert up.peer_id == p.client_id and up.peer_addr == new, seen
         # The Node knows the Client once: same id, at its new address.

@@ -95,7 +95,7 @@ async def test_two_nodes_talk_through_a_relay() -> None:
         assert a.relayed_via(b.node_info) == r.local_addr
         assert b.relayed_via(a.node_info) == r.local_addr
         assert r.relayed_via(a.node_info) is None  # r reaches both directly
-        assert r.stats.get("relay sessions opened") == 1
+        assert r.stats().get("relay sessions opened") == 1
 
         # The relay forwards QUIC packets: it never sees the plaintext.
         secret = os.urandom(32)
@@ -107,7 +107,7 @@ async def test_two_nodes_talk_through_a_relay() -> None:
         ev2, _ = await wait_for_event(b, NewMessage)
         assert ev2.msg == big
         assert forwarded and not any(secret in body for body in forwarded)
-        assert r.stats["relay: bytes forwarded"] >= len(big)
+        assert r.stats()["relay: bytes forwarded"] >= len(big)
         assert not [e for e in drain(r) if isinstance(e, NewMessage)]
 
 
@@ -117,7 +117,7 @@ async def test_a_node_that_does_not_relay_refuses_and_the_reason_is_clear() -> N
         await _connect(b, r)
         with pytest.raises(ConnectionFailedError, match="does not relay"):
             await asyncio.wait_for(a.connect_to(b.node_info, via=r.node_info, punch=False), WAIT)
-        assert r.stats.get("relay requests refused") == 1
+        assert r.stats().get("relay requests refused") == 1
         # A relay request for a peer it does not know: tests/test_endpoint.py.
 
 
@@ -132,7 +132,7 @@ async def test_relay_session_limits_refuse_clearly() -> None:
         r.relay_policy = RelayPolicy(max_sessions=1)
         with pytest.raises(ConnectionFailedError, match="at its relay limits"):
             await asyncio.wait_for(c.connect_to(a.node_info, via=r.node_info, punch=False), WAIT)
-        assert r.stats["relay requests refused"] == 2
+        assert r.stats()["relay requests refused"] == 2
         assert len(r.relay_sessions()) == 1
         await _exchange(a, b, 3, b"unaffected")
 
@@ -152,9 +152,9 @@ async def test_relay_byte_limit_ends_the_session_and_every_send_has_an_outcome()
                 ep, ConnectionFailure, lambda e, o=other: e.peer_addr == o.local_addr
             )
             assert "relay byte limit reached" in ev.error
-        assert r.stats.get("relay sessions closed") == 1
+        assert r.stats().get("relay sessions closed") == 1
         assert not r.relay_sessions()
-        assert a.stats[OUR_PATHS] == b.stats[OUR_PATHS] == 0
+        assert a.stats()[OUR_PATHS] == b.stats()[OUR_PATHS] == 0
         # Both stay connected to the relay itself.
         assert a.connected_peers() == [Peer.node(r.node_info)]
 
@@ -187,7 +187,7 @@ async def test_losing_the_relay_loses_the_relayed_peers_not_the_messages_outcome
         assert all("lost the relay" in o.reason for o in unsent), [o.reason for o in unsent]
         ev, _ = await wait_for_event(a, ConnectionFailure, lambda e: e.peer_addr == b.local_addr)
         assert "relay" in ev.error
-        await until(lambda: a.stats[OUR_PATHS] == b.stats[OUR_PATHS] == 0)
+        await until(lambda: a.stats()[OUR_PATHS] == b.stats()[OUR_PATHS] == 0)
         received = {e.msg for e in drain(b) if isinstance(e, NewMessage)}
         sent = [o.msg for o in outcomes if isinstance(o, SentUserMessage)]
         assert set(sent) <= received  # never reported sent but not received
@@ -217,12 +217,12 @@ async def test_upgrade_to_direct_keeps_the_connection_and_its_messages() -> None
         assert sorted(got) == sorted(b"m%d" % i for i in range(200))
         # Same connections (probe connections came and went), relay session over.
         await until(lambda: not r.relay_sessions())
-        assert r.stats.get("relay sessions closed") == 1
-        await until(lambda: a.stats[OUR_PATHS] == b.stats[OUR_PATHS] == 0)
+        assert r.stats().get("relay sessions closed") == 1
+        await until(lambda: a.stats()[OUR_PATHS] == b.stats()[OUR_PATHS] == 0)
         assert conns_before & {c.id for c in a.engine.connections()}
-        forwarded = r.stats["relay: bytes forwarded"]
+        forwarded = r.stats()["relay: bytes forwarded"]
         await _exchange(a, b, 20, b"after")
-        assert r.stats["relay: bytes forwarded"] == forwarded  # all direct now
+        assert r.stats()["relay: bytes forwarded"] == forwarded  # all direct now
 
 
 async def test_relay_fallback_starts_background_upgrades(
@@ -252,10 +252,10 @@ async def test_reachability_check_from_a_fresh_socket() -> None:
         await _connect(a, b)
         found = await asyncio.wait_for(a.check_reachability(b.node_info), WAIT)
         assert found == Reachability(True, a.local_addr, b.local_addr)
-        assert b.stats["reachability checks: reached"] == 1
+        assert b.stats()["reachability checks: reached"] == 1
         # The check came from another port than b's socket: a's admission saw
         # a new source (and sent it a Retry, as to any stranger).
-        assert a.stats.get("admission: retry", 0) >= 1
+        assert a.stats().get("admission: retry", 0) >= 1
         # A Client cannot be reached, so it is not checked; a Client that asks
         # anyway (raw frame) is refused.
         await asyncio.wait_for(c.connect_to(b.node_info), WAIT)
@@ -291,13 +291,13 @@ async def test_relay_frames_from_strangers_and_garbage_are_dropped_or_closed() -
         for msg_id in (999, 999 | FROM_RELAY):
             send_control_frame(a, r.local_addr, frame(FrameKind.RELAY_PACKET, b"\x40" * 30, msg_id))
         send_control_frame(a, r.local_addr, encode_relay_close(999, RelayClose.CLOSED, "nothing"))
-        await until(lambda: r.stats.get("relay: dropped a packet of an unknown session") == 2)
+        await until(lambda: r.stats().get("relay: dropped a packet of an unknown session") == 2)
         # Garbage in a real session reaches b's demultiplexer, which drops it.
         (session,) = r.relay_sessions()
         send_control_frame(
             a, r.local_addr, frame(FrameKind.RELAY_PACKET, b"\x00junk", session.session_id)
         )
-        await until(lambda: any(k.startswith("dropped") for k in b.stats))
+        await until(lambda: any(k.startswith("dropped") for k in b.stats()))
         await _exchange(a, b, 3, b"still fine")
 
         # A relay frame before the role handshake closes that connection.

@@ -102,7 +102,7 @@ async def test_a_node_that_dialled_us_starts_no_punch_and_no_relay_session() -> 
             # The victim answers every frame of that connection in order: an
             # echo answered means the frames before it were handled.
             await asyncio.wait_for(hostile.our_connection_info(), WAIT)
-            stats = victim.stats
+            stats = victim.stats()
             assert stats.get("punches declined: not a rendezvous we chose") == 8
             assert stats.get("relay sessions declined: not a relay we chose") == 1
             await asyncio.sleep(0.5)  # a punch would have started after 0 ms
@@ -121,7 +121,7 @@ async def test_punch_notices_naming_addresses_the_rendezvous_cannot_see_are_decl
             send_control_frame(rendezvous, victim.local_addr, encode_punch_info(0, 0, addr, b""))
         await asyncio.wait_for(rendezvous.our_connection_info(), WAIT)
         key = "punches declined: an address the rendezvous could not have seen"
-        assert victim.stats.get(key) == len(named)
+        assert victim.stats().get(key) == len(named)
 
 
 # ------------------------------------------------------------------ impostors behind a relay
@@ -152,7 +152,7 @@ async def test_a_relay_we_chose_cannot_pass_off_another_certificate_as_a_known_n
             await asyncio.wait_for(
                 impostor.connect_to(victim.node_info, via=relay.node_info, punch=False), WAIT
             )
-        assert victim.stats.get("refused: peer certificate", 0) >= 1
+        assert victim.stats().get("refused: peer certificate", 0) >= 1
         assert not _connected_events(drain(victim))
         assert victim.relayed_via(x.local_addr) is None
         # x itself connects and is talked to directly.
@@ -182,7 +182,7 @@ async def test_a_relay_cannot_claim_the_address_of_a_node_we_know_by_another_cer
                 impostor.connect_to(victim.node_info, via=relay.node_info, punch=False), WAIT
             )
         key = "relay sessions declined: not the key we know for that address"
-        assert victim.stats.get(key) == 1
+        assert victim.stats().get(key) == 1
         assert not _connected_events(drain(victim))
 
 
@@ -232,7 +232,7 @@ async def test_a_relay_announcement_never_aborts_a_connection_in_progress() -> N
                 )
                 await until(
                     lambda: (
-                        victim.stats.get(
+                        victim.stats().get(
                             "relay sessions declined: that address is connected or connecting"
                         )
                         == 1
@@ -266,7 +266,7 @@ async def test_relay_quotas_are_per_asker_so_nobody_spends_another_pairs_share()
                 r.local_addr,
                 frame(FrameKind.RELAY_REQUEST, encode_address(b.local_addr), msg_id),
             )
-        await until(lambda: r.stats.get("relay requests refused") == 2)
+        await until(lambda: r.stats().get("relay requests refused") == 2)
         assert sorted(s.asker for s in r.relay_sessions()) == [m.local_addr] * 2
         peer = await asyncio.wait_for(a.connect_to(b.node_info, via=r.node_info, punch=False), WAIT)
         assert a.relayed_via(peer) == r.local_addr
@@ -288,11 +288,12 @@ async def test_punch_requests_are_rate_limited_per_asker() -> None:
         sent_for = loop.time() - started
         await until(
             lambda: (
-                r.stats.get("punches relayed", 0) + r.stats.get("punch requests refused: rate", 0)
+                r.stats().get("punches relayed", 0)
+                + r.stats().get("punch requests refused: rate", 0)
                 == 300
             )
         )
-        relayed = r.stats.get("punches relayed", 0)
+        relayed = r.stats().get("punches relayed", 0)
         allowed = RENDEZVOUS_REQUEST_BURST + int(sent_for * RENDEZVOUS_REQUEST_RATE) + 1
         assert 0 < relayed <= allowed, (relayed, allowed)
         notice = len(encode_punch_info(0, 0, m.local_addr, m.our_certificate))
@@ -318,11 +319,11 @@ async def test_an_asker_over_the_rate_is_paced_not_failed() -> None:
         await _dial(b, r)
         _spend_requests(a, r, RENDEZVOUS_REQUEST_BURST + 2, 1000)
         refused = "punch requests refused: rate"
-        await until(lambda: r.stats.get(refused, 0) >= 2)
-        before = r.stats[refused]
+        await until(lambda: r.stats().get(refused, 0) >= 2)
+        before = r.stats()[refused]
         peer = await asyncio.wait_for(a.connect_to(b.node_info, via=r.node_info), WAIT)
         assert peer.peer_addr == b.local_addr and a.relayed_via(peer) is None
-        assert r.stats[refused] > before  # its own request was refused, then paced
+        assert r.stats()[refused] > before  # its own request was refused, then paced
 
 
 async def test_an_asker_whose_retries_run_out_is_told_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,7 +332,7 @@ async def test_an_asker_whose_retries_run_out_is_told_why(monkeypatch: pytest.Mo
         await _dial(a, r)
         await _dial(b, r)
         _spend_requests(a, r, RENDEZVOUS_REQUEST_BURST + 2, 1000)
-        await until(lambda: r.stats.get("punch requests refused: rate", 0) >= 2)
+        await until(lambda: r.stats().get("punch requests refused: rate", 0) >= 2)
         with pytest.raises(ConnectionFailedError, match="too many punch or relay requests"):
             # (punch=True would pass: its later attempts wait out a backoff)
             await asyncio.wait_for(a.connect_to(b.node_info, via=r.node_info, punch=False), WAIT)
@@ -360,16 +361,16 @@ async def test_a_relay_holds_a_bounded_backlog_for_a_side_that_stops_reading() -
                 if _ % 100 == 0:
                     await asyncio.sleep(0)
             dropped = "relay: packets dropped, the receiving side is not reading"
-            await until(lambda: r.stats.get(dropped, 0) > 0)
+            await until(lambda: r.stats().get(dropped, 0) > 0)
             await until(
                 lambda: (
                     sum(s.bytes for s in r.relay_sessions()) >= 7000 * 1200
                     or not r.relay_sessions()
                 )
             )
-            peak = r.stats["relay: most bytes queued for one side"]
+            peak = r.stats()["relay: most bytes queued for one side"]
             assert 0 < peak <= RELAY_MAX_BACKLOG, peak
             print(
                 f"\n8.4 MB pumped at a stalled side: at most {peak} B queued, "
-                f"{r.stats[dropped]} packets dropped"
+                f"{r.stats()[dropped]} packets dropped"
             )

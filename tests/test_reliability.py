@@ -405,8 +405,8 @@ def garbage_datagram(rng: random.Random, known_cids: list[bytes]) -> tuple[str, 
 
 def accounted(ep: QuicP2p) -> int:
     """Datagrams the endpoint dropped, refused or answered without state."""
-    dropped = sum(v for k, v in ep.stats.items() if k.startswith("dropped"))
-    c = ep.stats
+    dropped = sum(v for k, v in ep.stats().items() if k.startswith("dropped"))
+    c = ep.stats()
     kinds = ("retry", "version negotiation", "invalid token", "refused", "accept")
     return dropped + sum(c.get(f"admission: {k}", 0) for k in kinds)
 
@@ -420,7 +420,7 @@ async def _garbage_flood(total: int, seed: int) -> None:
     async with endpoints(node_config(), node_config(our_type=OurType.CLIENT)) as (n, c):
         peer = await asyncio.wait_for(c.connect_to(n.node_info), WAIT)
         await wait_for_event(n, ConnectedTo)
-        conns_before = n.stats["connections"]
+        conns_before = n.stats()["connections"]
         known = [cid for conn in n.engine.connections() for cid in conn.cids]
         rng = random.Random(seed)
         sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
@@ -470,8 +470,8 @@ async def _garbage_flood(total: int, seed: int) -> None:
                 tracemalloc.stop()
             for s in sockets:
                 s.close()
-        assert accounted(n) - base == sent - live, n.stats
-        assert n.stats["connections"] == conns_before, "garbage created connection state"
+        assert accounted(n) - base == sent - live, n.stats()
+        assert n.stats()["connections"] == conns_before, "garbage created connection state"
         assert n.connected_peers() == [Peer.client(c.local_addr, c.peer_id)]
         got = [e.msg for e in drain(n) if isinstance(e, NewMessage)]
         assert got == [b"still here %d" % k for k in range(messages)]
@@ -488,7 +488,7 @@ async def _garbage_flood(total: int, seed: int) -> None:
             rss_growth_kib=rss1 - rss0,
             live_cid_junk=live,
             legit_messages=messages,
-            counters=dict(sorted(n.stats.items())),
+            counters=dict(sorted(n.stats().items())),
         )
 
 
@@ -557,11 +557,11 @@ async def _forged_initials(count: int) -> None:
         try:
             peer = await asyncio.wait_for(c.connect_to(n.node_info), WAIT)
             await wait_for_event(n, ConnectedTo)
-            conns, conn_set = n.stats["connections"], {c.id for c in n.engine.connections()}
-            counters0 = n.stats
+            conns, conn_set = n.stats()["connections"], {c.id for c in n.engine.connections()}
+            counters0 = n.stats()
 
             def retries_now() -> int:
-                return n.stats.get("admission: retry", 0) - counters0.get("admission: retry", 0)
+                return n.stats().get("admission: retry", 0) - counters0.get("admission: retry", 0)
 
             initials = _client_initials(n.local_addr, 16)
             rng = random.Random(9)
@@ -578,10 +578,10 @@ async def _forged_initials(count: int) -> None:
                     await until(lambda done=i + 1: retries_now() >= done)
             await until(lambda: retries_now() >= count)
             elapsed = time.monotonic() - started
-            retries = n.stats["admission: retry"] - counters0.get("admission: retry", 0)
+            retries = n.stats()["admission: retry"] - counters0.get("admission: retry", 0)
             assert retries == count
             assert {c.id for c in n.engine.connections()} == conn_set, "state for a forged source"
-            assert n.stats.get("admission: accept", 0) == counters0.get("admission: accept", 0)
+            assert n.stats().get("admission: accept", 0) == counters0.get("admission: accept", 0)
 
             # A genuine token, replayed from a forged source: refused (bound to
             # the address), still without state; from its real source: accepted.
@@ -607,18 +607,18 @@ async def _forged_initials(count: int) -> None:
                 q.receive_datagram(retry, n.local_addr, now=loop.time())
                 second = [d for d, _ in q.datagrams_to_send(now=loop.time())]
                 assert second
-                bad0 = n.stats.get("admission: invalid token", 0)
+                bad0 = n.stats().get("admission: invalid token", 0)
                 raw.sendto(
                     _ipv4_udp(("127.9.9.9", me[1]), n.local_addr, second[0]), (n.local_addr[0], 0)
                 )
                 await until(
-                    lambda: n.stats.get("admission: invalid token", 0) != bad0,
+                    lambda: n.stats().get("admission: invalid token", 0) != bad0,
                     interval=0.005,
                 )
-                assert n.stats["connections"] == conns
+                assert n.stats()["connections"] == conns
                 for d in second:
                     transport.sendto(d, n.local_addr)
-                await until(lambda: n.stats["connections"] != conns, interval=0.005)
+                await until(lambda: n.stats()["connections"] != conns, interval=0.005)
             finally:
                 transport.close()
             out = await asyncio.wait_for(c.send(peer, b"unaffected", 1), WAIT)
@@ -658,7 +658,7 @@ async def test_connection_limit_refuses_cleanly_and_existing_peers_keep_working(
         peers = []
         for c in clients[:limit]:
             peers.append(await asyncio.wait_for(c.connect_to(n.node_info), WAIT))
-        assert n.stats["connections"] == limit
+        assert n.stats()["connections"] == limit
         refused_at = time.monotonic()
         for c in clients[limit:]:
             with pytest.raises(ConnectionFailedError) as err:
@@ -667,8 +667,8 @@ async def test_connection_limit_refuses_cleanly_and_existing_peers_keep_working(
             assert ev.peer_addr == n.local_addr
             assert "0x2" in err.value.reason or "refused" in err.value.reason, err.value.reason
         refused_in = (time.monotonic() - refused_at) / 3
-        assert n.stats.get("admission: refused", 0) >= 3
-        assert n.stats["connections"] == limit
+        assert n.stats().get("admission: refused", 0) >= 3
+        assert n.stats()["connections"] == limit
         # Existing peers keep working, both ways.
         outs = await asyncio.wait_for(
             asyncio.gather(
@@ -686,7 +686,7 @@ async def test_connection_limit_refuses_cleanly_and_existing_peers_keep_working(
         assert all(isinstance(o, SentUserMessage) for o in outs)
         # A slot freed by a leaving peer is available again.
         await clients[0].disconnect_from(n.local_addr)
-        await until(lambda: n.stats["connections"] < limit, interval=0.02)
+        await until(lambda: n.stats()["connections"] < limit, interval=0.02)
         late = clients[limit]
         drain(late)
         p = await asyncio.wait_for(late.connect_to(n.node_info), WAIT)
@@ -725,7 +725,7 @@ async def _stream_flood(large: int, size: int, small: int) -> None:
         got_c = sorted(check_payload(e.msg) for e in drain(c) if isinstance(e, NewMessage))
         assert got_n == sorted([(4, i) for i in range(large)] + [(5, i) for i in range(small)])
         assert got_c == sorted([(6, i) for i in range(large)] + [(7, i) for i in range(small)])
-        assert n.stats["connections"] == 1 and n.connected_peers() == [back]
+        assert n.stats()["connections"] == 1 and n.connected_peers() == [back]
         mb = 2 * (large * size + small * 200) / 1e6
         report(
             "stream flood",
@@ -769,8 +769,8 @@ async def test_junk_initials_without_retry_keep_no_state() -> None:
                         break
         finally:
             sock.close()
-        await until(lambda: n.stats.get("dropped: undecryptable Initial", 0) >= junk)
-        assert n.stats["connections"] == 0
+        await until(lambda: n.stats().get("dropped: undecryptable Initial", 0) >= junk)
+        assert n.stats()["connections"] == 0
         async with endpoints(node_config(our_type=OurType.CLIENT)) as (c,):
             peer = await asyncio.wait_for(c.connect_to(n.node_info), WAIT)
             out = await asyncio.wait_for(c.send(peer, b"in", 1), WAIT)

@@ -439,7 +439,7 @@ async def test_client_claiming_to_be_a_node_fails_with_reverse_connect_failed() 
         )
         liar_side = await closed(liar, conn)
         assert liar_side.close_code == ErrorCode.REVERSE_CONNECT_FAILED
-        assert liar.stats.get("admission: refused") == 1  # it refused the reverse dial
+        assert liar.stats().get("admission: refused") == 1  # it refused the reverse dial
         assert not [e for e in drain(victim) if isinstance(e, (ConnectedTo, ConnectionFailure))]
         assert victim.connected_peers() == []
 
@@ -481,7 +481,7 @@ async def test_second_connection_from_a_connected_node_replaces_the_first() -> N
         ev, _ = await wait_for_event(victim, ConnectionFailure)
         assert ev.peer_id == bad.peer_id and ev.error.cause is Cause.REPLACED, ev
         assert "connected again" in ev.error
-        assert victim.stats["peers replaced by a new connection from the same key"] == 1
+        assert victim.stats()["peers replaced by a new connection from the same key"] == 1
         assert len([p for p in victim.connected_peers() if p.peer_id == bad.peer_id]) <= 1
         info = bad.engine.connection(extra)
         assert info is not None and info.close_code != ErrorCode.DUPLICATE_HANDSHAKE

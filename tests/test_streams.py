@@ -78,7 +78,7 @@ async def test_a_stream_reads_and_writes_like_asyncio(our_type: OurType) -> None
         assert reader.at_eof()
         assert seen == [c.peer_id, c.peer_id]
         await asyncio.wait_for(writer.wait_closed(), WAIT)
-        await until(lambda: n.stats["streams open"] == 0 and c.stats["streams open"] == 0)
+        await until(lambda: n.stats()["streams open"] == 0 and c.stats()["streams open"] == 0)
 
 
 async def test_streams_both_ways_by_id_and_many_at_once() -> None:
@@ -107,7 +107,7 @@ async def test_an_unknown_protocol_is_refused_clearly() -> None:
         with pytest.raises(RequestError) as req:
             await c.request(peer, b"x", "app/none/1", timeout=WAIT)
         assert req.value.reason.cause is Cause.NO_HANDLER
-        assert n.stats["streams refused: no handler"] == 2
+        assert n.stats()["streams refused: no handler"] == 2
         # A handler removed: new streams are refused the same way.
         n.set_stream_handler("app/echo/1", echo)
         await asyncio.wait_for(c.open_stream(peer, "app/echo/1"), WAIT)
@@ -165,7 +165,7 @@ async def test_a_reset_mid_stream_raises_on_both_sides() -> None:
                 while await reader.read(100):
                     pass
         assert info.value.reason.cause is Cause.STREAM_RESET
-        await until(lambda: n.stats["streams open"] == 0 and c.stats["streams open"] == 0)
+        await until(lambda: n.stats()["streams open"] == 0 and c.stats()["streams open"] == 0)
 
 
 async def test_a_handler_that_raises_resets_the_stream_and_stays_here() -> None:
@@ -224,7 +224,7 @@ async def test_request_and_reply(our_type: OurType) -> None:
             )
         assert many == [str(i).encode()[::-1] for i in range(64)]
         assert got[0] == (c.peer_id, b"abc") and got[1] == (n.peer_id, b"xyz")
-        await until(lambda: n.stats["streams open"] == 0 and c.stats["streams open"] == 0)
+        await until(lambda: n.stats()["streams open"] == 0 and c.stats()["streams open"] == 0)
 
 
 async def test_request_size_limits_each_way() -> None:
@@ -263,7 +263,7 @@ async def test_a_request_that_times_out_is_cancelled_at_the_peer() -> None:
         with pytest.raises(RequestError, match=r"no reply within 0\.2 s") as req:
             await c.request(peer, b"x", "app/slow/1", timeout=0.2)
         assert req.value.reason.cause is Cause.NO_ANSWER
-        await until(lambda: c.stats["streams open"] == 0 and n.stats["streams open"] == 0)
+        await until(lambda: c.stats()["streams open"] == 0 and n.stats()["streams open"] == 0)
 
 
 async def test_a_peer_that_never_reads_stops_the_writer_and_bounds_memory() -> None:
@@ -289,7 +289,7 @@ async def test_a_peer_that_never_reads_stops_the_writer_and_bounds_memory() -> N
         # Stopped once what is unacknowledged passed the high-water mark:
         # one window in the peer's buffer, the rest queued here.
         assert written <= STREAM_WINDOW + DRAIN_HIGH_WATER + 2 * len(chunk), written
-        unread = n.stats[UNREAD]
+        unread = n.stats()[UNREAD]
         assert INITIAL_STREAM_WINDOW <= unread <= STREAM_WINDOW + 1, unread
         # Reading lets it go on.
         stuck.set()
@@ -309,14 +309,14 @@ async def test_a_raw_peer_flooding_a_stream_gets_one_window() -> None:
         hello = frame(FrameKind.HANDSHAKE_CLIENT, msg_id=1)
         raw = await RawPeer.connect(n.local_addr, first_flight=hello)
         try:
-            await until(lambda: n.stats["connections"] == 1 and len(n.connected_peers()) == 1)
+            await until(lambda: n.stats()["connections"] == 1 and len(n.connected_peers()) == 1)
             sid = raw.new_stream_bidi()
             raw.send(sid, encode_stream_header(StreamMode.STREAM, "app/stuck/1"))
             for _ in range(40):
                 raw.send(sid, bytes(256 * 1024))  # aioquic sends only what credit allows
             await asyncio.sleep(0.5)
-            assert n.stats[UNREAD] <= STREAM_WINDOW + 1
-            assert n.stats["streams open"] == 1
+            assert n.stats()[UNREAD] <= STREAM_WINDOW + 1
+            assert n.stats()["streams open"] == 1
         finally:
             stuck.set()
             raw.close()
@@ -348,11 +348,11 @@ async def test_many_flooded_streams_hold_at_most_the_limit_times_the_window() ->
             for sid in sids:
                 if sid not in raw.resets():
                     raw.send(sid, bytes(3 * STREAM_WINDOW))
-            await until(lambda: n.stats[UNREAD] >= 4 * STREAM_WINDOW)
+            await until(lambda: n.stats()[UNREAD] >= 4 * STREAM_WINDOW)
             await asyncio.sleep(0.2)  # more would have arrived by now
-            assert n.stats[UNREAD] <= 4 * (STREAM_WINDOW + 1)
-            assert n.stats["streams open"] == 4
-            assert n.stats["streams refused: per-peer limit"] == 2
+            assert n.stats()[UNREAD] <= 4 * (STREAM_WINDOW + 1)
+            assert n.stats()["streams open"] == 4
+            assert n.stats()["streams refused: per-peer limit"] == 2
         finally:
             stuck.set()
             raw.close()
@@ -397,12 +397,12 @@ async def test_a_stream_before_the_role_handshake_waits_for_it() -> None:
         try:
             sid = raw.new_stream_bidi()
             raw.send(sid, encode_stream_header(StreamMode.STREAM, "app/early/1") + b"early", True)
-            await until(lambda: n.stats.get("streams held: peer not proven yet") == 1)
-            assert seen == [] and n.stats["unproven peers: bytes held"] == 5
+            await until(lambda: n.stats().get("streams held: peer not proven yet") == 1)
+            assert seen == [] and n.stats()["unproven peers: bytes held"] == 5
             raw.send(2, frame(FrameKind.HANDSHAKE_CLIENT, msg_id=1))
             await raw.wait(lambda: raw.stream_data(sid) == b"\x00ok")
             assert seen == [b"early"]
-            assert n.stats["unproven peers: bytes held"] == 0
+            assert n.stats()["unproven peers: bytes held"] == 0
         finally:
             raw.close()
 
@@ -425,10 +425,10 @@ async def test_stream_limits_per_peer_and_per_protocol() -> None:
         with pytest.raises(StreamRefusedError) as info:
             await asyncio.wait_for(c.open_stream(peer, "app/hold/1"), WAIT)
         assert info.value.reason.cause is Cause.REFUSED
-        assert n.stats["streams refused: per-protocol limit"] == 1
-        assert n.stats["streams refused: per-peer limit"] == 1
+        assert n.stats()["streams refused: per-protocol limit"] == 1
+        assert n.stats()["streams refused: per-peer limit"] == 1
         hold.set()  # the handlers return: their streams close, room again
-        await until(lambda: n.stats["streams open"] == 0)
+        await until(lambda: n.stats()["streams open"] == 0)
         await asyncio.wait_for(c.open_stream(peer, "app/one/1"), WAIT)
 
 

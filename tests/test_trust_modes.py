@@ -138,7 +138,7 @@ async def test_unverified_mode_still_encrypts_and_connects_without_a_pin() -> No
 
 
 # ------------------------------------------------------------ incoming peers' certificates
-#: The endpoint.stats counter of incoming connections refused for their certificate.
+#: The endpoint stats() counter of incoming connections refused for their certificate.
 REFUSED = "refused: peer certificate"
 #: Our application close code for it.
 CERTIFICATE_REFUSED = ErrorCode.CERTIFICATE_REFUSED
@@ -179,7 +179,7 @@ async def assert_refused_by(server, dialer, target: NodeInfo | None = None) -> s
     await datagram_barrier(server)
     seen = drain(server)
     assert not [e for e in seen if isinstance(e, (ConnectedTo, NewMessage))], seen
-    assert server.stats.get(REFUSED, 0) >= 1, server.stats
+    assert server.stats().get(REFUSED, 0) >= 1, server.stats()
     assert "refused our certificate" in reason, reason
     return reason
 
@@ -210,7 +210,7 @@ async def test_ca_mode_refuses_a_client_without_a_certificate() -> None:
         assert "no certificate" in term.reason_phrase
         await datagram_barrier(node)
         assert not [e for e in drain(node) if isinstance(e, (ConnectedTo, NewMessage))]
-        assert node.stats.get(REFUSED) == 1
+        assert node.stats().get(REFUSED) == 1
 
 
 async def test_a_refused_client_s_coalesced_handshake_and_message_are_never_read() -> None:
@@ -229,7 +229,7 @@ async def test_a_refused_client_s_coalesced_handshake_and_message_are_never_read
         assert term.error_code == CERTIFICATE_REFUSED, term
         await datagram_barrier(node)
         assert not [e for e in drain(node) if isinstance(e, (ConnectedTo, NewMessage))]
-        assert node.stats.get(REFUSED) == 1
+        assert node.stats().get(REFUSED) == 1
 
 
 async def test_ca_mode_refuses_a_client_whose_key_does_not_match_its_certificate() -> None:
@@ -279,7 +279,7 @@ async def test_ca_mode_serves_a_client_with_a_certificate_of_the_network() -> No
         assert isinstance(await client.send(peer, b"hello", 1), SentUserMessage)
         ev, _ = await wait_for_event(node, NewMessage)
         assert ev.msg == b"hello"
-        assert not node.stats.get(REFUSED)
+        assert not node.stats().get(REFUSED)
 
 
 async def test_public_ca_checks_clients_against_the_given_bundle() -> None:

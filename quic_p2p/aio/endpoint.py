@@ -62,6 +62,7 @@ from ..proto.limits import (
 from ..proto.state import Result
 from ..proto.wire import WireError, decode_address, decode_reach_result
 from ..reasons import Cause, Reason
+from ..stats import EndpointStats, PeerStats
 from .driver import log
 from .socket import drain_socket, socket_families
 from .streams import Streams
@@ -254,19 +255,28 @@ class QuicP2p(Streams):
             raise EndpointClosedError("endpoint not started")
         return addr
 
-    @property
-    def stats(self) -> dict[str, int]:
-        """Counters of dropped or refused input (garbage datagrams, limits,
-        punch and relay refusals), of what admission did with unknown
-        Initials (``"admission: accept"``, ``"...: retry"``, ``"...: refused"``,
-        ``"...: invalid token"``, ...), the QUIC connections open now
-        (``"connections"``) and the relay sessions we are a side of, the bytes
-        held for peers not yet proven (now, and the most ever held), and, for
-        a relay, the most bytes ever queued for one side; streams open now
-        (``"streams open"``), the bytes they received that the application
-        has not read (``"streams: bytes received, unread"``), and streams
-        refused by cause (``"streams refused: ..."``)."""
-        return self.engine.stats
+    def stats(self) -> EndpointStats:
+        """The endpoint now (a new snapshot each call): connections by role,
+        connected peers, admissions, punches, relay sessions and bytes, the
+        event queue's depth and high-water mark, datagrams dropped by cause,
+        streams open. It is also a mapping of every named counter: drops
+        and refusals by cause (garbage datagrams, limits, punch and relay
+        refusals), ``"admission: ..."`` by decision, ``"connections"``, the
+        bytes held for peers not yet proven, ``"streams refused: ..."``..."""
+        return self.engine.endpoint_stats()
+
+    def peer_stats(self, peer: Peer | NodeInfo | PeerId | Address) -> PeerStats | None:
+        """A connected peer now (a new snapshot each call): its path (direct
+        or relayed, via whom), round-trip times, congestion window, bytes and
+        packets each way, packets lost, messages sent / unsent / received,
+        datagrams, streams open, since when. None when not connected."""
+        if isinstance(peer, PeerId):
+            return self.engine.peer_stats(peer)
+        if isinstance(peer, (Peer, NodeInfo)):
+            if peer.peer_id is not None:
+                return self.engine.peer_stats(peer.peer_id)
+            return self.engine.peer_stats(peer.peer_addr)
+        return self.engine.peer_stats(normalize_address(peer))
 
     def relay_sessions(self) -> list[RelaySessionInfo]:
         """As a relay: the sessions we forward packets for now."""

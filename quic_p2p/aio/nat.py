@@ -112,11 +112,18 @@ class Nat(Driver):
         return other
 
     async def _punch_once(self, node: NodeInfo, via_addr: Address) -> Peer:
-        other = await self._punch_start(via_addr, node.peer_addr)
-        return await self._connect_and_wait(
-            NodeInfo(other.peer_addr, node.peer_cert_der or other.peer_cert_der),
-            PUNCH_HANDSHAKE_TIMEOUT,
-        )
+        self.engine.count("punches: attempts")
+        try:
+            other = await self._punch_start(via_addr, node.peer_addr)
+            peer = await self._connect_and_wait(
+                NodeInfo(other.peer_addr, node.peer_cert_der or other.peer_cert_der),
+                PUNCH_HANDSHAKE_TIMEOUT,
+            )
+        except ConnectionFailedError as exc:
+            self.engine.count(f"punches: failed: {exc.reason.cause}")
+            raise
+        self.engine.count("punches: succeeded")
+        return peer
 
     async def _connect_relayed(self, node: NodeInfo, via_addr: Address) -> Peer:
         busy = self.engine.relay_busy(node.peer_addr, via_addr)
@@ -140,8 +147,17 @@ class Nat(Driver):
         """One punch for a relayed peer: both sides probe the direct path with
         a throwaway connection; each side that reaches the other (pinned
         certificate checked) sends its packets directly from then on."""
-        other = await self._punch_start(via_addr, addr)
+        self.engine.count("punches: attempts")
+        try:
+            other = await self._punch_start(via_addr, addr)
+        except ConnectionFailedError as exc:
+            self.engine.count(f"punches: failed: {exc.reason.cause}")
+            raise
         node = NodeInfo(other.peer_addr, self.engine.peer_certificate(addr) or other.peer_cert_der)
         result = await self._wait(self.engine.probe_path(self._now(), addr, node))
         assert isinstance(result, ProbeResult)
+        if result.reached:
+            self.engine.count("punches: succeeded")
+        else:
+            self.engine.count(f"punches: failed: {Cause.PUNCH_FAILED}")
         return result.reached

@@ -138,6 +138,8 @@ class Conns(EngineBase):
             self._route(conn, relay)
             fresh = True
         conn.heard_at = self._now_value
+        conn.packets_in += 1
+        conn.bytes_in += len(data)
         try:
             conn.quic.receive_datagram(data, addr, now=self._now_value)
         except Exception:  # aioquic closes on bad packets; this is a safety net
@@ -159,6 +161,8 @@ class Conns(EngineBase):
     def _answers(self, conn: Conn) -> bool:
         """Sends what a new connection has to say; False when it has nothing."""
         datagrams = conn.quic.datagrams_to_send(now=self._now())
+        conn.packets_out += len(datagrams)
+        conn.bytes_out += sum(len(d) for d, _ in datagrams)
         self._send_datagrams(conn.relay, datagrams, conn.socket)
         return bool(datagrams)
 
@@ -314,7 +318,10 @@ class Conns(EngineBase):
             conn = self._dirty.pop()
             conn.link.flush()
             datagrams = conn.quic.datagrams_to_send(now=now)
-            self._send_datagrams(conn.relay, datagrams, conn.socket)
+            if datagrams:
+                conn.packets_out += len(datagrams)
+                conn.bytes_out += sum(len(d) for d, _ in datagrams)
+                self._send_datagrams(conn.relay, datagrams, conn.socket)
             self._arm_timer(conn)
 
     def _check_path(self, conn: Conn) -> None:

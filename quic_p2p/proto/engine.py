@@ -17,6 +17,7 @@ from ..errors import ConnectionFailedError, DatagramError
 from ..events import BootstrappedTo, Datagram, Event
 from ..peer import MAX_CONTACT_ADDRESSES, Address, NodeInfo, Peer, PeerId, PeerKind
 from ..reasons import Cause, Reason
+from ..stats import EndpointStats, PathKind, PeerPath, PeerStats
 from .base import Transmit
 from .conns import connection_info, describe_close
 from .limits import ECHO_QUORUM, HANDSHAKE_TIMEOUT
@@ -207,6 +208,8 @@ class Engine(Streaming):
         conn.link.send_datagram(bytes(data))
         self._dirty.add(conn)
         self._bump("datagrams sent")
+        if conn.record is not None:
+            conn.record.datagrams_sent += 1
 
     def max_datagram_size(self, peer: Peer | NodeInfo | PeerId) -> int:
         """The largest datagram ``send_datagram`` takes for ``peer`` now (0:
@@ -231,6 +234,7 @@ class Engine(Streaming):
             # Only proven peers send us anything the user sees.
             self._bump("datagrams dropped: peer not connected")
             return
+        record.datagrams_received += 1
         self.datagrams.push(Datagram(record.peer_id, record.addr, data))
 
     # ------------------------------------------------------------ commands: peers
@@ -483,9 +487,108 @@ class Engine(Streaming):
         sessions = self._relay_sessions.values()
         return [RelaySessionInfo(s.id, s.a.addr, s.b.addr, s.bytes) for s in sessions]
 
+    def peer_stats(self, who: Address | PeerId) -> PeerStats | None:
+        """The connected peer with that id (or last seen at that address),
+        now; None when not connected. See ``PeerStats``."""
+        record = self._record(who)
+        if record is None or not record.connected or record.dead:
+            return None
+        conns = [c for c in (record.out, record.inn) if c is not None]
+        send = self._send_conn(record)
+        rtt = None if send is None else send.link.rtt
+        min_rtt, cwnd, in_flight = (None, 0, 0) if send is None else send.link.recovery
+        relay = None if record.relay is None else record.relay.relay.addr
+        kind = PeerKind.CLIENT if record.kind is PeerKind.CLIENT else PeerKind.NODE
+        return PeerStats(
+            peer_id=record.peer_id,
+            kind=kind,
+            path=PeerPath(
+                PathKind.DIRECT if relay is None else PathKind.RELAYED, record.addr, relay
+            ),
+            connected_since=record.connected_at,
+            connections=len(conns),
+            rtt=rtt,
+            min_rtt=min_rtt,
+            congestion_window=cwnd,
+            bytes_in_flight=in_flight,
+            bytes_sent=sum(c.bytes_out for c in conns),
+            bytes_received=sum(c.bytes_in for c in conns),
+            packets_sent=sum(c.packets_out for c in conns),
+            packets_received=sum(c.packets_in for c in conns),
+            packets_lost=sum(c.quic.packets_lost for c in conns),
+            messages_sent=record.messages_sent,
+            messages_unsent=record.messages_unsent,
+            messages_received=record.messages_received,
+            datagrams_sent=record.datagrams_sent,
+            datagrams_received=record.datagrams_received,
+            streams_open=sum(len(c.streams) for c in conns),
+        )
+
+    def endpoint_stats(self) -> EndpointStats:
+        """The endpoint now; see ``EndpointStats``."""
+        counters = self.stats
+        roles = {"node out": 0, "node in": 0, "client in": 0, "other": 0}
+        for conn in self._conns:
+            record = conn.record
+            if record is None or record.kind is None:
+                roles["other"] += 1
+            elif record.kind is PeerKind.CLIENT:
+                roles["client in"] += 1
+            else:
+                roles["node out" if conn.outgoing else "node in"] += 1
+        peers = {"node": 0, "client": 0}
+        for record in self._records:
+            if record.connected:
+                peers["client" if record.kind is PeerKind.CLIENT else "node"] += 1
+        adm = self._admission.counters
+
+        def total(prefix: str, where: dict[str, int]) -> int:
+            return sum(v for k, v in where.items() if k.startswith(prefix))
+
+        admissions = {
+            "accepted": adm.get("accept", 0),
+            "retried": adm.get("retry", 0),
+            "refused": adm.get("refused", 0),
+            "ignored": total("ignored: ", adm),
+            "invalid token": total("invalid token: ", adm),
+        }
+        punches = {
+            "attempts": counters.get("punches: attempts", 0),
+            "succeeded": counters.get("punches: succeeded", 0),
+            "failed": total("punches: failed", counters),
+        }
+        punches.update(
+            {
+                k.removeprefix("punches: "): v
+                for k, v in counters.items()
+                if k.startswith("punches: failed: ")
+            }
+        )
+        streams = [st for c in self._conns for st in c.streams.values()]
+        return EndpointStats(
+            connections=len(self._conns),
+            connections_by_role=roles,
+            peers=peers,
+            admissions=admissions,
+            punches=punches,
+            relay_sessions=len(self._relay_sessions),
+            relay_bytes=counters.get("relay: bytes forwarded", 0),
+            relay_paths=len(self._relay_paths),
+            event_queue_depth=self.events.messages,
+            event_queue_high_water=self.events.high_water,
+            event_capacity=self.events.capacity,
+            datagrams_dropped={
+                "queue full": self.datagrams.dropped,
+                "peer not connected": counters.get("datagrams dropped: peer not connected", 0),
+            },
+            streams_open=len(streams),
+            stream_bytes_unread=sum(len(st.recv) for st in streams),
+            counters=counters,
+        )
+
     @property
     def stats(self) -> dict[str, int]:
-        """See ``QuicP2p.stats``."""
+        """Every named counter (``EndpointStats.counters``)."""
         out = dict(self._counters)
         out.update({f"admission: {k}": v for k, v in self._admission.counters.items()})
         out["connections"] = len(self._conns)

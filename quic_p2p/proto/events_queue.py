@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable
 
-from ..events import Datagram, Event, Finish, NewMessage
+from ..events import Datagram, Event, EventQueueWarning, Finish, NewMessage
+
+log = logging.getLogger("quic_p2p.events")
 
 
 class EventQueue:
@@ -21,10 +24,20 @@ class EventQueue:
         self.on_push = on_push
         self._items: deque[Event] = deque()
         self._messages = 0  # NewMessage events among _items
+        #: The most user messages ever queued at once.
+        self.high_water = 0
+        #: An ``EventQueueWarning`` went out and the queue has not drained
+        #: below half its capacity since (one warning per episode).
+        self.warned = False
         self.closed = False
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def messages(self) -> int:
+        """User messages queued now (what ``capacity`` bounds)."""
+        return self._messages
 
     def has_room(self) -> bool:
         """Whether one more user message may be queued."""
@@ -33,9 +46,13 @@ class EventQueue:
     def push(self, event: Event) -> None:
         if self.closed:
             return
+        self._items.append(event)
         if isinstance(event, NewMessage):
             self._messages += 1
-        self._items.append(event)
+            if self._messages > self.high_water:
+                self.high_water = self._messages
+            if not self.warned and self._messages * 5 >= self.capacity * 4:
+                self._warn()
         if isinstance(event, Finish):
             self.closed = True
         if self.on_push is not None:
@@ -48,7 +65,22 @@ class EventQueue:
         event = self._items.popleft()
         if isinstance(event, NewMessage):
             self._messages -= 1
+            if self.warned and self._messages * 2 < self.capacity:
+                self.warned = False
         return event
+
+    def _warn(self) -> None:
+        """80% full: the reader is falling behind, and past 100% messages
+        are refused (their senders see them unsent): say so once."""
+        self.warned = True
+        log.warning(
+            "events() is %d%% full (%d of %d user messages): read it faster, or"
+            " messages will be refused",
+            100 * self._messages // self.capacity,
+            self._messages,
+            self.capacity,
+        )
+        self._items.append(EventQueueWarning(self._messages, self.capacity))
 
 
 class DatagramQueue:

@@ -15,10 +15,14 @@ The private names read here (``_write_stream_limits``, the streams table, a
 stream's ``max_stream_data_local`` and its sender's buffer offsets, the
 initial bidirectional windows) are aioquic 1.x's; tests/test_streams.py
 fails if aioquic renames them (a stream would then stall, or a peer that
-never reads would grow our memory).
+never reads would grow our memory). It also counts the packets loss
+recovery declares lost (``_loss._on_packets_lost``; tests/test_stats.py
+fails if that is renamed: the count would stay 0).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
 from aioquic.quic.packet import QuicFrameType
@@ -50,6 +54,19 @@ class PeerConnection(QuicConnection):
         # small one until accepted.
         self._local_max_stream_data_bidi_local = STREAM_WINDOW
         self._local_max_stream_data_bidi_remote = INITIAL_STREAM_WINDOW
+        #: Packets loss detection declared lost (a congestion event each;
+        #: early retransmissions on a probe timeout are not losses).
+        self.packets_lost = 0
+        loss = getattr(self, "_loss", None)
+        declare = getattr(loss, "_on_packets_lost", None)
+        if loss is not None and callable(declare):
+
+            def counted(*, packets: Any, congestion_event: bool = True, **kw: Any) -> Any:
+                if congestion_event:
+                    self.packets_lost += len(packets)
+                return declare(packets=packets, congestion_event=congestion_event, **kw)
+
+            loss._on_packets_lost = counted
 
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream

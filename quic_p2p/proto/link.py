@@ -184,6 +184,23 @@ class Link:
         return float(loss._rtt_smoothed)
 
     @property
+    def recovery(self) -> tuple[float | None, int, int]:
+        """(minimum RTT or None, congestion window, bytes in flight) from
+        aioquic's loss recovery, read beside ``rtt`` (0s if renamed)."""
+        loss = getattr(self.quic, "_loss", None)
+        if loss is None:
+            return None, 0, 0
+        rtt_min = getattr(loss, "_rtt_min", None)
+        known = getattr(loss, "_rtt_initialized", False) and isinstance(rtt_min, float)
+        cwnd = getattr(loss, "congestion_window", 0)
+        in_flight = getattr(loss, "bytes_in_flight", 0)
+        return (
+            float(rtt_min) if known and rtt_min is not None else None,
+            cwnd if isinstance(cwnd, int) else 0,
+            in_flight if isinstance(in_flight, int) else 0,
+        )
+
+    @property
     def large_messages_in_progress(self) -> int:
         """Our large messages on streams of their own, not yet acknowledged or
         refused (at most ``MAX_ACTIVE_LARGE``; the rest wait their turn)."""

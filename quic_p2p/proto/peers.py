@@ -7,9 +7,16 @@ import datetime
 
 from ..accel.types import Frame, FrameKind
 from ..errors import ConnectionFailedError
-from ..events import BootstrappedTo, ConnectedTo, ConnectionFailure, PeerAddressChanged
+from ..events import (
+    BootstrappedTo,
+    ConnectedTo,
+    ConnectionFailure,
+    PathChanged,
+    PeerAddressChanged,
+)
 from ..peer import Address, InvalidContactError, NodeInfo, PeerId, PeerKind
 from ..reasons import Cause, Reason
+from ..stats import PathKind, PeerPath
 from . import tls
 from .base import log
 from .config import OurType
@@ -258,6 +265,11 @@ class Peers(Sends):
             self._drop_dial(record, lost)
         if record.connected and record.peer_id is not None:
             self.events.push(PeerAddressChanged(record.peer_id, was, new))
+            self.events.push(
+                PathChanged(
+                    record.peer_id, PeerPath(PathKind.DIRECT, was), PeerPath(PathKind.DIRECT, new)
+                )
+            )
 
     def _idle_window(self) -> float:
         """How recently a live connection has heard from its peer: within
@@ -425,6 +437,7 @@ class Peers(Sends):
         if record.connected or record.dead:
             return
         record.connected = True
+        record.connected_at = self._wall_clock()
         if record.reverse_timer is not None:
             record.reverse_timer.cancel()
             record.reverse_timer = None

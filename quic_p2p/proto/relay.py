@@ -4,9 +4,10 @@ and as a relayed side (our paths through a relay, moving to direct)."""
 from __future__ import annotations
 
 from ..accel.types import Frame, FrameKind
-from ..events import UpgradedToDirect
+from ..events import PathChanged, UpgradedToDirect
 from ..peer import Address, NodeInfo, PeerId
 from ..reasons import Cause, Reason
+from ..stats import PathKind, PeerPath
 from .base import log
 from .limits import FROM_RELAY, HANDSHAKE_TIMEOUT, RELAY_MAX_BACKLOG, RELAY_MAX_PATHS
 from .pins import Pin
@@ -258,6 +259,13 @@ class Relaying(Rendezvous):
             self._dirty.add(rconn)
         log.info("%s:%d is now reached directly (was via %s:%d)", *record.addr, *path.relay.addr)
         self.events.push(UpgradedToDirect(record.addr, path.relay.addr, record.peer_id))
+        self.events.push(
+            PathChanged(
+                record.peer_id,
+                PeerPath(PathKind.RELAYED, path.peer_addr, path.relay.addr),
+                PeerPath(PathKind.DIRECT, record.addr),
+            )
+        )
 
     def _peer_gone(self, record: Record, reason: Reason) -> None:
         """A peer failed: the paths it carried or was reached by, and the

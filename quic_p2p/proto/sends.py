@@ -123,6 +123,12 @@ class Sends(Conns):
             outcome = SentUserMessage(s.peer_addr, s.msg, s.token, s.peer_id)
         else:
             outcome = UnsentUserMessage(s.peer_addr, s.msg, s.token, reason, s.peer_id)
+        record = None if s.peer_id is None else self._records.get(s.peer_id)
+        if record is not None:
+            if sent:
+                record.messages_sent += 1
+            else:
+                record.messages_unsent += 1
         if not s.abandoned:
             self._emit(SendResult(s.id, outcome))
         if self.outcome_events or s.abandoned:
@@ -153,6 +159,7 @@ class Sends(Conns):
             self._refuse(conn, f.msg_id, RejectReason.BUSY)
             return
         self.events.push(NewMessage(record.addr, f.body, record.peer_id))
+        record.messages_received += 1
         conn.link.acknowledge(f.msg_id)
         self._dirty.add(conn)
 

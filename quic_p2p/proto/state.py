@@ -250,6 +250,11 @@ class Conn:
     streams: dict[int, Stream] = field(default_factory=dict)
     last_peer_stream: int = -1
     incoming_streams: int = 0
+    #: UDP payloads (QUIC packets, coalesced) and their bytes, each way.
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
 
 
 @dataclass(eq=False)
@@ -294,6 +299,14 @@ class Record:
     #: A punch dial this rendezvous started (nothing else has used the
     #: record yet): that rendezvous's relay session may replace it.
     punched_by: Record | None = None
+    #: Wall-clock time it became connected (0: not yet).
+    connected_at: float = 0.0
+    #: What the user did with this peer (``peer_stats``).
+    messages_sent: int = 0
+    messages_unsent: int = 0
+    messages_received: int = 0
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
 
     def peer(self) -> Peer:
         if self.kind is PeerKind.CLIENT:
