@@ -22,6 +22,12 @@ line on stdin with one JSON line:
                                         -> like "send", to the connected peer with that id
   {"op": "events"}                      -> {"ok": [{"type": "NewMessage", ...}, ...]}: every
                                            event queued so far (see event_dict)
+  {"op": "trace", "to": {...}, "via": "host:port", "seconds": s, "upgrade_at": s}
+                                        -> sends 16 KiB messages (32 in flight) to the
+                                           connected peer for ``seconds``, one punch
+                                           through ``via`` at ``upgrade_at``; {"ok":
+                                           {"samples": [[t, path, rtt, bytes_sent], ...],
+                                           "changed": [t, ...]}} every 50 ms (peer_stats)
   {"op": "quit"}                        -> exits 0
 Every command is bounded by --timeout seconds.
 """
@@ -127,6 +133,8 @@ async def run(ep: QuicP2p, cmd: dict[str, object]) -> object:
             relay=bool(cmd.get("relay", True)),
         )
         return format_address(peer.peer_addr)
+    if op == "trace":
+        return await trace(ep, cmd)
     if op == "path":
         relay = ep.relayed_via(parse_address(str(cmd["peer"])))
         return None if relay is None else format_address(relay)
@@ -219,6 +227,47 @@ def event_dict(ev: Event) -> dict[str, object]:
     if isinstance(ev, ConnectionFailure):
         out["error"] = str(ev.error)
     return out
+
+
+async def trace(ep: QuicP2p, cmd: dict[str, object]) -> object:
+    """peer_stats over time while messages flow, with one punch on the way
+    (docs/upgrade_plot.py draws it)."""
+    to = NodeInfo.from_dict(cmd["to"])
+    via = parse_address(str(cmd["via"]))
+    seconds, upgrade_at = float(str(cmd["seconds"])), float(str(cmd["upgrade_at"]))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    stop = start + seconds
+    samples: list[list[object]] = []
+    changed: list[float] = []
+    payload = bytes(16 * 1024)
+
+    async def pump() -> None:
+        while loop.time() < stop:
+            await ep.send(to, payload)
+
+    async def punch() -> None:
+        await asyncio.sleep(upgrade_at)
+        await ep.connect_to(to, via=via)  # relayed: one punch now
+
+    tasks = [asyncio.ensure_future(pump()) for _ in range(32)]
+    tasks.append(asyncio.ensure_future(punch()))
+    try:
+        while (now := loop.time()) < stop:
+            stats = ep.peer_stats(to)
+            if stats is not None:
+                samples.append(
+                    [round(now - start, 3), stats.path.kind.value, stats.rtt, stats.bytes_sent]
+                )
+            while (ev := ep.poll_event()) is not None:
+                if isinstance(ev, PathChanged):
+                    changed.append(round(now - start, 3))
+            await asyncio.sleep(0.05)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {"samples": samples, "changed": changed}
 
 
 if __name__ == "__main__":
