@@ -84,6 +84,14 @@ def doctor(lab: NetLab, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def show(lab: NetLab, contacts: list[str], out: subprocess.CompletedProcess[str]) -> None:
+    """The report as the issue's closing note quotes it (``pytest -s``)."""
+    host = lab.hosts[0]
+    print(f"\n# {host.address} behind a {host.behaviour} NAT ({host.public_address})")
+    print(f"$ quic-p2p doctor --port {DOCTOR_PORT} {' '.join(contacts)}")
+    print(out.stdout)
+
+
 def findings(out: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
     assert out.returncode == 0, out.stdout + out.stderr
     return {f["name"]: f for f in json.loads(out.stdout)["findings"]}
@@ -93,8 +101,7 @@ def findings(out: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]
 def test_doctor_behind_a_cone_nat(lab: tuple[NetLab, list[str]]) -> None:
     net, contacts = lab
     text = doctor(net, *contacts)
-    print(f"\n$ quic-p2p doctor --port {DOCTOR_PORT} RDV_CONTACT PUB2_CONTACT   # behind cone\n")
-    print(text.stdout)
+    show(net, contacts, text)
     assert text.returncode == 0, text.stdout + text.stderr
     assert "endpoint-independent mapping" in text.stdout
     got = findings(doctor(net, "--json", *contacts))
@@ -114,10 +121,7 @@ def test_doctor_behind_a_cone_nat(lab: tuple[NetLab, list[str]]) -> None:
 def test_doctor_behind_a_symmetric_nat(lab: tuple[NetLab, list[str]]) -> None:
     net, contacts = lab
     text = doctor(net, *contacts)
-    print(
-        f"\n$ quic-p2p doctor --port {DOCTOR_PORT} RDV_CONTACT PUB2_CONTACT   # behind symmetric\n"
-    )
-    print(text.stdout)
+    show(net, contacts, text)
     assert text.returncode == 0, text.stdout + text.stderr
     assert "endpoint-dependent mapping" in text.stdout
     got = findings(doctor(net, "--json", *contacts))
