@@ -699,7 +699,9 @@ def trust_finding(
     if mode is TrustMode.UNVERIFIED:
         parts = ["unverified: encrypted; peers are their keys (PeerId), no CA"]
     elif config.ca_certs_der:
-        parts = [f"{mode.value}: peers must chain to {len(config.ca_certs_der)} --ca certificates"]
+        n = len(config.ca_certs_der)
+        cas = "the --ca certificate" if n == 1 else f"one of the {n} --ca certificates"
+        parts = [f"{mode.value}: peers must chain to {cas}"]
     else:
         roots = f"the public roots (certifi {certifi.__version__})"
         parts = [f"{mode.value}: peers must chain to {roots}"]
@@ -711,8 +713,8 @@ def trust_finding(
     if generated or ours is None:
         parts.append("we present a fresh self-signed certificate")
         if mode is not TrustMode.UNVERIFIED:
-            parts.append(
-                "which peers of a CA network refuse: give --cert/--key issued by the CA "
+            parts[-1] += (
+                ", which peers of a CA network refuse: give --cert/--key issued by the CA "
                 "(quic-p2p certs issue)"
             )
             verdict = Verdict.FAIL

@@ -194,7 +194,7 @@ def test_trust_configuration() -> None:
         return trust_finding(config, cert, chain, now)
 
     assert trust().verdict is Verdict.OK
-    ca_mode = {"trust_mode": TrustMode.PRIVATE_CA, "ca_certs_der": [ca.cert_der]}
+    ca_mode: dict[str, Any] = {"trust_mode": TrustMode.PRIVATE_CA, "ca_certs_der": [ca.cert_der]}
     refused = trust(**ca_mode)
     assert refused.verdict is Verdict.FAIL and "self-signed" in refused.detail
     assert trust(mine, **ca_mode).verdict is Verdict.OK
@@ -390,3 +390,23 @@ async def test_doctor_on_ipv6_loopback() -> None:
     assert report.get(Check.IPV6).verdict is Verdict.OK
     assert report.get(Check.MAPPING).data["mapping"] == "no NAT"
     assert report.get(Check.REACHABILITY).verdict is Verdict.OK
+
+
+async def test_a_private_ca_network_passes_and_a_self_signed_doctor_is_refused() -> None:
+    ca = create_ca("doctor test network")
+    cas: dict[str, Any] = {"trust_mode": TrustMode.PRIVATE_CA, "ca_certs_der": [ca.cert_der]}
+    members = [node_config(our_complete_cert=issue_certificate(ca, n), **cas) for n in "ab"]
+    async with endpoints(*members) as (a, b):
+        contacts = [a.node_info, b.node_info]
+        mine = issue_certificate(ca, "doctor")
+        good = await diagnose(Config(ip="127.0.0.1", our_complete_cert=mine, **cas), contacts)
+        bad = await diagnose(Config(ip="127.0.0.1", **cas), contacts)
+    assert good.exit_code == 0, render_text(good)
+    assert good.get(Check.TRUST).verdict is Verdict.OK
+    assert good.get(Check.REACHABILITY).verdict is Verdict.OK
+    assert "the key of --cert" in good.get(Check.ENDPOINT).detail
+    # The members refuse a self-signed certificate: said where, and why.
+    assert bad.exit_code == 1
+    assert bad.get(Check.TRUST).verdict is Verdict.FAIL
+    refused = bad.get(Check.EXTERNAL_ADDRESS)
+    assert refused.verdict is Verdict.FAIL and "certificate" in refused.detail, refused
