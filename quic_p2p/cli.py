@@ -71,6 +71,12 @@ def _cmd_echo(args: argparse.Namespace) -> int:
     return asyncio.run(run_echo(args))
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    return asyncio.run(doctor.run(args))
+
+
 def _cmd_certs(args: argparse.Namespace) -> int:
     from . import certfiles
     from .proto import certs
@@ -276,6 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--key", help="the private key of --cert (PEM or DER)")
     e.set_defaults(func=_cmd_echo)
+
+    from . import doctor
+
+    dr = sub.add_parser(
+        "doctor",
+        help="check this machine and network for running a node: a verdict per line",
+        description="Check what a node here depends on: the C accelerator, UDP buffer sizes, "
+        "IPv4/IPv6, our address as each CONTACT sees it and the NAT's mapping, reachability "
+        "from a fresh socket, the clock and the trust configuration. Takes the options of "
+        "`quic-p2p node`. Exit code 0 when nothing FAILs, 1 when something does, 2 for bad "
+        "arguments.",
+    )
+    doctor.add_arguments(dr)
+    dr.set_defaults(func=_cmd_doctor)
 
     c = sub.add_parser(
         "certs",
