@@ -51,7 +51,7 @@ from .proto.certs import (
 from .proto.config import Config, Identity, OurType, TrustMode
 from .proto.limits import ECHO_TIMEOUT, HANDSHAKE_TIMEOUT, PROBE_TIMEOUT, REVERSE_CONNECT_TIMEOUT
 from .proto.state import AnswerResult
-from .proto.tls import _chain_problem, check_validity
+from .proto.tls import chain_problem, check_validity
 from .proto.wire import WireError, decode_address
 
 __all__ = [
@@ -725,7 +725,7 @@ def trust_finding(
     if mode is not TrustMode.UNVERIFIED:
         # The very check a Node of this network applies to our certificate.
         issuers = [parse_certificate(d) for d in chain]
-        problem = _chain_problem(leaf, issuers, config.ca_certs_der, now)
+        problem = chain_problem(leaf, issuers, config.ca_certs_der, now)
         if problem is not None:
             problems.append(f"our {problem}")
         if config.tls_server_name and not _carries_name(leaf, config.tls_server_name):

@@ -88,6 +88,7 @@ __all__ = [
     "DEFAULT_MAX_STREAM_DATA",
     "IDLE_TIMEOUT_DISABLED_SEC",
     "ServerConnection",
+    "chain_problem",
     "check_client_certificate",
     "check_pinned_peer",
     "check_server_certificate",
@@ -302,7 +303,7 @@ def check_client_certificate(
     if problem is not None:
         return problem
     if ca_mode:
-        return _chain_problem(presented, chain, config.ca_certs_der, _utc(now))
+        return chain_problem(presented, chain, config.ca_certs_der, _utc(now))
     return None
 
 
@@ -380,12 +381,16 @@ def _pin_problem(presented: x509.Certificate, expected_der: bytes) -> str | None
     )
 
 
-def _chain_problem(
+def chain_problem(
     leaf: x509.Certificate,
     chain: list[x509.Certificate],
     ca_certs_der: Sequence[bytes],
     now: datetime.datetime,
 ) -> str | None:
+    """Why ``leaf`` (with the intermediates ``chain``) does not chain to the
+    network's CAs (``ca_certs_der``; empty: certifi's bundle) at ``now``, or
+    None: the check a CA network's peers apply to us (``quic-p2p doctor``
+    runs it on our own certificate)."""
     # A fresh store per check: set_time mutates it, and certifi's bundle
     # loads in a few milliseconds (what aioquic spends per outgoing connection).
     store = crypto.X509Store()
