@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from test_engine_pair import connect
@@ -296,66 +297,61 @@ async def test_a_peer_that_never_reads_stops_the_writer_and_bounds_memory() -> N
         writer.abort()
 
 
+@contextlib.asynccontextmanager
+async def flooding_client(n: QuicP2p) -> AsyncIterator[RawPeer]:
+    """A raw QUIC peer accepted by ``n`` as a Client, where nobody reads the
+    streams of "app/stuck/1" (their handlers wait until the end)."""
+    stuck = asyncio.Event()
+
+    async def never_reads(p: Peer, reader: StreamReader, writer: StreamWriter) -> None:
+        await stuck.wait()
+
+    n.set_stream_handler("app/stuck/1", never_reads)
+    raw = await RawPeer.connect(
+        n.local_addr, first_flight=frame(FrameKind.HANDSHAKE_CLIENT, msg_id=1)
+    )
+    try:
+        await until(lambda: n.stats()["connections"] == 1 and len(n.connected_peers()) == 1)
+        yield raw
+    finally:
+        stuck.set()
+        raw.close()
+
+
 async def test_a_raw_peer_flooding_a_stream_gets_one_window() -> None:
     """A raw QUIC peer writing far more than we read: it gets credit for one
     window past what the application read, so we never hold more."""
-    async with endpoints(node_config()) as (n,):
-        stuck = asyncio.Event()
-
-        async def never_reads(p: Peer, reader: StreamReader, writer: StreamWriter) -> None:
-            await stuck.wait()
-
-        n.set_stream_handler("app/stuck/1", never_reads)
-        hello = frame(FrameKind.HANDSHAKE_CLIENT, msg_id=1)
-        raw = await RawPeer.connect(n.local_addr, first_flight=hello)
-        try:
-            await until(lambda: n.stats()["connections"] == 1 and len(n.connected_peers()) == 1)
-            sid = raw.new_stream_bidi()
-            raw.send(sid, encode_stream_header(StreamMode.STREAM, "app/stuck/1"))
-            for _ in range(40):
-                raw.send(sid, bytes(256 * 1024))  # aioquic sends only what credit allows
-            await asyncio.sleep(0.5)
-            assert n.stats()[UNREAD] <= STREAM_WINDOW + 1
-            assert n.stats()["streams open"] == 1
-        finally:
-            stuck.set()
-            raw.close()
+    async with endpoints(node_config()) as (n,), flooding_client(n) as raw:
+        sid = raw.new_stream_bidi()
+        raw.send(sid, encode_stream_header(StreamMode.STREAM, "app/stuck/1"))
+        for _ in range(40):
+            raw.send(sid, bytes(256 * 1024))  # aioquic sends only what credit allows
+        await asyncio.sleep(0.5)
+        assert n.stats()[UNREAD] <= STREAM_WINDOW + 1
+        assert n.stats()["streams open"] == 1
 
 
 async def test_many_flooded_streams_hold_at_most_the_limit_times_the_window() -> None:
     """A raw peer opens more streams than the per-peer limit and floods each;
     nobody reads: the streams beyond the limit are refused (BUSY), the others
     hold a window each, and that is all the memory it gets."""
-    async with endpoints(node_config(), max_streams_per_peer=4) as (n,):
-        stuck = asyncio.Event()
-
-        async def never_reads(p: Peer, reader: StreamReader, writer: StreamWriter) -> None:
-            await stuck.wait()
-
-        n.set_stream_handler("app/stuck/1", never_reads)
-        hello = frame(FrameKind.HANDSHAKE_CLIENT, msg_id=1)
-        raw = await RawPeer.connect(n.local_addr, first_flight=hello)
-        try:
-            await until(lambda: len(n.connected_peers()) == 1)
-            header = encode_stream_header(StreamMode.STREAM, "app/stuck/1")
-            sids = []
-            for _ in range(6):
-                sid = raw.new_stream_bidi()
-                sids.append(sid)
-                raw.send(sid, header)
-            await raw.wait(lambda: len(raw.resets()) == 2)
-            assert set(raw.resets().values()) == {StreamCode.BUSY}
-            for sid in sids:
-                if sid not in raw.resets():
-                    raw.send(sid, bytes(3 * STREAM_WINDOW))
-            await until(lambda: n.stats()[UNREAD] >= 4 * STREAM_WINDOW)
-            await asyncio.sleep(0.2)  # more would have arrived by now
-            assert n.stats()[UNREAD] <= 4 * (STREAM_WINDOW + 1)
-            assert n.stats()["streams open"] == 4
-            assert n.stats()["streams refused: per-peer limit"] == 2
-        finally:
-            stuck.set()
-            raw.close()
+    async with endpoints(node_config(), max_streams_per_peer=4) as (n,), flooding_client(n) as raw:
+        header = encode_stream_header(StreamMode.STREAM, "app/stuck/1")
+        sids = []
+        for _ in range(6):
+            sid = raw.new_stream_bidi()
+            sids.append(sid)
+            raw.send(sid, header)
+        await raw.wait(lambda: len(raw.resets()) == 2)
+        assert set(raw.resets().values()) == {StreamCode.BUSY}
+        for sid in sids:
+            if sid not in raw.resets():
+                raw.send(sid, bytes(3 * STREAM_WINDOW))
+        await until(lambda: n.stats()[UNREAD] >= 4 * STREAM_WINDOW)
+        await asyncio.sleep(0.2)  # more would have arrived by now
+        assert n.stats()[UNREAD] <= 4 * (STREAM_WINDOW + 1)
+        assert n.stats()["streams open"] == 4
+        assert n.stats()["streams refused: per-peer limit"] == 2
 
 
 async def test_garbage_stream_headers_are_refused_not_fatal() -> None:

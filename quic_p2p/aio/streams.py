@@ -42,15 +42,6 @@ RequestHandler = Callable[[Peer, bytes], Awaitable[bytes]]
 PeerRef = Peer | NodeInfo | PeerId
 
 
-class _Waiter:
-    """The one future a stream's reader (or writer) waits on."""
-
-    __slots__ = ("future",)
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[None] | None = None
-
-
 class StreamReader:
     """The peer's side of a stream, read like ``asyncio.StreamReader``.
 

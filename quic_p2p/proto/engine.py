@@ -218,15 +218,8 @@ class Engine(Streaming):
         return 0 if conn is None else conn.link.max_datagram_payload
 
     def _datagram_conn(self, peer: Peer | NodeInfo | PeerId) -> Conn | None:
-        if isinstance(peer, PeerId):
-            record = self._records.get(peer)
-        elif isinstance(peer, NodeInfo):
-            record = self._records.find(peer)
-        else:
-            record = self._record_of(peer)
-        if record is None or not record.connected or record.dead:
-            return None
-        return self._send_conn(record)
+        record = self._connected_record(peer)
+        return None if record is None else self._send_conn(record)
 
     def _on_datagram(self, conn: Conn, data: bytes) -> None:
         record = conn.record

@@ -100,12 +100,24 @@ class PeerConnection(QuicConnection):
         """Bytes written on ``stream_id`` that the peer has not acknowledged
         yet (queued or in flight): what we hold in memory for it. 0 for a
         stream aioquic has discarded (everything acknowledged)."""
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            return 0
-        sender = stream.sender
-        start = getattr(sender, "_buffer_start", None)
-        stop = getattr(sender, "_buffer_stop", None)
-        if not isinstance(start, int) or not isinstance(stop, int):
-            return UNREADABLE
-        return stop - start
+        backlog = unacknowledged(self, stream_id)
+        return 0 if backlog is None else backlog
+
+
+def unacknowledged(quic: QuicConnection, stream_id: int) -> int | None:
+    """Bytes written on ``stream_id`` that the peer has not acknowledged
+    (its sender's buffer offsets, private to aioquic: this is the one place
+    that reads them); None when aioquic holds no such stream (discarded, or
+    never opened); ``UNREADABLE`` when its internals are not as expected."""
+    streams = getattr(quic, "_streams", None)
+    if not isinstance(streams, dict):
+        return UNREADABLE
+    stream = streams.get(stream_id)
+    if stream is None:
+        return None
+    sender = getattr(stream, "sender", None)
+    start = getattr(sender, "_buffer_start", None)
+    stop = getattr(sender, "_buffer_stop", None)
+    if not isinstance(start, int) or not isinstance(stop, int):
+        return UNREADABLE
+    return stop - start

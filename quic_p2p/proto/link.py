@@ -23,6 +23,7 @@ from ..accel import FrameDecoder, encode_frame_header
 from ..accel.types import FRAME_HEADER_SIZE, Frame, FrameError, FrameErrorCode, FrameKind
 from ..errors import RemoteProtocolError
 from ..peer import Address
+from .flow import UNREADABLE, unacknowledged
 from .limits import RECEIVE_BUDGET
 from .wire import (
     CONTROL_FRAME_MAX,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 MAX_ACTIVE_LARGE = 4
 #: What ``Link.control_backlog`` reports when aioquic's internals are not as
 #: expected: more than any bound a caller sets.
-UNREADABLE_BACKLOG = 1 << 62
+UNREADABLE_BACKLOG = UNREADABLE
 
 
 class HeldBytes:
@@ -218,14 +219,9 @@ class Link:
         nothing rather than grow without bound."""
         if self._control_id is None:
             return 0
-        streams = getattr(self.quic, "_streams", None)
-        stream = streams.get(self._control_id) if isinstance(streams, dict) else None
-        sender = getattr(stream, "sender", None)
-        start = getattr(sender, "_buffer_start", None)
-        stop = getattr(sender, "_buffer_stop", None)
-        if not isinstance(start, int) or not isinstance(stop, int):
-            return UNREADABLE_BACKLOG
-        return stop - start
+        backlog = unacknowledged(self.quic, self._control_id)
+        # (The control stream lives as long as the connection: missing is unexpected.)
+        return UNREADABLE_BACKLOG if backlog is None else backlog
 
     # ------------------------------------------------------------ sending
     def send_frame(self, data: bytes) -> None:

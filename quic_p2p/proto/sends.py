@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..accel.types import FRAME_MAX_BODY, Frame, FrameKind
 from ..events import NewMessage, SentUserMessage, UnsentUserMessage
-from ..peer import Peer, PeerKind
+from ..peer import NodeInfo, Peer, PeerId, PeerKind
 from ..reasons import NO_REASON, Cause, Reason
 from .base import log
 from .conns import Conns
@@ -73,6 +73,18 @@ class Sends(Conns):
         if peer.node_info is not None:
             return self._records.find(peer.node_info)
         return self._records.lookup(peer.peer_id, peer.peer_addr)
+
+    def _connected_record(self, peer: Peer | NodeInfo | PeerId) -> Record | None:
+        """The record of a connected peer named any of the ways the API takes."""
+        if isinstance(peer, PeerId):
+            record = self._records.get(peer)
+        elif isinstance(peer, NodeInfo):
+            record = self._records.find(peer)
+        else:
+            record = self._record_of(peer)
+        if record is None or not record.connected or record.dead:
+            return None
+        return record
 
     def _send_on(self, record: Record, s: Send) -> None:
         s.peer_addr, s.peer_id = record.addr, record.peer_id

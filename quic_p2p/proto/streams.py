@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from aioquic.quic import events as qe
 
-from ..errors import QuicP2pError, StreamError, StreamResetError
+from ..errors import QuicP2pError, StreamError, StreamRefusedError, StreamResetError
 from ..peer import Address, NodeInfo, Peer, PeerId
 from ..reasons import Cause, Reason
 from .flow import INITIAL_STREAM_WINDOW, STREAM_WINDOW
@@ -326,11 +326,9 @@ class Streaming(Relaying):
         ``collect``: gather the whole reply up to that many bytes (a request).
         Raises ``StreamRefusedError`` (not connected) or ``QuicP2pError`` (a
         bad name)."""
-        from ..errors import StreamRefusedError
-
         self._advance(now)
         header = encode_stream_header(mode, protocol)
-        record = self._stream_record(peer)
+        record = self._connected_record(peer)
         conn = None if record is None else self._send_conn(record)
         if record is None or conn is None or self._closing:
             raise StreamRefusedError(Reason(Cause.NOT_CONNECTED, "not connected to that peer"))
@@ -369,17 +367,6 @@ class Streaming(Relaying):
         stream.want_drain = True
         stream.drain_to = low
         self._draining.add(stream)
-
-    def _stream_record(self, peer: Peer | NodeInfo | PeerId) -> Record | None:
-        if isinstance(peer, PeerId):
-            record = self._records.get(peer)
-        elif isinstance(peer, NodeInfo):
-            record = self._records.find(peer)
-        else:
-            record = self._record_of(peer)
-        if record is None or not record.connected or record.dead:
-            return None
-        return record
 
     # ------------------------------------------------------------ from aioquic
     def _on_stream_event(self, conn: Conn, event: qe.QuicEvent) -> None:
