@@ -330,8 +330,8 @@ async def _ask_one(node: QuicP2p, contact: NodeInfo) -> EchoAnswer:
 
 def _why(node: QuicP2p, conn: int, result: AnswerResult) -> str:
     """Why an echo got no answer, in the connection's words where it has
-    them: a request that never went out is answered "connection closed",
-    whether the handshake timed out or a certificate was refused."""
+    them (its close reason), else in the doctor's: the timeout and what it
+    usually means."""
     info = node.engine.connection(conn)
     if info is not None and info.closed and info.close_reason:
         return info.close_reason

@@ -83,6 +83,20 @@ async def test_echo_without_anyone_to_ask_on_unspecified_address() -> None:
             await n.our_connection_info()
 
 
+async def test_echo_through_a_contact_that_fails_says_why() -> None:
+    # The contact presents another certificate than the one we pinned: the
+    # echo request never goes out, and the error names the certificate, not
+    # a generic "connection closed".
+    async with endpoints(node_config(), node_config(), node_config()) as (n0, other, _):
+        wrong_pin = NodeInfo(n0.local_addr, other.our_certificate)
+        async with endpoints(node_config(hard_coded_contacts=[wrong_pin])) as (n,):
+            with pytest.raises(EchoError) as caught:
+                await asyncio.wait_for(n.our_connection_info(), WAIT)
+    message = str(caught.value)
+    assert "certificate" in message
+    assert "connection closed" not in message
+
+
 async def test_multistreaming_and_no_head_of_line_blocking() -> None:
     big = b"\xff" * (50 * 1024 * 1024)
     async with endpoints(node_config(), node_config()) as (n0, n1):

@@ -33,6 +33,7 @@ REQUEST_REFUSALS = {
 }
 ENDPOINT_CLOSED = Reason(Cause.ENDPOINT_CLOSED, "endpoint closed")
 CONNECTION_CLOSED = Reason(Cause.CONNECTION_LOST, "connection closed")
+NEVER_UP = Reason(Cause.HANDSHAKE_TIMEOUT, "the connection did not come up in time")
 
 
 class Sends(Conns):
@@ -208,8 +209,8 @@ class Sends(Conns):
         req.deadline = None
         if req.msg_id:
             self._answer(conn, req, None, Reason(Cause.NO_ANSWER, "no answer in time"))
-        else:
-            self._answer(conn, req, None, CONNECTION_CLOSED)
+        else:  # never sent: the connection did not come up in time
+            self._answer(conn, req, None, NEVER_UP)
 
     def _answer(self, conn: Conn, req: Request, f: Frame | None, error: Reason = NO_REASON) -> None:
         if req.deadline is not None:
@@ -227,7 +228,9 @@ class Sends(Conns):
             lost = Reason(Cause.CONNECTION_LOST, f"connection lost: {reason}")
             self._answer(conn, req, None, lost)
         for req in list(conn.unsent_requests):
-            self._answer(conn, req, None, CONNECTION_CLOSED)
+            # Never sent: why the connection ended is why (a refused
+            # certificate, a handshake that timed out), not "lost".
+            self._answer(conn, req, None, reason)
 
     # ------------------------------------------------------------ housekeeping
     def _housekeeping(self, tick: float, last_ping: float) -> None:
