@@ -109,12 +109,13 @@ async def test_streams_open_are_counted() -> None:
 
         b.set_stream_handler("app/hold/1", holds)  # type: ignore[arg-type]
         peer = await asyncio.wait_for(a.connect_to(b.node_info), WAIT)
-        for _ in range(3):
-            await asyncio.wait_for(a.open_stream(peer, "app/hold/1"), WAIT)
+        kept = [await asyncio.wait_for(a.open_stream(peer, "app/hold/1"), WAIT) for _ in range(3)]
         stats = a.peer_stats(peer)
         assert stats is not None and stats.streams_open == 3
         assert a.stats().streams_open == 3 and b.stats().streams_open == 3
         hold.set()
+        for _, writer in kept:
+            writer.close()
 
 
 async def test_losses_are_counted() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -111,7 +112,8 @@ async def test_an_unknown_protocol_is_refused_clearly() -> None:
         assert n.stats()["streams refused: no handler"] == 2
         # A handler removed: new streams are refused the same way.
         n.set_stream_handler("app/echo/1", echo)
-        await asyncio.wait_for(c.open_stream(peer, "app/echo/1"), WAIT)
+        _, writer = await asyncio.wait_for(c.open_stream(peer, "app/echo/1"), WAIT)
+        writer.close()
         n.set_stream_handler("app/echo/1", None)
         with pytest.raises(StreamRefusedError):
             await asyncio.wait_for(c.open_stream(peer, "app/echo/1"), WAIT)
@@ -412,20 +414,43 @@ async def test_stream_limits_per_peer_and_per_protocol() -> None:
 
         n.set_stream_handler("app/one/1", holds, max_streams=1)
         n.set_stream_handler("app/hold/1", holds)
-        await asyncio.wait_for(c.open_stream(peer, "app/one/1"), WAIT)
+        kept = [await asyncio.wait_for(c.open_stream(peer, "app/one/1"), WAIT)]
         with pytest.raises(StreamRefusedError) as info:
             await asyncio.wait_for(c.open_stream(peer, "app/one/1"), WAIT)
         assert info.value.reason.cause is Cause.REFUSED
-        await asyncio.wait_for(c.open_stream(peer, "app/hold/1"), WAIT)
-        await asyncio.wait_for(c.open_stream(peer, "app/hold/1"), WAIT)
+        kept.append(await asyncio.wait_for(c.open_stream(peer, "app/hold/1"), WAIT))
+        kept.append(await asyncio.wait_for(c.open_stream(peer, "app/hold/1"), WAIT))
         with pytest.raises(StreamRefusedError) as info:
             await asyncio.wait_for(c.open_stream(peer, "app/hold/1"), WAIT)
         assert info.value.reason.cause is Cause.REFUSED
         assert n.stats()["streams refused: per-protocol limit"] == 1
         assert n.stats()["streams refused: per-peer limit"] == 1
         hold.set()  # the handlers return: their streams close, room again
+        for _, writer in kept:
+            writer.close()
         await until(lambda: n.stats()["streams open"] == 0)
-        await asyncio.wait_for(c.open_stream(peer, "app/one/1"), WAIT)
+        _, writer = await asyncio.wait_for(c.open_stream(peer, "app/one/1"), WAIT)
+        writer.close()
+
+
+async def test_streams_dropped_without_close_give_their_slots_back() -> None:
+    async with pair(max_streams_per_peer=3) as (n, c, peer):
+
+        async def reads_to_the_end(p: Peer, reader: StreamReader, writer: StreamWriter) -> None:
+            await reader.read()
+
+        n.set_stream_handler("app/drop/1", reads_to_the_end)
+        with pytest.warns(ResourceWarning, match="dropped without close"):
+            for _ in range(3):
+                reader, writer = await asyncio.wait_for(c.open_stream(peer, "app/drop/1"), WAIT)
+                writer.write(b"abandoned")
+                del reader, writer
+            gc.collect()
+            await until(lambda: n.stats()["streams open"] == 0 and c.stats()["streams open"] == 0)
+        for _ in range(3):  # the limit is free again
+            _reader, writer = await asyncio.wait_for(c.open_stream(peer, "app/drop/1"), WAIT)
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), WAIT)
 
 
 async def test_handlers_are_cancelled_when_the_endpoint_closes() -> None:

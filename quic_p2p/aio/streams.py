@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -42,6 +44,12 @@ RequestHandler = Callable[[Peer, bytes], Awaitable[bytes]]
 PeerRef = Peer | NodeInfo | PeerId
 
 
+class _Handle:
+    """What a stream's reader and writer share: collected once both are."""
+
+    __slots__ = ("__weakref__",)
+
+
 class StreamReader:
     """The peer's side of a stream, read like ``asyncio.StreamReader``.
 
@@ -54,6 +62,7 @@ class StreamReader:
         self._owner = owner
         self._stream = stream
         self._limit = limit
+        self._handle: _Handle | None = None
 
     def at_eof(self) -> bool:
         """The peer ended its side and everything it sent was read."""
@@ -177,7 +186,7 @@ class StreamWriter:
     def __init__(self, owner: Streams, stream: Stream) -> None:
         self._owner = owner
         self._stream = stream
-        self._closed: asyncio.Future[None] | None = None
+        self._handle: _Handle | None = None
 
     @property
     def bytes_acknowledged(self) -> int:
@@ -335,7 +344,8 @@ class Streams(Nat):
         first, as ``send`` does); returns once the peer accepted it. Raises
         ``StreamRefusedError`` (no handler there, its limits, not reachable)
         or ``TimeoutError`` when it neither accepts nor refuses within
-        ``timeout`` seconds."""
+        ``timeout`` seconds. Close the writer when done: a reader and writer
+        dropped unclosed are closed for you, with a ``ResourceWarning``."""
         stream = await self._open(peer, protocol, StreamMode.STREAM, timeout)
         try:
             async with asyncio.timeout(timeout):
@@ -351,7 +361,14 @@ class Streams(Nat):
             raise StreamRefusedError(
                 stream.error or Reason(Cause.STREAM_RESET, "the peer reset the stream")
             )
-        return StreamReader(self, stream), StreamWriter(self, stream)
+        reader, writer = StreamReader(self, stream), StreamWriter(self, stream)
+        # Both dropped unclosed: the stream is closed for them (as asyncio
+        # closes a collected StreamWriter's transport), not left holding its
+        # slot in the peer's and the protocol's stream limits.
+        handle = _Handle()
+        reader._handle = writer._handle = handle
+        weakref.finalize(handle, self._stream_dropped, stream).atexit = False
+        return reader, writer
 
     async def _open(
         self,
@@ -480,6 +497,26 @@ class Streams(Nat):
         finally:
             if self._stream_waits.get(key) is fut:
                 del self._stream_waits[key]
+
+    def _stream_dropped(self, stream: Stream) -> None:
+        # (Runs from the garbage collector, anywhere: the close waits for the
+        # loop's next turn, outside whatever the engine was doing.)
+        loop = self._loop
+        if stream.finished or loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._close_dropped, stream)
+
+    def _close_dropped(self, stream: Stream) -> None:
+        if stream.finished or self._transport is None:
+            return
+        if not (stream.send_done and (stream.eof or stream.error is not None)):
+            warnings.warn(
+                f"stream {stream.protocol!r} to {stream.peer_addr} dropped without close()",
+                ResourceWarning,
+                stacklevel=1,
+            )
+        stream.close()
+        self._after()
 
     async def _serve_stream(self, handler: StreamHandler, stream: Stream) -> None:
         assert stream.peer is not None
