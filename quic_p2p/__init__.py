@@ -54,7 +54,7 @@ from .proto.config import (
     TrustMode,
 )
 from .reasons import Cause, Reason
-from .stats import EndpointStats, PathKind, PeerPath, PeerStats
+from .stats import EndpointStats, EndpointTotals, PathKind, PeerPath, PeerStats
 
 __version__ = "0.1.0.dev0"
 
@@ -78,6 +78,7 @@ __all__ = [
     "EchoError",
     "EndpointClosedError",
     "EndpointStats",
+    "EndpointTotals",
     "Event",
     "EventQueueWarning",
     "Finish",

@@ -176,6 +176,16 @@ def _positive(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (an IP address; ``[::1]:PORT`` for IPv6) for a server of ours."""
+    from .peer import InvalidContactError, parse_address
+
+    try:
+        return parse_address(text)
+    except InvalidContactError as exc:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT ({exc})") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quic-p2p", description="Peer-to-peer networking over QUIC."
@@ -256,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(RelayPolicy.max_seconds),
         metavar="S",
         help="lifetime of a session",
+    )
+    m = n.add_argument_group("seeing what happens")
+    m.add_argument(
+        "--metrics",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (the metrics extra; "
+        "port 0: any, printed)",
+    )
+    m.add_argument(
+        "--metrics-per-peer",
+        action="store_true",
+        help="with --metrics: series per connected peer too (label peer_id)",
     )
     n.add_argument("--no-stdin", action="store_true", help="do not read stdin (a server)")
     n.add_argument("--exit-on-eof", action="store_true", help="stop when stdin ends")

@@ -19,7 +19,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from .aio import QuicP2p
@@ -247,7 +247,11 @@ async def run_node(args: argparse.Namespace) -> int:
                 max_bytes=args.relay_max_mb * 2**20,
                 max_seconds=float(args.relay_max_seconds),
             )
-    async with QuicP2p(config, relay=relay) as node:
+    if args.metrics_per_peer and args.metrics is None:
+        raise CliError("--metrics-per-peer needs --metrics")
+    async with QuicP2p(config, relay=relay) as node, _metrics(node, args) as metrics_url:
+        if metrics_url is not None:
+            print("Metrics:", metrics_url, flush=True)
         info = node.node_info
         if config.bind_ip in ("0.0.0.0", "::") and config.hard_coded_contacts:
             try:
@@ -273,6 +277,24 @@ async def run_node(args: argparse.Namespace) -> int:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _metrics(node: QuicP2p, args: argparse.Namespace) -> AsyncIterator[str | None]:
+    """``--metrics``: the server's URL while it runs (None without the flag)."""
+    if args.metrics is None:
+        yield None
+        return
+    try:
+        from .metrics import serve_metrics
+    except ImportError as exc:
+        raise CliError(f"--metrics: {exc}") from None
+    host, port = args.metrics
+    server = serve_metrics(node, host, port, per_peer=args.metrics_per_peer)
+    try:
+        yield server.url
+    finally:
+        server.close()
 
 
 async def _connect(node: QuicP2p, contact: NodeInfo) -> None:

@@ -79,6 +79,40 @@ class PeerStats:
 
 
 @dataclass(frozen=True)
+class EndpointTotals:
+    """Counts over the endpoint's whole life, that only ever grow: peers and
+    connections that have gone still count (what a Prometheus counter
+    needs; summing ``peer_stats`` would fall when a peer leaves).
+
+    Bytes and packets are whole UDP payloads on our sockets, counted once
+    each: a relayed connection's packets travel inside the connection to
+    the relay and are counted there (as the relay's forwarding is, under
+    ``EndpointStats.relay_bytes``). Received ones include datagrams then
+    dropped (junk, unknown connections)."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    packets_sent: int = 0
+    packets_received: int = 0
+    #: Packets aioquic's loss recovery declared lost, on every connection
+    #: (a relayed connection's included: lost between the relay and us).
+    packets_lost: int = 0
+    #: Outcomes of ``send()``: acknowledged, handed back (any reason).
+    messages_sent: int = 0
+    messages_unsent: int = 0
+    #: Messages delivered to ``events()``.
+    messages_received: int = 0
+    #: ``send_datagram`` calls that queued one; datagrams from connected peers.
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    #: Application streams opened, by us and by peers (refused ones included).
+    streams_opened: int = 0
+    #: QUIC connections created (dialled or accepted) and ended.
+    connections_opened: int = 0
+    connections_closed: int = 0
+
+
+@dataclass(frozen=True)
 class EndpointStats(Mapping[str, int]):
     """The endpoint, now: gauges and counters by what they are about. It is
     also a read-only mapping of every named counter (``counters``: drops,
@@ -113,6 +147,8 @@ class EndpointStats(Mapping[str, int]):
     #: Application streams open, and bytes they hold that nobody read yet.
     streams_open: int
     stream_bytes_unread: int
+    #: Counts over the endpoint's life, peers gone included (monotonic).
+    totals: EndpointTotals = field(default_factory=EndpointTotals)
     counters: Mapping[str, int] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> int:

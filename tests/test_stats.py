@@ -19,6 +19,7 @@ from quic_p2p import (
     PeerKind,
     PeerStats,
     QuicP2p,
+    RelayPolicy,
     SentUserMessage,
 )
 from quic_p2p.proto.flow import PeerConnection
@@ -100,6 +101,71 @@ async def test_unsent_messages_and_unknown_peers() -> None:
         assert a.peer_stats(peer) is None
 
 
+async def test_totals_outlive_the_peers_they_count() -> None:
+    """Lifetime totals keep what a peer did after it left, only ever grow,
+    and count the bytes on the wire: the payload plus QUIC's overhead."""
+    n, size = 100, 1000
+    async with endpoints(node_config(), node_config()) as (a, b):
+        peer = await asyncio.wait_for(a.connect_to(b.node_info), WAIT)
+        outs = await asyncio.wait_for(
+            asyncio.gather(*(a.send(peer, bytes(size)) for _ in range(n))), WAIT
+        )
+        assert all(isinstance(o, SentUserMessage) for o in outs)
+        a.send_datagram(peer, b"dg")
+        await until(lambda: b.stats().totals.datagrams_received == 1)
+        during = a.stats().totals
+        await a.disconnect_from(peer)
+        await until(lambda: a.peer_stats(peer) is None and b.peer_stats(a.peer_id) is None)
+        # (The engine forgets a closed connection once aioquic's draining ends.)
+        await until(lambda: a.stats().connections == 0 and b.stats().connections == 0)
+        # Everything a sent has arrived at b (loopback loses none; only the
+        # two of them are on it), the closes included.
+        await until(lambda: a.stats().totals.packets_sent == b.stats().totals.packets_received)
+        await until(lambda: b.stats().totals.packets_sent == a.stats().totals.packets_received)
+        ta, tb = a.stats().totals, b.stats().totals
+        assert ta.connections_closed == ta.connections_opened == 2
+        assert (ta.messages_sent, ta.messages_unsent, ta.messages_received) == (n, 0, 0)
+        assert (tb.messages_sent, tb.messages_unsent, tb.messages_received) == (0, 0, n)
+        assert ta.datagrams_sent == 1 and tb.datagrams_received == 1
+        assert n * size < ta.bytes_sent < n * size * 1.25 + 30_000, ta
+        assert ta.bytes_sent == tb.bytes_received and tb.bytes_sent == ta.bytes_received
+        assert ta.packets_lost == 0 and tb.packets_lost == 0
+        # Monotonic: nothing fell when the peer left.
+        assert all(getattr(ta, f) >= getattr(during, f) for f in vars(during)), (during, ta)
+
+
+async def test_totals_count_relayed_traffic_once() -> None:
+    """A relayed connection's packets ride inside the connection to the
+    relay: the totals count the bytes on the wire once, not also the inner
+    connection's."""
+    n, size = 100, 1000
+    async with endpoints(node_config(), node_config(), node_config(), relay=RelayPolicy()) as (
+        r,
+        a,
+        b,
+    ):
+        await asyncio.wait_for(a.connect_to(r.node_info), WAIT)
+        await asyncio.wait_for(b.connect_to(r.node_info), WAIT)
+        peer = await asyncio.wait_for(a.connect_to(b.node_info, via=r.node_info, punch=False), WAIT)
+        assert a.relayed_via(peer) == r.local_addr
+        before = a.stats().totals
+        inner_before = a.peer_stats(peer)
+        assert inner_before is not None
+        outs = await asyncio.wait_for(
+            asyncio.gather(*(a.send(peer, bytes(size)) for _ in range(n))), WAIT
+        )
+        assert all(isinstance(o, SentUserMessage) for o in outs)
+        after = a.stats().totals
+        inner = a.peer_stats(peer)
+        assert inner is not None
+        inner_sent = inner.bytes_sent - inner_before.bytes_sent
+        wire_sent = after.bytes_sent - before.bytes_sent
+        assert n * size < inner_sent < wire_sent  # the inner packets, framed, plus the outer
+        # Counted twice it would be the inner bytes again on top.
+        assert wire_sent < inner_sent * 1.3 + 10_000, (inner_sent, wire_sent)
+        assert after.messages_sent - before.messages_sent == n
+
+
 async def test_streams_open_are_counted() -> None:
     async with endpoints(node_config(), node_config()) as (a, b):
         hold = asyncio.Event()
@@ -116,6 +182,8 @@ async def test_streams_open_are_counted() -> None:
         hold.set()
         for _, writer in kept:
             writer.close()
+        await until(lambda: a.stats().streams_open == 0 and b.stats().streams_open == 0)
+        assert a.stats().totals.streams_opened == 3 and b.stats().totals.streams_opened == 3
 
 
 async def test_losses_are_counted() -> None:

@@ -47,6 +47,7 @@ from .state import (
     Result,
     Send,
     Timer,
+    Totals,
 )
 from .wire import ErrorCode
 
@@ -136,6 +137,8 @@ class EngineBase:
         self._dirty: set[Conn] = set()
         self._sends: dict[int, Send] = {}
         self._counters: dict[str, int] = {}
+        #: Lifetime counts (``EndpointStats.totals``).
+        self._totals = Totals()
         self._closing = False
         self._started = False
         self._local_addr: Address | None = None

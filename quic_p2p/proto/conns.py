@@ -29,6 +29,7 @@ _STREAM_EVENTS = frozenset({qe.StreamDataReceived, qe.StreamReset, qe.StopSendin
 class Conns(EngineBase):
     def _new_conn(self, quic: PeerConnection, link: Link, *, outgoing: bool) -> Conn:
         conn = Conn(self._next_id(), quic, link, outgoing)
+        self._totals.connections_opened += 1
         self._conn_ids[conn.id] = conn
         return conn
 
@@ -177,6 +178,9 @@ class Conns(EngineBase):
         """Onto a socket (queued for the driver), or into the relay session
         (dropped once it closed: its connections are being torn down)."""
         if relay is None:
+            totals = self._totals
+            totals.packets_sent += len(datagrams)
+            totals.bytes_sent += sum(len(d) for d, _ in datagrams)
             self._transmits.extend((data, addr, socket) for data, addr in datagrams)
             return
         rconn = None if relay.closed else self._send_conn(relay.relay)
@@ -253,6 +257,8 @@ class Conns(EngineBase):
         conn.cids.clear()
         if conn in self._conns:
             conn.link.release_all()
+            self._totals.packets_lost += conn.quic.packets_lost
+            self._totals.connections_closed += 1
         if conn.streams:
             self._streams_lost(conn, Reason(Cause.CONNECTION_LOST, "connection closed"))
         if self._conn_ids.pop(conn.id, None) is not None:

@@ -12,12 +12,14 @@ given, and touches no socket, file or task: ``aio`` drives it.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..accel.types import Frame, FrameKind
 from ..errors import ConnectionFailedError, DatagramError
 from ..events import BootstrappedTo, Datagram, Event
 from ..peer import MAX_CONTACT_ADDRESSES, Address, NodeInfo, Peer, PeerId, PeerKind
 from ..reasons import Cause, Reason
-from ..stats import EndpointStats, PathKind, PeerPath, PeerStats
+from ..stats import EndpointStats, EndpointTotals, PathKind, PeerPath, PeerStats
 from .base import Transmit
 from .conns import connection_info, describe_close
 from .limits import ECHO_QUORUM, HANDSHAKE_TIMEOUT
@@ -108,6 +110,9 @@ class Engine(Streaming):
             return
         if now > self._now_value:
             self._now_value = now
+        totals = self._totals
+        totals.packets_received += 1
+        totals.bytes_received += len(data)
         self._receive(data, addr, None, socket)
         if self._inner:
             self._drain_inner()
@@ -208,6 +213,7 @@ class Engine(Streaming):
         conn.link.send_datagram(bytes(data))
         self._dirty.add(conn)
         self._bump("datagrams sent")
+        self._totals.datagrams_sent += 1
         if conn.record is not None:
             conn.record.datagrams_sent += 1
 
@@ -228,6 +234,7 @@ class Engine(Streaming):
             self._bump("datagrams dropped: peer not connected")
             return
         record.datagrams_received += 1
+        self._totals.datagrams_received += 1
         self.datagrams.push(Datagram(record.peer_id, record.addr, data))
 
     # ------------------------------------------------------------ commands: peers
@@ -576,8 +583,16 @@ class Engine(Streaming):
             },
             streams_open=len(streams),
             stream_bytes_unread=sum(len(st.recv) for st in streams),
+            totals=self.totals(),
             counters=counters,
         )
+
+    def totals(self) -> EndpointTotals:
+        """The endpoint's lifetime counts now; see ``EndpointTotals``."""
+        live_lost = sum(c.quic.packets_lost for c in self._conns)
+        snap = dataclasses.replace(self._totals)
+        snap.packets_lost += live_lost
+        return EndpointTotals(**vars(snap))
 
     @property
     def stats(self) -> dict[str, int]:

@@ -137,6 +137,10 @@ class Sends(Conns):
         else:
             outcome = UnsentUserMessage(s.peer_addr, s.msg, s.token, reason, s.peer_id)
         record = None if s.peer_id is None else self._records.get(s.peer_id)
+        if sent:
+            self._totals.messages_sent += 1
+        else:
+            self._totals.messages_unsent += 1
         if record is not None:
             if sent:
                 record.messages_sent += 1
@@ -173,6 +177,7 @@ class Sends(Conns):
             return
         self.events.push(NewMessage(record.addr, f.body, record.peer_id))
         record.messages_received += 1
+        self._totals.messages_received += 1
         conn.link.acknowledge(f.msg_id)
         self._dirty.add(conn)
 

@@ -360,3 +360,24 @@ class BootstrapGroup:
     id: int
     won: bool = False
     members: list[Record] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Totals:
+    """The endpoint's lifetime counts as they grow (``EndpointTotals`` is
+    the snapshot; same fields). Packets lost are summed here from each
+    connection as the engine forgets it, the live ones added at snapshot."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    packets_sent: int = 0
+    packets_received: int = 0
+    packets_lost: int = 0
+    messages_sent: int = 0
+    messages_unsent: int = 0
+    messages_received: int = 0
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    streams_opened: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0

@@ -348,6 +348,7 @@ class Streaming(Relaying):
             stream.state = _OPEN
             stream.collect = collect
         conn.streams[sid] = stream
+        self._totals.streams_opened += 1
         conn.quic.send_stream_data(sid, header)
         self._dirty.add(conn)
         return stream
@@ -404,6 +405,7 @@ class Streaming(Relaying):
             self._next_stream += 1
             stream = Stream(self, self._next_stream, conn, sid, incoming=True)
             conn.streams[sid] = stream
+            self._totals.streams_opened += 1
         if stream.error is not None:
             return
         state = stream.state
