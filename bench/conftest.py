@@ -38,6 +38,7 @@ fail, and that run is only read for its gate verdicts (~12 s less).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -45,11 +46,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from paired import paired_ratio
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from quic_p2p import accel
 
+from paired import paired_ratio
 from targets import c_floor, evaluate, mode, param_of, speedups
 
 
@@ -60,6 +61,15 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
         yield
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """One event loop per module: its endpoints (module fixtures) live on it."""
+    lp = asyncio.new_event_loop()
+    yield lp
+    lp.run_until_complete(lp.shutdown_asyncgens())
+    lp.close()
 
 
 #: ``QUIC_P2P_BENCH_SLOWDOWN=2``: every measured operation of ours takes twice

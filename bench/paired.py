@@ -9,6 +9,10 @@ sides run in the same rounds, alternately (the side that goes first swaps each
 round), each for about ``batch_s`` seconds of calls; the ratio gated is the
 median of the per-round ratios. bench/conftest.py captures the operation each
 benchmark measured and calls :func:`paired_ratio` once a group is complete.
+
+Endpoint benchmarks (milliseconds a round, one connection) pair differently:
+their untimed setup times one round of the reference before each timed round
+of ours, and :func:`store_paired` keeps the per-pair ratios.
 """
 
 from __future__ import annotations
@@ -20,6 +24,29 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 Op = Callable[[], Any]
+
+
+def store_paired(
+    benchmark: Any, raw_times: list[float], ours_over_raw: bool, kind: str | None = None
+) -> None:
+    """Stores, in ``benchmark.extra_info``, the figures of an endpoint
+    benchmark whose untimed setup timed one round of its reference before
+    each round of ours (``raw_times``): the reference's median and the
+    median, min and max of the per-pair ratios (bench/targets.py gates the
+    median). ``kind`` names the ratio when the reference is not raw aioquic."""
+    ours_times = list(benchmark.stats.stats.data)
+    n = min(len(ours_times), len(raw_times))
+    if ours_over_raw:
+        ratios = [o / r for o, r in zip(ours_times[-n:], raw_times[-n:], strict=True)]
+    else:
+        ratios = [r / o for o, r in zip(ours_times[-n:], raw_times[-n:], strict=True)]
+    benchmark.extra_info["raw_median"] = statistics.median(raw_times[-n:])
+    benchmark.extra_info["ratio"] = statistics.median(ratios)
+    benchmark.extra_info["ratio_min"] = min(ratios)
+    benchmark.extra_info["ratio_max"] = max(ratios)
+    benchmark.extra_info["ratio_kind"] = kind or (
+        "ours/raw time" if ours_over_raw else "raw/ours speed"
+    )
 
 
 def _per_call(op: Op, k: int) -> float:

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from quic_p2p import Config, ConnectedTo, OurType, Peer, QuicP2p, RelayPolicy, SentUserMessage
+from quic_p2p import ConnectedTo, OurType, Peer, QuicP2p, RelayPolicy, SentUserMessage
 
-from rawquic import RawPair
+from paired import store_paired
+from rawquic import RawPair, config
 
 QUICK = os.environ.get("QUIC_P2P_BENCH_MODE") == "quick"
 #: (size, count in full mode, count in quick mode): the same bytes for ours and raw.
@@ -43,21 +43,8 @@ CONNECT_ROUNDS = 20 if QUICK else 31
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    yield lp
-    lp.run_until_complete(lp.shutdown_asyncgens())
-    lp.close()
-
-
-def _cfg(**kw: Any) -> Config:
-    # Same transport settings as the raw reference (rawquic.py): no idle timeout.
-    return Config(ip="127.0.0.1", port=0, idle_timeout_msec=0, **kw)
-
-
-@pytest.fixture(scope="module")
 def pair(loop: asyncio.AbstractEventLoop) -> Iterator[tuple[QuicP2p, QuicP2p, Peer]]:
-    a, b = QuicP2p(_cfg()), QuicP2p(_cfg())
+    a, b = QuicP2p(config()), QuicP2p(config())
 
     async def up() -> Peer:
         await a.start()
@@ -90,26 +77,6 @@ async def _send_all(a: QuicP2p, b: QuicP2p, peer: Peer, messages: list[bytes]) -
     assert all(isinstance(o, SentUserMessage) for o in outcomes)
     _drain_events(a)
     _drain_events(b)
-
-
-def _paired(
-    benchmark: Any, raw_times: list[float], ours_over_raw: bool, kind: str | None = None
-) -> None:
-    """Stores the paired raw figures next to ours (see the module docstring);
-    ``kind`` names the ratio when the reference is not raw aioquic."""
-    ours_times = list(benchmark.stats.stats.data)
-    n = min(len(ours_times), len(raw_times))
-    if ours_over_raw:
-        ratios = [o / r for o, r in zip(ours_times[-n:], raw_times[-n:], strict=True)]
-    else:
-        ratios = [r / o for o, r in zip(ours_times[-n:], raw_times[-n:], strict=True)]
-    benchmark.extra_info["raw_median"] = statistics.median(raw_times[-n:])
-    benchmark.extra_info["ratio"] = statistics.median(ratios)
-    benchmark.extra_info["ratio_min"] = min(ratios)
-    benchmark.extra_info["ratio_max"] = max(ratios)
-    benchmark.extra_info["ratio_kind"] = kind or (
-        "ours/raw time" if ours_over_raw else "raw/ours speed"
-    )
 
 
 @pytest.mark.parametrize(
@@ -148,7 +115,7 @@ def test_throughput(
         rounds=ROUNDS,
         warmup_rounds=1,
     )
-    _paired(benchmark, raw_times, ours_over_raw=False)
+    store_paired(benchmark, raw_times, ours_over_raw=False)
 
 
 @pytest.mark.parametrize("impl", ["ours-node", "ours-client"])
@@ -171,7 +138,7 @@ def test_connect_latency(
         cm = loop.run_until_complete(raw.handshake())
         raw_times.append(time.perf_counter() - t0)
         loop.run_until_complete(raw.close_handshake(cm))
-        ep = QuicP2p(_cfg(our_type=our_type))
+        ep = QuicP2p(config(our_type=our_type))
         loop.run_until_complete(ep.start())
         state["ep"] = ep
 
@@ -193,7 +160,7 @@ def test_connect_latency(
         rounds=CONNECT_ROUNDS,
         warmup_rounds=2,
     )
-    _paired(benchmark, raw_times, ours_over_raw=True)
+    store_paired(benchmark, raw_times, ours_over_raw=True)
 
 
 #: Datagrams: bursts x burst of 1,000 bytes, each burst waited for at the
@@ -248,7 +215,7 @@ def test_datagrams(
         delivered["ours"] += loop.run_until_complete(_send_datagrams(a, b, peer, payload))
 
     benchmark.pedantic(ours_round, setup=raw_round, rounds=ROUNDS, warmup_rounds=1)
-    _paired(benchmark, raw_times, ours_over_raw=False)
+    store_paired(benchmark, raw_times, ours_over_raw=False)
     sent = DATAGRAM_BURSTS * DATAGRAM_BURST * (ROUNDS + 1)
     benchmark.extra_info["delivered_ours"] = delivered["ours"] / sent
     benchmark.extra_info["delivered_raw"] = delivered["raw"] / sent
@@ -258,8 +225,8 @@ def test_datagrams(
 @pytest.fixture(scope="module")
 def relayed(loop: asyncio.AbstractEventLoop) -> Iterator[tuple[QuicP2p, QuicP2p, Peer]]:
     """A and B connected through a relaying Node R (as after a failed punch)."""
-    r = QuicP2p(_cfg(), relay=RelayPolicy(max_bytes=2**62, max_seconds=1e9))
-    a, b = QuicP2p(_cfg()), QuicP2p(_cfg())
+    r = QuicP2p(config(), relay=RelayPolicy(max_bytes=2**62, max_seconds=1e9))
+    a, b = QuicP2p(config()), QuicP2p(config())
 
     async def up() -> Peer:
         for ep in (r, a, b):
@@ -306,4 +273,4 @@ def test_relayed_throughput(
         rounds=ROUNDS,
         warmup_rounds=1,
     )
-    _paired(benchmark, raw_times, ours_over_raw=True, kind="relayed/raw time")
+    store_paired(benchmark, raw_times, ours_over_raw=True, kind="relayed/raw time")
