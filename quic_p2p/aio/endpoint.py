@@ -195,8 +195,11 @@ class QuicP2p(Streams):
         if self._transport is not None:
             raise QuicP2pError("endpoint already started")
         if self.config.qlog_dir is not None:
-            # Checked before anything starts: aclose() then has nothing to undo.
-            self._qlog = QlogFiles(check_qlog_dir(self.config.qlog_dir), self.engine.count)
+            # Checked before anything starts: aclose() then has nothing to
+            # undo. In a thread, as the cache: a slow file system must not
+            # stall the loop.
+            qlog_dir = await asyncio.to_thread(check_qlog_dir, self.config.qlog_dir)
+            self._qlog = QlogFiles(qlog_dir, self.engine.count)
         self._loop = asyncio.get_running_loop()
         # Loaded before binding: a cache problem is a warning, never a failed start.
         # In a thread: waiting for another process's lock must not stall the loop.
