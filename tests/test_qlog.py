@@ -19,11 +19,14 @@ from typing import Any
 
 import pytest
 from test_cli import run
+from test_engine_pair import connect
 
 from quic_p2p import Config, ConfigError, NewMessage, QuicP2p, SentUserMessage
 from quic_p2p.cli import build_parser
 from quic_p2p.cli_node import config_from_args
+from quic_p2p.proto.qlog import QlogTrace
 
+from enginepair import Net
 from netutil import WAIT, endpoints, node_config, until, wait_for_event
 
 pytestmark = pytest.mark.usefixtures("no_loop_errors")
@@ -102,6 +105,35 @@ async def test_without_qlog_dir_nothing_is_counted(tmp_path: Path) -> None:
     async with endpoints(node_config(), node_config()) as (a, b):
         await exchange(a, b, b"untraced")
     assert WRITTEN not in a.stats() and WRITTEN not in b.stats()
+
+
+@pytest.mark.parametrize("qlog", [True, False])
+def test_the_engine_hands_traces_out_and_writes_nothing(tmp_path: Path, qlog: bool) -> None:
+    """Sans-IO, on a fake clock: one ``QlogTrace`` result per connection when
+    the engine forgets it, none at all without ``qlog_dir``; the engine
+    never touches the directory (the driver creates and writes it)."""
+    where = tmp_path / "never created"
+    options = {"qlog_dir": str(where)} if qlog else {}
+    net = Net()
+    a, b = net.engine(**options), net.engine(**options)
+    connect(net, a, b)
+    for side in (a, b):
+        side.engine.close(net.now)
+    net.run()
+    for side in (a, b):
+        side.engine.forget_all()
+    net.run()
+    got = {
+        name: {(r.odcid, r.vantage) for r in side.results if isinstance(r, QlogTrace)}
+        for name, side in (("a", a), ("b", b))
+    }
+    if qlog:
+        flipped = {"client": "server", "server": "client"}
+        assert len(got["a"]) == 2 and {v for _, v in got["a"]} == {"client", "server"}
+        assert got["b"] == {(odcid, flipped[v]) for odcid, v in got["a"]}
+    else:
+        assert got == {"a": set(), "b": set()}
+    assert not where.exists()
 
 
 def test_qlog_dir_is_checked_as_a_value() -> None:
