@@ -117,6 +117,11 @@ def add_config_arguments(p: argparse.ArgumentParser, *, default_ip: str) -> None
     g.add_argument("--idle-timeout-msec", type=int, help="QUIC idle timeout (0 disables)")
     g.add_argument("--keep-alive-interval-msec", type=int, help="keep-alive PINGs (0 disables)")
     g.add_argument("--cache-dir", help="bootstrap cache directory (default: user cache dir)")
+    g.add_argument(
+        "--qlog-dir",
+        metavar="DIR",
+        help="write each connection's qlog trace here, <ODCID>_<client|server>.qlog (for qvis)",
+    )
 
 
 def _our_cert(args: argparse.Namespace) -> CompleteCert | None:
@@ -133,6 +138,7 @@ _FLAGS = {
     "idle_timeout_msec": "--idle-timeout-msec",
     "keep_alive_interval_msec": "--keep-alive-interval-msec",
     "port": "--port",
+    "qlog_dir": "--qlog-dir",
     "ip": "--ip",
     "our_type": "--type",
     "trust_mode PRIVATE_CA": "--trust-mode private-ca",
@@ -194,6 +200,7 @@ def _config(
         ca_certs_der=tuple(cas),
         tls_server_name=args.server_name,
         bootstrap_cache_dir=args.cache_dir,
+        qlog_dir=args.qlog_dir,
         **{k: v for k, v in optional.items() if v is not None},
     )
 

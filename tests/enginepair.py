@@ -144,6 +144,7 @@ _CONFIG_FIELDS = {
     "max_msg_size_allowed",
     "hard_coded_contacts",
     "bootstrap_cache_dir",
+    "qlog_dir",
 }
 
 

@@ -64,6 +64,7 @@ from ..proto.wire import WireError, decode_address, decode_reach_result
 from ..reasons import Cause, Reason
 from ..stats import EndpointStats, PeerStats
 from .driver import log
+from .qlog import QlogFiles, check_qlog_dir
 from .socket import drain_socket, socket_families
 from .streams import Streams
 
@@ -193,6 +194,12 @@ class QuicP2p(Streams):
         """Binds the socket and starts serving."""
         if self._transport is not None:
             raise QuicP2pError("endpoint already started")
+        if self.config.qlog_dir is not None:
+            # Checked before anything starts: aclose() then has nothing to
+            # undo. In a thread, as the cache: a slow file system must not
+            # stall the loop.
+            qlog_dir = await asyncio.to_thread(check_qlog_dir, self.config.qlog_dir)
+            self._qlog = QlogFiles(qlog_dir, self.engine.count)
         self._loop = asyncio.get_running_loop()
         # Loaded before binding: a cache problem is a warning, never a failed start.
         # In a thread: waiting for another process's lock must not stall the loop.

@@ -109,6 +109,8 @@ class EngineBase:
             retry_above_rate=retry_above_rate,
             cid_length=CID_LENGTH,
         )
+        #: Each connection gets a qlog trace (the driver writes them).
+        self._qlog = config.qlog_dir is not None
         self._server_cfg: QuicConfiguration | None = None
         if config.our_type is OurType.NODE:
             self._server_cfg = tls.server_configuration(

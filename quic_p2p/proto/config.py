@@ -201,6 +201,13 @@ class Config:
     #: restarts; a Client is ephemeral (a fresh key per start). Not with
     #: ``our_complete_cert``: that certificate's key is the identity.
     identity: Identity | None = None
+    #: A directory to write each connection's qlog trace into (aioquic's
+    #: events, qlog 0.3 JSON, viewable in qvis), as ``<ODCID hex>_<client|
+    #: server>.qlog`` when the connection ends (or the endpoint closes).
+    #: Created at start if missing; ``ConfigError`` at start if it is not a
+    #: writable directory. A trace is held in memory until its connection
+    #: ends: for debugging, not for a long-lived node. None: no tracing.
+    qlog_dir: str | None = None
 
     def __post_init__(self) -> None:
         contacts = self.hard_coded_contacts
@@ -228,6 +235,13 @@ class Config:
         )
         _check_int("idle_timeout_msec", self.idle_timeout_msec, 0, 2**62)
         _check_int("keep_alive_interval_msec", self.keep_alive_interval_msec, 0, 2**62)
+        if self.qlog_dir is not None:
+            qlog_dir: object = self.qlog_dir
+            if isinstance(qlog_dir, os.PathLike):  # (a Path works too)
+                qlog_dir = os.fspath(qlog_dir)
+            if not isinstance(qlog_dir, str) or not qlog_dir:
+                raise ConfigError(f"qlog_dir must be a directory path, got {self.qlog_dir!r}")
+            object.__setattr__(self, "qlog_dir", qlog_dir)
         if not isinstance(self.our_type, OurType):
             raise ConfigError("our_type must be an OurType")
         if not isinstance(self.trust_mode, TrustMode):

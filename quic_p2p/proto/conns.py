@@ -19,6 +19,7 @@ from .base import EngineBase, log
 from .flow import PeerConnection
 from .limits import CID_LENGTH, HANDSHAKE_TIMEOUT, RECEIVE_BUDGET, RECENTLY_CLOSED
 from .link import Link, LinkDown
+from .qlog import ConnectionQlog, with_logger
 from .state import Conn, ConnectionInfo, Record, RelayPath
 from .wire import ErrorCode, RejectReason, encode_reject, frame
 
@@ -44,10 +45,15 @@ class Conns(EngineBase):
         """Starts an outgoing connection (through ``relay`` if given);
         ``ConnectionFailedError`` when it cannot even start (unusable
         certificate in the NodeInfo, limit)."""
+        qlog = ConnectionQlog() if self._qlog else None
         try:
             # Our certificate goes along: our Nodes ask every client for one.
             cfg = tls.client_configuration(
-                self.config, node, our_cert=self._cert, connection_id_length=CID_LENGTH
+                self.config,
+                node,
+                our_cert=self._cert,
+                connection_id_length=CID_LENGTH,
+                quic_logger=qlog,
             )
         except certs.CertificateError as exc:
             raise ConnectionFailedError(
@@ -83,6 +89,7 @@ class Conns(EngineBase):
             count=self._bump,
         )
         conn = self._new_conn(quic, link, outgoing=True)
+        conn.qlog = qlog
         conn.target = node
         conn.echo_only = echo_only
         conn.timeout = timeout
@@ -152,7 +159,9 @@ class Conns(EngineBase):
             self._check_path(conn)
         if fresh and not self._answers(conn):
             # An Initial that does not decrypt elicits nothing: keep no state
-            # for it (with retry off, junk would otherwise hold a slot).
+            # for it (with retry off, junk would otherwise hold a slot), nor
+            # a qlog file (junk would fill the disk).
+            conn.qlog = None
             self._forget(conn)
             self._bump("dropped: undecryptable Initial")
             return
@@ -222,9 +231,12 @@ class Conns(EngineBase):
 
     def _accept(self, decision: Accept, dcid: bytes, addr: Address) -> Conn:
         assert self._server_cfg is not None
+        cfg, qlog = self._server_cfg, None
+        if self._qlog:
+            cfg, qlog = with_logger(cfg)
         # Asks for the client's certificate from its very first datagram on.
         quic = tls.ServerConnection(
-            configuration=self._server_cfg,
+            configuration=cfg,
             original_destination_connection_id=decision.original_destination_cid,
             retry_source_connection_id=decision.retry_source_cid,
         )
@@ -237,6 +249,7 @@ class Conns(EngineBase):
             count=self._bump,
         )
         conn = self._new_conn(quic, link, outgoing=False)
+        conn.qlog = qlog
         conn.link.budget = self._unproven  # until the peer is proven
         conn.ip_key = ip_key(addr)
         self._per_ip[conn.ip_key] = self._per_ip.get(conn.ip_key, 0) + 1
@@ -280,6 +293,11 @@ class Conns(EngineBase):
                 timer.cancel()
         conn.timer = conn.deadline = None
         conn.timer_at = None
+        if conn.qlog is not None:
+            trace = conn.qlog.finish()
+            conn.qlog = None
+            if trace is not None:
+                self._emit(trace)
 
     def _uncount_ip(self, conn: Conn) -> None:
         assert conn.ip_key is not None

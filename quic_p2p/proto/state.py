@@ -26,6 +26,7 @@ from .limits import (
 )
 from .link import Link
 from .pins import NO_PIN, Pin
+from .qlog import ConnectionQlog, QlogTrace
 from .ratelimit import TokenBucket
 from .roles import FromPeer, ToPeer
 
@@ -153,6 +154,7 @@ Result = (
     | BootstrapWon
     | ReachCheckWanted
     | CacheChanged
+    | QlogTrace
 )
 
 
@@ -255,6 +257,8 @@ class Conn:
     bytes_in: int = 0
     packets_out: int = 0
     bytes_out: int = 0
+    #: Its qlog trace (``Config.qlog_dir`` set), emitted when it is forgotten.
+    qlog: ConnectionQlog | None = None
 
 
 @dataclass(eq=False)
