@@ -1,11 +1,13 @@
 """The spread the quick gate's thresholds come from (bench/targets.py).
 
-    python bench/spread.py N [--keep DIR]   # runs ci/bench --quick N times
+    python bench/spread.py N [--keep DIR] [-k EXPR]   # runs ci/bench --quick N times
     python bench/spread.py --from A.json B.json ...
 
 For every gated ratio (the targets and the C-vs-twin speedups) prints the
 min / median / max over the runs, the threshold the rule in bench/targets.py
-derives from them, its margin, and the threshold in force. PYTEST selects the
+derives from them, its margin, and the threshold in force; ``-k`` runs only
+the benchmarks pytest's ``-k EXPR`` selects (a new benchmark's spread
+without the whole set's minutes). PYTEST selects the
 pytest command for ci/bench (default: this interpreter's ``-m pytest``). The
 runs' own gate verdicts are ignored here (a run may fail a threshold being
 re-derived).
@@ -44,7 +46,7 @@ def load(path: Path) -> list[dict[str, Any]]:
     ]
 
 
-def run_quick(n: int, keep: Path) -> list[Path]:
+def run_quick(n: int, keep: Path, select: str | None = None) -> list[Path]:
     env = dict(os.environ)
     env.setdefault("PYTEST", f"{sys.executable} -m pytest")
     out = []
@@ -52,7 +54,12 @@ def run_quick(n: int, keep: Path) -> list[Path]:
         path = keep / f"quick-{i}.json"
         print(f"run {i + 1}/{n} -> {path}", file=sys.stderr, flush=True)
         subprocess.run(
-            [str(HERE.parent / "ci" / "bench"), "--quick", f"--benchmark-json={path}"],
+            [
+                str(HERE.parent / "ci" / "bench"),
+                "--quick",
+                f"--benchmark-json={path}",
+                *(["-k", select] if select else []),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             check=False,
@@ -99,6 +106,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("n", type=int, nargs="?", default=5)
     ap.add_argument("--keep", type=Path, help="directory for the runs' JSON files")
+    ap.add_argument("-k", dest="select", help="pytest -k expression: only these benchmarks")
     ap.add_argument("--from", dest="files", type=Path, nargs="+", help="existing JSON files")
     args = ap.parse_args()
     if args.files:
@@ -106,7 +114,7 @@ def main() -> int:
     else:
         keep = args.keep or Path(tempfile.mkdtemp(prefix="quic-p2p-spread-"))
         keep.mkdir(parents=True, exist_ok=True)
-        files = run_quick(args.n, keep)
+        files = run_quick(args.n, keep, args.select)
     runs = [load(f) for f in files if f.exists()]
     print(f"{len(runs)} quick runs")
     print("\n".join(table(runs)))
