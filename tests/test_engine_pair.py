@@ -4,6 +4,8 @@ time, a relay session and its upgrade to direct."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from quic_p2p import (
     ConnectedTo,
     ConnectionFailure,
@@ -16,6 +18,7 @@ from quic_p2p import (
     UpgradedToDirect,
 )
 from quic_p2p.accel.types import Frame, FrameKind
+from quic_p2p.proto.qlog import QlogTrace
 from quic_p2p.proto.state import AnswerResult, ConnectResult, ProbeResult, SendResult
 from quic_p2p.proto.wire import decode_punch_info, encode_address
 
@@ -174,3 +177,31 @@ def test_a_relay_session_and_its_upgrade_to_direct() -> None:
     )
     assert r.engine.stats["relay: bytes forwarded"] == forwarded
     assert [m.msg for m in b.of_type(NewMessage)] == [b"through the relay", b"direct now"]
+
+
+def test_acknowledgements_ride_with_the_data_sent_at_once(tmp_path: Path) -> None:
+    """An ACK pending when data is written goes in the data's packet
+    (quic_p2p.proto.flow), not alone at aioquic's ACK-delay timer a moment
+    later: each of 40 messages is answered by the receiver's acknowledgement
+    at once, and the packet carrying that answer acknowledges the message's
+    packet too. Read from the qlog traces (every packet sent, its frames)."""
+    net = Net()
+    a, b = net.engine(qlog_dir=str(tmp_path)), net.engine()
+    peer = connect(net, a, b)
+    for token in range(40):
+        assert isinstance(send(net, a, peer, b"ping %d" % token, token), SentUserMessage)
+    a.engine.close(net.now)
+    net.run()
+    a.engine.forget_all()
+    traces = [r for r in a.results if isinstance(r, QlogTrace)]
+    # Of a Node pair's two connections, the one a dialled carries the messages.
+    (ours,) = [r.trace for r in traces if r.vantage == "client"]
+    received = [
+        {f["frame_type"] for f in e["data"].get("frames", [])}
+        for e in ours["events"]
+        if e["name"] == "transport:packet_received"
+    ]
+    answers = [frames for frames in received if "stream" in frames]
+    assert len(answers) >= 40, len(answers)
+    with_ack = sum(1 for frames in answers if "ack" in frames)
+    assert with_ack >= len(answers) - 3, (with_ack, len(answers))
