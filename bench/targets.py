@@ -50,6 +50,14 @@ campaign (5 runs; the first used coarser rounds, superseded). Margins are
 read ours slowed against raw in all three throughput sizes at once, 64 KiB
 0.91x; a quick run hit that hard would fail the 64 KiB gate (0.93) by noise.
 CI runs alone on its machine; a developer's quick run among other sessions can.
+
+Re-derived 2026-12-03 on another 2-core machine (AMD EPYC), quiet (load
+0.6-0.9), where the endpoint ratios came out lower and wider than above (the
+old gates failed main there: 1 KiB 0.64-0.72x): ``python bench/spread.py 5``
+with the code as it is, plus 5 runs of the stream benchmarks
+(``-k "stream_transfer or requests"``). The comment at each entry gives that
+spread; the throughput margins are the thinnest, 1.12-1.16. The C floors
+(``C_FLOORS``) still sit inside that campaign's rule and are unchanged.
 """
 
 from __future__ import annotations
@@ -154,87 +162,93 @@ class Target:
 
 
 TARGETS: list[Target] = [
-    # Spread 0.90 / 1.01 / 1.23 (19 quick runs). 2x: <= 0.62. Gate 0.74, margin 1.21.
+    # Spread 0.57 / 0.69 / 0.84 (5 quick runs, 2026-12-03). 2x: <= 0.42. Gate 0.49,
+    # margin 1.16. (2026-12-01, another machine: 0.90 / 1.01 / 1.23 in 19 runs.)
     Target(
         "throughput-1KiB raw/ours",
         "1 KiB messages x2000: our speed relative to raw aioquic (one stream, same bytes)",
         _paired(("throughput-1KiB", "ours")),
         ">=",
-        0.74,
+        0.49,
         0.8,
         known_miss=(
-            "the target sits inside the run-to-run spread: 0.90-1.23x in 19 quick runs, "
-            "0.79x, 0.98x and 1.07x in three full runs of 2026-12-01 (the first under other "
-            "sessions' load, see 64 KiB)"
+            "the target sits inside the run-to-run spread: 0.57-0.84x in 5 quick runs of "
+            "2026-12-03 on this machine, 0.90-1.23x in 19 quick runs and 0.79-1.07x in three "
+            "full runs of 2026-12-01 on another"
         ),
     ),
-    # Spread 1.11 / 1.44 / 1.57 (19 runs). 2x: <= 0.79. Gate 0.93, margin 1.19.
+    # Spread 0.84 / 1.02 / 1.34 (5 runs, 2026-12-03). 2x: <= 0.67. Gate 0.75, margin 1.12.
     Target(
         "throughput-64KiB raw/ours",
         "64 KiB messages x100 (quick) / x200 (full): our speed relative to raw aioquic",
         _paired(("throughput-64KiB", "ours")),
         ">=",
-        0.93,
+        0.75,
         0.95,
         known_miss=(
-            "0.91x, 1.45x and 1.41x in three full runs of 2026-12-01 (x200), 1.11-1.57x in 19 "
-            "quick runs (x100): in the first full run, under other sessions' load, ours "
-            "slowed against raw in all three sizes at once (1 KiB 0.79x, 1 MiB 0.92x)"
+            "0.84-1.34x in 5 quick runs (x100) of 2026-12-03; 0.91x, 1.45x and 1.41x in three "
+            "full runs (x200) and 1.11-1.57x in 19 quick runs of 2026-12-01 on another machine"
         ),
         gate_in_full=False,
     ),
-    # Spread 1.27 / 1.49 / 1.74 (19 runs). 2x: <= 0.87. Gate 1.05, margin 1.21.
+    # Spread 0.89 / 1.04 / 1.40 (5 runs, 2026-12-03). 2x: <= 0.70. Gate 0.79, margin 1.13.
     Target(
         "throughput-1MiB raw/ours",
         "1 MiB messages x8 (quick) / x16 (full): our speed relative to raw aioquic (no target)",
         _paired(("throughput-1MiB", "ours")),
         ">=",
-        1.05,
+        0.79,
         None,
         gate_in_full=False,
     ),
-    # Spread 1.09 / 1.25 / 1.28 (5 quick runs, 2026-12-02). 2x: <= 0.64. Gate 0.83,
-    # margin 1.31.
+    # Spread 0.78 / 0.91 / 0.93 (5 quick runs, 2026-12-03). 2x: <= 0.47. Gate 0.60,
+    # margin 1.30.
     Target(
         "datagram-1000B raw/ours",
         "1,000-byte datagrams in bursts of 50, until each burst arrived: our speed "
         "relative to raw aioquic's datagrams",
         _paired(("datagram-1000B", "ours")),
         ">=",
-        0.83,
+        0.60,
         0.9,
     ),
-    # Spread 1.19 / 1.33 / 1.40 (5 quick runs, 2026-12-03). 2x: <= 0.70. Gate 0.92,
-    # margin 1.30.
+    # Spread 1.16 / 1.35 / 1.56 (10 quick runs, 2026-12-03). 2x: <= 0.78. Gate 0.95,
+    # margin 1.22.
     Target(
         "stream-transfer raw/ours",
         "one transfer on one stream, 16 MiB (quick) / 256 MiB (full), 1 MiB writes and "
         "drain: our speed relative to raw aioquic's one stream, written and drained alike",
         _paired(("stream-transfer", "ours")),
         ">=",
-        0.92,
+        0.95,
         0.95,
     ),
-    # Spread 0.63 / 0.68 / 0.69 (5 quick runs, 2026-12-03). 2x: <= 0.35. Gate 0.47,
-    # margin 1.36.
+    # Spread 0.63 / 0.69 / 0.77 (10 quick runs, 2026-12-03). 2x: <= 0.39. Gate 0.49,
+    # margin 1.28.
     Target(
         "request-1KiB-c1 raw/ours",
         "1 KiB requests to an echo handler, one in flight: our rate relative to raw "
         "aioquic's one bidirectional stream per request",
         _paired(("request-1KiB-c1", "ours")),
         ">=",
-        0.47,
+        0.49,
         0.8,
+        known_miss=(
+            "0.63-0.77x in 10 quick runs: a request is a stream of its own, opened with a "
+            "header naming the protocol, routed to a handler task and checked against the "
+            "peer's and the protocol's stream limits; one in flight exposes each of those "
+            "loop turns (64 in flight: 1.16-1.50x)"
+        ),
     ),
-    # Spread 1.37 / 1.37 / 1.50 (5 quick runs, 2026-12-03). 2x: <= 0.75. Gate 1.01,
-    # margin 1.35.
+    # Spread 1.16 / 1.36 / 1.50 (10 quick runs, 2026-12-03). 2x: <= 0.75. Gate 0.93,
+    # margin 1.24.
     Target(
         "request-1KiB-c64 raw/ours",
         "1 KiB requests to an echo handler, 64 in flight: our rate relative to raw "
         "aioquic's one bidirectional stream per request",
         _paired(("request-1KiB-c64", "ours")),
         ">=",
-        1.01,
+        0.93,
         0.8,
     ),
     Target(
@@ -247,7 +261,7 @@ TARGETS: list[Target] = [
         64.0,
         unit=" MiB",
     ),
-    # Spread 2.19 / 2.57 / 2.76 (11 runs). 2x: >= 4.38. Gate 3.5, margin 1.26.
+    # Spread 2.11 / 2.42 / 2.74 (5 runs, 2026-12-03). 2x: >= 4.22. Gate 3.5, margin 1.21.
     Target(
         "connect node/raw",
         "Node connect (2 handshakes + proof, retry on) / bare aioquic handshake",
@@ -261,7 +275,7 @@ TARGETS: list[Target] = [
             "are the floor"
         ),
     ),
-    # Spread 1.32 / 1.42 / 1.54 (11 runs). 2x: >= 2.64. Gate 2.0, margin 1.31.
+    # Spread 1.30 / 1.36 / 1.61 (5 runs, 2026-12-03). 2x: >= 2.60. Gate 2.0, margin 1.24.
     Target(
         "connect client/raw",
         "Client connect (1 handshake, retry on) / bare aioquic handshake (no target)",
@@ -270,7 +284,7 @@ TARGETS: list[Target] = [
         2.0,
         None,
     ),
-    # Spread 2.49 / 2.75 / 2.89 (10 runs). 2x: >= 4.98. Gate 3.8, margin 1.31.
+    # Spread 3.08 / 3.11 / 3.32 (5 runs, 2026-12-03). 2x: >= 6.16. Gate 3.8, margin 1.14.
     Target(
         "relay-1KiB relayed/raw",
         "1 KiB messages x2000 through a relay / the same bytes on raw aioquic (no issue "
@@ -280,16 +294,18 @@ TARGETS: list[Target] = [
         3.8,
         None,
     ),
-    # Paired rounds. Spread 52.7 / 60.1 / 68.3 (5 runs). 2x: <= 34.2. Gate 42, margin 1.24.
+    # Paired rounds. Spread 64.3 / 72.3 / 85.3 (5 runs, 2026-12-03). 2x: <= 42.6. Gate 52,
+    # margin 1.23.
     Target(
         "retry-path accept/(retry+validate)",
         "full accept (aioquic) / (retry + validate) (ours): how much cheaper a stateless retry is",
         _retry,
         ">=",
-        42.0,
+        52.0,
         10.0,
     ),
-    # Paired rounds. Spread 2.64 / 2.73 / 2.77 (5 runs). 2x: <= 1.39. Gate 1.9, margin 1.38.
+    # Paired rounds. Spread 2.48 / 2.65 / 2.75 (5 runs, 2026-12-03). 2x: <= 1.38. Gate 1.9,
+    # margin 1.30.
     Target(
         "token-mint c speedup",
         "token mint: twin / C (paired rounds)",
@@ -302,7 +318,8 @@ TARGETS: list[Target] = [
             "dominates one token"
         ),
     ),
-    # Paired rounds. Spread 3.41 / 3.48 / 3.78 (5 runs). 2x: <= 1.89. Gate 2.5, margin 1.34.
+    # Paired rounds. Spread 3.33 / 3.51 / 3.63 (5 runs, 2026-12-03). 2x: <= 1.82. Gate 2.5,
+    # margin 1.33.
     Target(
         "token-verify c speedup",
         "token verify: twin / C (paired rounds)",
