@@ -37,9 +37,10 @@ MISS_CAUSES = {
     "token-mint c time": "the cffi crossing (~0.5-0.7 us) dominates, see token-mint speedup.",
     "token-verify c time": "the cffi crossing (~0.5-0.7 us) dominates, see token-mint speedup.",
     "connect node/raw": (
-        "a Node connect is two full aioquic TLS handshakes (CPU-bound: each ClientHello "
-        "generates four key shares, P-256, P-384, X25519, X448, and the server signs) plus "
-        "our stateless Retry on the first one (a second ClientHello); so 2x is the floor. "
+        "a Node connect is two full aioquic TLS handshakes (CPU-bound: key exchange and the "
+        "server's signature; our ClientHello offers one key share, X25519, where aioquic's "
+        "offers four) plus our stateless Retry on the first one (a second ClientHello); so "
+        "2x is the floor. "
         "Our own code adds ~1 ms per handshake (pinned-certificate chain check, certificate "
         "parsing). Measured paired on a quiet machine 1.8x; under other sessions' load "
         "2.1-2.4x, because a Node connect has ~3x the round trips of a bare handshake and "

@@ -17,7 +17,7 @@ import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent
-from aioquic.tls import AlertDescription, verify_certificate
+from aioquic.tls import AlertDescription, Group, verify_certificate
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -28,6 +28,7 @@ from quic_p2p.proto.config import CompleteCert, Config, TrustMode
 from quic_p2p.proto.tls import (
     ALPN,
     IDLE_TIMEOUT_DISABLED_SEC,
+    ClientConnection,
     ServerConnection,
     check_client_certificate,
     check_pinned_peer,
@@ -79,11 +80,13 @@ def handshake(
     client_conf: QuicConfiguration,
     server_conf: QuicConfiguration,
     server_class: type[QuicConnection] = QuicConnection,
+    client_class: type[QuicConnection] = QuicConnection,
 ) -> Outcome:
     """Drive both sides until the client completes or terminates (bounded).
     ``server_class``: ``ServerConnection`` to have the server ask for the
-    client's certificate, as the endpoint's does."""
-    client = QuicConnection(configuration=client_conf)
+    client's certificate, as the endpoint's does; ``client_class``:
+    ``ClientConnection`` to offer one key share, as the endpoint's does."""
+    client = client_class(configuration=client_conf)
     server = server_class(
         configuration=server_conf,
         original_destination_connection_id=client.original_destination_connection_id,
@@ -659,3 +662,22 @@ def test_peer_certificate_reads_fail_closed(self_signed: CompleteCert, ca: Compl
     del out.client.tls._peer_certificate
     assert "internals" in str(check_server_certificate(out.client, now=utc_now()))
     assert "internals" in str(check_pinned_peer(out.client, self_signed.cert_der))
+
+
+def test_client_connection_offers_one_key_share(self_signed: CompleteCert) -> None:
+    """Our client's ClientHello carries one key share, X25519 (aioquic's makes
+    four); the handshake with our server completes in the same round trips,
+    without a HelloRetryRequest. Reads aioquic's TLS context: this fails if
+    the private names ClientConnection relies on change."""
+    conf = client_configuration(unverified(), None, our_cert=self_signed)
+    out = handshake(conf, server_conf(self_signed), ServerConnection, ClientConnection)
+    assert out.completed
+    assert isinstance(out.client, ClientConnection)
+    assert out.client.offered_groups == [Group.X25519]
+    assert out.client.tls._ec_private_keys == []  # no P-256/P-384 share was made
+    assert out.client.tls._x448_private_key is None
+    plain = handshake(conf, server_conf(self_signed), ServerConnection)
+    assert plain.completed
+    assert len(plain.client.tls._supported_groups) == 4
+    # Same flights: one share costs no extra round trip.
+    assert len(out.client_events) == len(plain.client_events)

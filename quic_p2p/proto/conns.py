@@ -79,7 +79,7 @@ class Conns(EngineBase):
                     "an IPv4 address, but we are bound to IPv6 only (bind '::' for both)",
                 ),
             )
-        quic = PeerConnection(configuration=cfg)
+        quic = tls.ClientConnection(configuration=cfg)
         link = Link(
             quic,
             initiator=True,

@@ -65,6 +65,7 @@ from typing import Any
 import certifi
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.tls import Group
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -199,6 +200,35 @@ def client_configuration(
     else:  # pragma: no cover - TrustMode is closed; Config checks the type
         raise CertificateError(f"unknown trust mode {mode!r}")
     return configuration
+
+
+class ClientConnection(PeerConnection):
+    """The client side of an outgoing connection: a ``QuicConnection`` whose
+    ClientHello offers one key share, X25519.
+
+    aioquic's client makes a key share for every group it supports (P-256,
+    P-384, X25519, X448: about 0.5 ms of key generation per ClientHello, our
+    Retry included), and the server then computes the first it supports,
+    P-256. One share suffices between our peers: aioquic's server supports
+    X25519, so the handshake takes no extra round trip. The groups are the
+    TLS context's private ``_supported_groups``, made in ``_initialize``
+    (run again after a Retry); if aioquic renames it or X25519 is missing,
+    the client offers aioquic's default groups, slower but correct, and
+    ``tests/test_tls.py`` fails.
+    """
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        context = getattr(self, "tls", None)
+        groups = getattr(context, "_supported_groups", None)
+        if isinstance(groups, list) and Group.X25519 in groups:
+            context._supported_groups = [Group.X25519]  # type: ignore[union-attr]
+
+    @property
+    def offered_groups(self) -> list[int]:
+        """The groups the ClientHello offers key shares for (empty before
+        ``connect``)."""
+        return list(getattr(getattr(self, "tls", None), "_supported_groups", None) or [])
 
 
 class ServerConnection(PeerConnection):
