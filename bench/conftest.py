@@ -272,6 +272,14 @@ def _targets_gate(session: pytest.Session) -> list[str]:
                 f"  info    scale: {extra['connections']} connections on one node,"
                 f" {extra['rss_per_connection_kib']:.1f} KiB RSS per connection"
             )
+        if r["group"] == "scale-network" and "joined" in extra:
+            lines.append(
+                f"  info    scale: {extra['joined']} of {extra['nodes']} nodes joined one seed"
+                f" (failed: {extra['failed'] or 'none'}), last after"
+                f" {extra['last_join_s']:.1f} s, {extra['cpu_per_node_ms']:.1f} ms CPU and"
+                f" {extra['rss_per_node_kib']:.0f} KiB per node, seed"
+                f" {extra['seed_rss_per_peer_kib']:.0f} KiB per peer"
+            )
         if r["group"] == "scale-bootstrap" and "cpu_per_node_ms" in extra:
             lines.append(
                 f"  info    scale: {extra['nodes']} nodes bootstrapped in {extra['wall_s']:.2f} s,"

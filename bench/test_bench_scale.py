@@ -8,6 +8,8 @@ node) and are reported by bench/conftest.py and ci/perf-report.
   Client endpoints (this process, up to ``DIAL_PARALLEL`` handshakes at once).
   The child's resident set size (``/proc/<pid>/status`` VmRSS) is read before
   and after: growth / 1000 is the memory one connection costs a node.
+- ``network-1000`` (root and ``ip netns`` only): bench/network.py's boot storm
+  of 1,000 Nodes in 4 processes into one seed, all with default settings.
 - ``bootstrap-50``: 3 seed nodes, then 47 nodes in this process that all
   bootstrap at once from the seeds (a boot storm on loopback): wall time until
   every one has bootstrapped, and process CPU time per node.
@@ -16,6 +18,7 @@ node) and are reported by bench/conftest.py and ci/perf-report.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -164,3 +167,31 @@ def test_bootstrap_50(benchmark: Any, tmp_path: Path) -> None:
 
     benchmark.pedantic(lambda: asyncio.run(run()), rounds=1, iterations=1)
     benchmark.extra_info.update(result)
+
+
+NETWORK_NODES = 1000
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or subprocess.run(["which", "ip"], capture_output=True).returncode != 0,
+    reason="the 1,000-node network needs root and `ip netns` (bench/network.py)",
+)
+def test_network_1000(benchmark: Any, tmp_path: Path) -> None:
+    """bench/network.py: 1,000 Nodes in 4 processes, each on an address of its
+    own in a network namespace, boot-storm one seed Node (all with default
+    settings), then the seed sends a message to each. The figures (joined,
+    failures by reason, time to the last join, CPU and RSS per node, the
+    seed's memory per peer, fan-out rate) go to extra_info and the targets."""
+    benchmark.group = "scale-network"
+    out = tmp_path / "network.json"
+    script = Path(__file__).with_name("network.py")
+    cmd = [sys.executable, str(script), "run", "--nodes", str(NETWORK_NODES), "--procs", "4"]
+
+    def run() -> None:
+        subprocess.run([*cmd, "--json", str(out)], capture_output=True, timeout=900, check=False)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    assert out.exists(), "bench/network.py wrote no result"
+    result = json.loads(out.read_text())
+    benchmark.extra_info.update(result)
+    assert result["joined"] > 0, result

@@ -574,7 +574,9 @@ def test_decode_fuzzed_bodies_in_valid_envelopes() -> None:
     and that nothing stopped at the gate."""
     seen = {(v, what): 0 for v in (1, 2) for what in ("decoded", "refused by the parser")}
 
-    @settings(max_examples=400, deadline=None)
+    # Derandomized: the share of each outcome is the strategy's, and a fresh
+    # random draw of 400 once gave version 2 only 17 decodes (4.3% < 5%).
+    @settings(max_examples=400, deadline=None, derandomize=True)
     @given(_enveloped_body())
     def run(case: tuple[int, bytes]) -> None:
         version, blob = case

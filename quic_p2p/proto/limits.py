@@ -102,8 +102,12 @@ BOOTSTRAP_PARALLEL = 8
 BOOTSTRAP_TIMEOUT = 60.0
 #: Cache changes within this window are written to disk together.
 CACHE_SAVE_DELAY = 0.05
-#: Default cap on concurrent QUIC connections of one endpoint.
-DEFAULT_MAX_CONNECTIONS = 1_000
+#: Default cap on concurrent QUIC connections of one endpoint. A Node peer
+#: holds two (one dialled each way, the reachability proof), a Client one,
+#: and handshakes in progress hold theirs: 2,500 fits 1,000 Node peers with
+#: a boot storm's handshakes in flight (1,000 let ~380 of 1,000 Nodes
+#: storming one seed in, bench/network.py).
+DEFAULT_MAX_CONNECTIONS = 2_500
 #: Ended connections whose last state ``Engine.connection(id)`` still gives.
 RECENTLY_CLOSED = 256
 
