@@ -152,3 +152,35 @@ async def test_cache_is_tried_first_and_failed_entries_are_demoted(tmp_path: Pat
             assert restarted.engine.cache.bootstrap_order()[0].peer_id == a.peer_id
         finally:
             await restarted.aclose()
+
+
+async def test_a_contact_that_refuses_us_is_tried_again(tmp_path: Path) -> None:
+    """A full seed refuses a bootstrapping Node (its connection limit); the
+    bootstrap tries it again after a short pause instead of failing, and
+    gets in once a slot is free (a boot storm's latecomers, in small)."""
+    async with endpoints(cfg(tmp_path / "seed"), max_connections=2) as (seed,):
+        first_cfg = cfg(tmp_path / "first", hard_coded_contacts=(seed.node_info,))
+        late_cfg = cfg(tmp_path / "late", hard_coded_contacts=(seed.node_info,))
+        async with endpoints(first_cfg, late_cfg) as (first, late):
+            await asyncio.wait_for(first.bootstrap(), WAIT)  # both of the seed's slots
+            joining = asyncio.ensure_future(late.bootstrap())
+            for _ in range(200):  # until the seed has refused the latecomer once
+                if seed.stats().get("refused: connection limit", 0) >= 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert seed.stats().get("refused: connection limit", 0) >= 1
+            assert not joining.done()  # refused, and waiting to try again
+            await first.disconnect_from(seed.local_addr)
+            assert await asyncio.wait_for(joining, WAIT) == seed.node_info
+
+
+async def test_a_silent_contact_is_not_tried_again(tmp_path: Path) -> None:
+    """Only a refusal is retried: a contact that never answers fails the
+    bootstrap once its attempt times out (here the idle timeout), at once."""
+    dead = NodeInfo(("127.0.0.1", 9))
+    me_cfg = cfg(tmp_path / "me", idle_timeout_msec=300, hard_coded_contacts=(dead,))
+    async with endpoints(me_cfg) as (me,):
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(BootstrapError):
+            await asyncio.wait_for(me.bootstrap(), WAIT)
+        assert asyncio.get_running_loop().time() - started < 3.0

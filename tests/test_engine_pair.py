@@ -18,9 +18,11 @@ from quic_p2p import (
     UpgradedToDirect,
 )
 from quic_p2p.accel.types import Frame, FrameKind
+from quic_p2p.proto.limits import MAX_JOINING
 from quic_p2p.proto.qlog import QlogTrace
 from quic_p2p.proto.state import AnswerResult, ConnectResult, ProbeResult, SendResult
 from quic_p2p.proto.wire import decode_punch_info, encode_address
+from quic_p2p.reasons import Cause
 
 from enginepair import Net, Side
 
@@ -205,3 +207,30 @@ def test_acknowledgements_ride_with_the_data_sent_at_once(tmp_path: Path) -> Non
     assert len(answers) >= 40, len(answers)
     with_ack = sum(1 for frames in answers if "ack" in frames)
     assert with_ack >= len(answers) - 3, (with_ack, len(answers))
+
+
+def test_a_node_takes_a_limited_number_of_joins_at_once() -> None:
+    """A boot storm: 70 Nodes dial one seed at the same moment. The seed takes
+    MAX_JOINING of them in (their handshakes and reverse connections under
+    way) and refuses the rest at their first packet, cheaply; once those are
+    connected it takes the next ones (bootstrap retries refusals)."""
+    net = Net()
+    seed = net.engine()
+    # (Each from an address of its own: the per-IP limit is not what is tested.)
+    nodes = [net.engine(host=f"127.0.1.{i}") for i in range(1, MAX_JOINING + 7)]
+    commands = [(n, n.engine.connect(net.now, seed.node_info)) for n in nodes]
+    net.run(lambda: all(n.result(c) is not None for n, c in commands))
+    results = [n.result(c) for n, c in commands]
+    assert all(isinstance(r, ConnectResult) for r in results)
+    connected = [r for r in results if isinstance(r, ConnectResult) and r.peer is not None]
+    refused = [
+        (n, r)
+        for (n, _), r in zip(commands, results, strict=True)
+        if isinstance(r, ConnectResult) and r.peer is None
+    ]
+    assert len(connected) == MAX_JOINING and len(refused) == 6
+    assert all(r.error.cause is Cause.REFUSED for _, r in refused), refused
+    assert seed.engine.stats["refused: busy: too many joining at once"] == 6
+    # The joins done, the seed takes the latecomers.
+    for n, _ in refused:
+        assert connect(net, n, seed).peer_addr == seed.addr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,7 +47,10 @@ from ..peer import (
 from ..proto import Engine, EventQueue, RelaySessionInfo
 from ..proto.config import Config, OurType, RelayPolicy
 from ..proto.limits import (
+    BOOTSTRAP_ATTEMPTS,
     BOOTSTRAP_PARALLEL,
+    BOOTSTRAP_RETRY_DELAY,
+    BOOTSTRAP_RETRY_MAX,
     BOOTSTRAP_TIMEOUT,
     DATAGRAM_QUEUE_CAPACITY,
     DEFAULT_EVENT_CAPACITY,
@@ -487,19 +491,26 @@ class QuicP2p(Streams):
         slots = asyncio.Semaphore(BOOTSTRAP_PARALLEL)
 
         async def attempt(contact: NodeInfo) -> None:
-            async with slots:
-                if winner.done():
-                    return
-                try:
-                    waiter = self.engine.bootstrap_connect(self._now(), contact, group)
-                    if waiter is None:
-                        self._after()
-                    else:
-                        await self._connected(waiter)
-                except ConnectionFailedError as exc:
-                    reasons[contact.peer_addr] = exc.reason
-                    if self.engine.cache.record_failure(contact):
-                        self._schedule_cache_save()
+            for n in range(BOOTSTRAP_ATTEMPTS):
+                if n:
+                    pause = min(BOOTSTRAP_RETRY_DELAY * 2 ** (n - 1), BOOTSTRAP_RETRY_MAX)
+                    await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+                async with slots:
+                    if winner.done():
+                        return
+                    try:
+                        waiter = self.engine.bootstrap_connect(self._now(), contact, group)
+                        if waiter is None:
+                            self._after()
+                        else:
+                            await self._connected(waiter)
+                        return
+                    except ConnectionFailedError as exc:
+                        reasons[contact.peer_addr] = exc.reason
+                        if exc.reason.cause is not Cause.REFUSED:
+                            break
+            if self.engine.cache.record_failure(contact):
+                self._schedule_cache_save()
 
         tasks = [asyncio.ensure_future(attempt(c)) for c in contacts]
         everyone = asyncio.gather(*tasks)

@@ -17,7 +17,7 @@ from . import certs, tls
 from .admission import Accept, Ignore, Reply
 from .base import EngineBase, log
 from .flow import PeerConnection
-from .limits import CID_LENGTH, HANDSHAKE_TIMEOUT, RECEIVE_BUDGET, RECENTLY_CLOSED
+from .limits import CID_LENGTH, HANDSHAKE_TIMEOUT, MAX_JOINING, RECEIVE_BUDGET, RECENTLY_CLOSED
 from .link import Link, LinkDown
 from .qlog import ConnectionQlog, with_logger
 from .state import Conn, ConnectionInfo, Record, RelayPath
@@ -227,6 +227,8 @@ class Conns(EngineBase):
             return "connection limit"
         if self._per_ip.get(ip_key(addr), 0) >= self.max_connections_per_ip:
             return "per-IP connection limit"
+        if self._joining >= MAX_JOINING:
+            return "busy: too many joining at once"
         return None
 
     def _accept(self, decision: Accept, dcid: bytes, addr: Address) -> Conn:
@@ -250,6 +252,8 @@ class Conns(EngineBase):
         )
         conn = self._new_conn(quic, link, outgoing=False)
         conn.qlog = qlog
+        conn.joining = True
+        self._joining += 1
         conn.link.budget = self._unproven  # until the peer is proven
         conn.ip_key = ip_key(addr)
         self._per_ip[conn.ip_key] = self._per_ip.get(conn.ip_key, 0) + 1
@@ -264,6 +268,7 @@ class Conns(EngineBase):
         self._cids[cid] = conn
 
     def _forget(self, conn: Conn) -> None:
+        self._done_joining(conn)
         for cid in conn.cids:
             if self._cids.get(cid) is conn:
                 del self._cids[cid]
@@ -298,6 +303,13 @@ class Conns(EngineBase):
             conn.qlog = None
             if trace is not None:
                 self._emit(trace)
+
+    def _done_joining(self, conn: Conn) -> None:
+        """``conn`` no longer counts as joining (its peer is connected, or
+        it is gone)."""
+        if conn.joining:
+            conn.joining = False
+            self._joining -= 1
 
     def _uncount_ip(self, conn: Conn) -> None:
         assert conn.ip_key is not None

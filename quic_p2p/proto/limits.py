@@ -100,6 +100,22 @@ REACH_MAX_PENDING = 4
 BOOTSTRAP_PARALLEL = 8
 #: A bootstrap gives up after this long, whatever is still in flight.
 BOOTSTRAP_TIMEOUT = 60.0
+#: A bootstrap contact that refused us (busy: too many joining at once, or
+#: its limits) is tried again after a pause, up to BOOTSTRAP_ATTEMPTS times
+#: in all: a seed working through a boot storm takes the latecomers in
+#: turn. The pause starts at BOOTSTRAP_RETRY_DELAY and doubles up to
+#: BOOTSTRAP_RETRY_MAX, each drawn from 0.5-1.5x of it, so a storm's retries
+#: spread out (0.5 + 1 + 2 + 4 + 8 + 8 + 8 s at most: within the timeout).
+BOOTSTRAP_ATTEMPTS = 8
+BOOTSTRAP_RETRY_DELAY = 0.5
+BOOTSTRAP_RETRY_MAX = 8.0
+#: Incoming connections not yet a connected peer (handshakes, role
+#: handshakes, reverse connections under way) a Node takes at once; beyond,
+#: new ones are refused at their first packet (cheap: no handshake), and a
+#: bootstrapping Node tries again later. Joins are CPU-bound (~10 ms each):
+#: this many finish well within the handshake and reverse-connection
+#: timeouts, where a thousand at once would not.
+MAX_JOINING = 64
 #: Cache changes within this window are written to disk together.
 CACHE_SAVE_DELAY = 0.05
 #: Default cap on concurrent QUIC connections of one endpoint. A Node peer

@@ -416,6 +416,8 @@ class Peers(Sends):
         record.frm = FromPeer.ESTABLISHED
         record.inn = conn
         conn.record = record
+        if record.connected:
+            self._done_joining(conn)  # (a second incoming one: not joining anything)
         record.cert = conn.peer_cert
         if not is_node:
             record.kind = PeerKind.CLIENT
@@ -438,6 +440,8 @@ class Peers(Sends):
             return
         record.connected = True
         record.connected_at = self._wall_clock()
+        if record.inn is not None:
+            self._done_joining(record.inn)
         if record.reverse_timer is not None:
             record.reverse_timer.cancel()
             record.reverse_timer = None

@@ -228,6 +228,9 @@ class Conn:
     #: A punch a rendezvous started (not yet a connected peer's): it does not
     #: take a connection slot from a real peer.
     punch: bool = False
+    #: An incoming connection counted as joining (``MAX_JOINING``) until its
+    #: peer is connected or the connection is forgotten.
+    joining: bool = False
     #: Our requests sent on it, by msg_id, and those waiting for it to come up.
     requests: dict[int, Request] = field(default_factory=dict)
     unsent_requests: list[Request] = field(default_factory=list)
