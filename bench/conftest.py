@@ -48,9 +48,10 @@ from typing import Any
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from quic_p2p import accel
+from quic_p2p import Peer, QuicP2p, accel
 
 from paired import paired_ratio
+from rawquic import RawPair, config
 from targets import c_floor, evaluate, mode, param_of, speedups
 
 
@@ -70,6 +71,32 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     yield lp
     lp.run_until_complete(lp.shutdown_asyncgens())
     lp.close()
+
+
+@pytest.fixture(scope="module")
+def pair(loop: asyncio.AbstractEventLoop) -> Iterator[tuple[QuicP2p, QuicP2p, Peer]]:
+    """Two of our Nodes on the module's loop, ``a`` connected to ``b``: (a, b,
+    the peer a reaches b as)."""
+    a, b = QuicP2p(config()), QuicP2p(config())
+
+    async def up() -> Peer:
+        await a.start()
+        await b.start()
+        return await a.connect_to(b.node_info)
+
+    peer = loop.run_until_complete(up())
+    yield a, b, peer
+    loop.run_until_complete(a.aclose())
+    loop.run_until_complete(b.aclose())
+
+
+@pytest.fixture(scope="module")
+def raw(loop: asyncio.AbstractEventLoop) -> Iterator[RawPair]:
+    """The raw aioquic reference (bench/rawquic.py) on the module's loop."""
+    r = RawPair()
+    loop.run_until_complete(r.start())
+    yield r
+    loop.run_until_complete(r.close())
 
 
 #: ``QUIC_P2P_BENCH_SLOWDOWN=2``: every measured operation of ours takes twice

@@ -116,13 +116,27 @@ def config(**kw: Any) -> Config:
     return Config(ip="127.0.0.1", port=0, idle_timeout_msec=0, **kw)
 
 
-class RawPair:
-    """A server and a connected client, on loopback."""
+class _Raw:
+    """An aioquic server and the context manager of its connected client."""
 
     def __init__(self) -> None:
         self.server: Any = None
-        self.client: QuicConnectionProtocol | None = None
         self._client_cm: Any = None
+
+    async def close(self) -> None:
+        if self._client_cm is not None:
+            await self._client_cm.__aexit__(None, None, None)
+        if self.server is not None:
+            self.server.close()
+        await asyncio.sleep(0)
+
+
+class RawPair(_Raw):
+    """A server and a connected client, on loopback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client: QuicConnectionProtocol | None = None
         self._sink: _Sink | None = None
 
     @property
@@ -212,13 +226,6 @@ class RawPair:
                 await asyncio.wait_for(sink.arrived.wait(), wait)
         return sink.datagrams - start
 
-    async def close(self) -> None:
-        if self._client_cm is not None:
-            await self._client_cm.__aexit__(None, None, None)
-        if self.server is not None:
-            self.server.close()
-        await asyncio.sleep(0)
-
 
 class _Echo(QuicConnectionProtocol):
     """Answers each stream with what it carried, once it ends."""
@@ -237,15 +244,14 @@ class _Echo(QuicConnectionProtocol):
                 self.transmit()
 
 
-class RawRequests:
+class RawRequests(_Raw):
     """An echo server and a connected client that sends each request on a
     bidirectional stream of its own (aioquic's default limits: 128 open
     streams, raised as streams finish)."""
 
     def __init__(self) -> None:
-        self.server: Any = None
+        super().__init__()
         self.client: _Sender | None = None
-        self._client_cm: Any = None
 
     async def start(self) -> None:
         self.server = await serve(
@@ -281,10 +287,3 @@ class RawRequests:
         share, extra = divmod(count, concurrency)
         await asyncio.gather(*(worker(share + (i < extra)) for i in range(concurrency)))
         return ok
-
-    async def close(self) -> None:
-        if self._client_cm is not None:
-            await self._client_cm.__aexit__(None, None, None)
-        if self.server is not None:
-            self.server.close()
-        await asyncio.sleep(0)

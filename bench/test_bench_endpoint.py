@@ -42,30 +42,6 @@ ROUNDS = 7 if QUICK else 11
 CONNECT_ROUNDS = 20 if QUICK else 31
 
 
-@pytest.fixture(scope="module")
-def pair(loop: asyncio.AbstractEventLoop) -> Iterator[tuple[QuicP2p, QuicP2p, Peer]]:
-    a, b = QuicP2p(config()), QuicP2p(config())
-
-    async def up() -> Peer:
-        await a.start()
-        await b.start()
-        peer = await a.connect_to(b.node_info)
-        return peer
-
-    peer = loop.run_until_complete(up())
-    yield a, b, peer
-    loop.run_until_complete(a.aclose())
-    loop.run_until_complete(b.aclose())
-
-
-@pytest.fixture(scope="module")
-def raw(loop: asyncio.AbstractEventLoop) -> Iterator[RawPair]:
-    r = RawPair()
-    loop.run_until_complete(r.start())
-    yield r
-    loop.run_until_complete(r.close())
-
-
 def _drain_events(ep: QuicP2p) -> None:
     while ep.poll_event() is not None:
         pass

@@ -33,7 +33,7 @@ import pytest
 from quic_p2p import Peer, QuicP2p, StreamReader, StreamWriter
 
 from paired import store_paired
-from rawquic import RawPair, RawRequests, config
+from rawquic import RawPair, RawRequests
 
 QUICK = os.environ.get("QUIC_P2P_BENCH_MODE") == "quick"
 MIB = 1024 * 1024
@@ -62,29 +62,13 @@ async def _echo(peer: Peer, data: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def pair(loop: asyncio.AbstractEventLoop) -> Iterator[tuple[QuicP2p, QuicP2p, Peer]]:
-    # 64 requests in flight need 64 streams at once: the default per peer.
-    a, b = QuicP2p(config()), QuicP2p(config())
+def served(pair: tuple[QuicP2p, QuicP2p, Peer]) -> tuple[QuicP2p, QuicP2p, Peer]:
+    """The shared pair, ``b`` serving the sink and echo protocols (64
+    requests in flight need 64 streams at once: the default per peer)."""
+    _, b, _ = pair
     b.set_stream_handler(SINK, _sink)
     b.set_request_handler(ECHO, _echo)
-
-    async def up() -> Peer:
-        await a.start()
-        await b.start()
-        return await a.connect_to(b.node_info)
-
-    peer = loop.run_until_complete(up())
-    yield a, b, peer
-    loop.run_until_complete(a.aclose())
-    loop.run_until_complete(b.aclose())
-
-
-@pytest.fixture(scope="module")
-def raw(loop: asyncio.AbstractEventLoop) -> Iterator[RawPair]:
-    r = RawPair()
-    loop.run_until_complete(r.start())
-    yield r
-    loop.run_until_complete(r.close())
+    return pair
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +93,14 @@ async def _transfer(a: QuicP2p, peer: Peer, total: int) -> None:
 
 @pytest.mark.parametrize("impl", ["ours"])
 def test_stream_transfer(
-    benchmark: Any, loop: asyncio.AbstractEventLoop, pair: Any, raw: RawPair, impl: str
+    benchmark: Any, loop: asyncio.AbstractEventLoop, served: Any, raw: RawPair, impl: str
 ) -> None:
     """One transfer of STREAM_BYTES on one stream, until the receiver's
     handler read it all and answered (raw, paired: the same bytes, write
     size and water marks on one aioquic stream, until the server's answer)."""
     benchmark.group = "stream-transfer"
     benchmark.extra_info["bytes"] = STREAM_BYTES
-    a, _, peer = pair
+    a, _, peer = served
     raw_times: list[float] = []
 
     def raw_round() -> None:
@@ -156,7 +140,7 @@ async def _requests(a: QuicP2p, peer: Peer, payload: bytes, count: int, concurre
 def test_requests(
     benchmark: Any,
     loop: asyncio.AbstractEventLoop,
-    pair: Any,
+    served: Any,
     raw_requests: RawRequests,
     impl: str,
     concurrency: int,
@@ -168,7 +152,7 @@ def test_requests(
     benchmark.group = f"request-1KiB-c{concurrency}"
     benchmark.extra_info["requests"] = count
     payload = bytes(range(256)) * 4
-    a, _, peer = pair
+    a, _, peer = served
     raw_times: list[float] = []
     answered = {"ours": 0, "raw": 0}
 
