@@ -18,7 +18,7 @@ from quic_p2p import (
     UpgradedToDirect,
 )
 from quic_p2p.accel.types import Frame, FrameKind
-from quic_p2p.proto.limits import MAX_JOINING
+from quic_p2p.proto.limits import MAX_JOINING, MAX_JOINING_PER_IP
 from quic_p2p.proto.qlog import QlogTrace
 from quic_p2p.proto.state import AnswerResult, ConnectResult, ProbeResult, SendResult
 from quic_p2p.proto.wire import decode_punch_info, encode_address
@@ -210,14 +210,14 @@ def test_acknowledgements_ride_with_the_data_sent_at_once(tmp_path: Path) -> Non
 
 
 def test_a_node_takes_a_limited_number_of_joins_at_once() -> None:
-    """A boot storm: 70 Nodes dial one seed at the same moment. The seed takes
+    """A boot storm: MAX_JOINING + 6 Nodes dial one seed at the same moment. The seed takes
     MAX_JOINING of them in (their handshakes and reverse connections under
     way) and refuses the rest at their first packet, cheaply; once those are
     connected it takes the next ones (bootstrap retries refusals)."""
     net = Net()
     seed = net.engine()
     # (Each from an address of its own: the per-IP limit is not what is tested.)
-    nodes = [net.engine(host=f"127.0.1.{i}") for i in range(1, MAX_JOINING + 7)]
+    nodes = [net.engine(host=f"127.0.{1 + i // 200}.{1 + i % 200}") for i in range(MAX_JOINING + 6)]
     commands = [(n, n.engine.connect(net.now, seed.node_info)) for n in nodes]
     net.run(lambda: all(n.result(c) is not None for n, c in commands))
     results = [n.result(c) for n, c in commands]
@@ -234,3 +234,25 @@ def test_a_node_takes_a_limited_number_of_joins_at_once() -> None:
     # The joins done, the seed takes the latecomers.
     for n, _ in refused:
         assert connect(net, n, seed).peer_addr == seed.addr
+
+
+def test_one_address_holds_only_a_few_of_the_joining_slots() -> None:
+    """Under pressure (half the joining slots taken, here by one Node each
+    from 64 addresses) ten Nodes on one address dial a seed at once:
+    MAX_JOINING_PER_IP get in, the rest are refused as busy, so hosts that
+    open handshakes and never finish them cannot take every slot."""
+    net = Net()
+    seed = net.engine()
+    pressure = [net.engine(host=f"127.0.3.{i}") for i in range(1, MAX_JOINING // 2 + 1)]
+    nodes = [net.engine(host="127.0.2.1") for _ in range(MAX_JOINING_PER_IP + 2)]
+    nodes = pressure + nodes
+    commands = [(n, n.engine.connect(net.now, seed.node_info)) for n in nodes]
+    net.run(lambda: all(n.result(c) is not None for n, c in commands))
+    results = [n.result(c) for n, c in commands]
+    assert sum(1 for r in results if isinstance(r, ConnectResult) and r.peer is not None) == (
+        MAX_JOINING // 2 + MAX_JOINING_PER_IP
+    )
+    assert seed.engine.stats["refused: busy: too many joining from one address"] == 2
+    # Another address is not held up by them.
+    other = net.engine(host="127.0.2.2")
+    assert connect(net, other, seed).peer_addr == seed.addr

@@ -159,8 +159,10 @@ class EngineBase:
         #: Messages held for peers not yet proven (see UNPROVEN_MAX_BYTES).
         self._unproven = HeldBytes(UNPROVEN_MAX_BYTES)
         self._per_ip: dict[bytes, int] = {}
-        #: Incoming connections not yet a connected peer's (``MAX_JOINING``).
+        #: Incoming connections not yet a connected peer's (``MAX_JOINING``),
+        #: and by the address key they were counted under.
         self._joining = 0
+        self._joining_per_ip: dict[bytes, int] = {}
         self._punch_dials = TokenBucket(PUNCH_DIAL_RATE, PUNCH_DIAL_BURST)
         #: Connections flagged ``punch`` (see Conn.punch).
         self._punch_conns = 0

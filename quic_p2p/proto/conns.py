@@ -17,7 +17,14 @@ from . import certs, tls
 from .admission import Accept, Ignore, Reply
 from .base import EngineBase, log
 from .flow import PeerConnection
-from .limits import CID_LENGTH, HANDSHAKE_TIMEOUT, MAX_JOINING, RECEIVE_BUDGET, RECENTLY_CLOSED
+from .limits import (
+    CID_LENGTH,
+    HANDSHAKE_TIMEOUT,
+    MAX_JOINING,
+    MAX_JOINING_PER_IP,
+    RECEIVE_BUDGET,
+    RECENTLY_CLOSED,
+)
 from .link import Link, LinkDown
 from .qlog import ConnectionQlog, with_logger
 from .state import Conn, ConnectionInfo, Record, RelayPath
@@ -229,6 +236,11 @@ class Conns(EngineBase):
             return "per-IP connection limit"
         if self._joining >= MAX_JOINING:
             return "busy: too many joining at once"
+        if (
+            self._joining >= MAX_JOINING // 2
+            and self._joining_per_ip.get(ip_key(addr), 0) >= MAX_JOINING_PER_IP
+        ):
+            return "busy: too many joining from one address"
         return None
 
     def _accept(self, decision: Accept, dcid: bytes, addr: Address) -> Conn:
@@ -252,10 +264,10 @@ class Conns(EngineBase):
         )
         conn = self._new_conn(quic, link, outgoing=False)
         conn.qlog = qlog
-        conn.joining = True
-        self._joining += 1
         conn.link.budget = self._unproven  # until the peer is proven
-        conn.ip_key = ip_key(addr)
+        conn.ip_key = conn.joining = ip_key(addr)
+        self._joining += 1
+        self._joining_per_ip[conn.joining] = self._joining_per_ip.get(conn.joining, 0) + 1
         self._per_ip[conn.ip_key] = self._per_ip.get(conn.ip_key, 0) + 1
         self._register(conn, dcid)
         self._register(conn, quic.host_cid)
@@ -307,9 +319,14 @@ class Conns(EngineBase):
     def _done_joining(self, conn: Conn) -> None:
         """``conn`` no longer counts as joining (its peer is connected, or
         it is gone)."""
-        if conn.joining:
-            conn.joining = False
+        key, conn.joining = conn.joining, None
+        if key is not None:
             self._joining -= 1
+            left = self._joining_per_ip.get(key, 0) - 1
+            if left > 0:
+                self._joining_per_ip[key] = left
+            else:
+                self._joining_per_ip.pop(key, None)
 
     def _uncount_ip(self, conn: Conn) -> None:
         assert conn.ip_key is not None

@@ -115,7 +115,14 @@ BOOTSTRAP_RETRY_MAX = 8.0
 #: bootstrapping Node tries again later. Joins are CPU-bound (~10 ms each):
 #: this many finish well within the handshake and reverse-connection
 #: timeouts, where a thousand at once would not.
-MAX_JOINING = 64
+MAX_JOINING = 128
+#: Once half of MAX_JOINING are taken, one IPv4 address (one IPv6 /64) may
+#: add joins only while it has fewer than this many: hosts that open
+#: handshakes and never finish them then need ten validated addresses to
+#: hold every slot (two fill the first half, within the per-IP limit),
+#: while a host running many Nodes still connects them all at once when
+#: the Node is not under that pressure.
+MAX_JOINING_PER_IP = 8
 #: Cache changes within this window are written to disk together.
 CACHE_SAVE_DELAY = 0.05
 #: Default cap on concurrent QUIC connections of one endpoint. A Node peer

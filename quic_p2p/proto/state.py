@@ -229,8 +229,9 @@ class Conn:
     #: take a connection slot from a real peer.
     punch: bool = False
     #: An incoming connection counted as joining (``MAX_JOINING``) until its
-    #: peer is connected or the connection is forgotten.
-    joining: bool = False
+    #: peer is connected or the connection is forgotten: the address key it
+    #: is counted under (``ip_key`` may move with the path meanwhile).
+    joining: bytes | None = None
     #: Our requests sent on it, by msg_id, and those waiting for it to come up.
     requests: dict[int, Request] = field(default_factory=dict)
     unsent_requests: list[Request] = field(default_factory=list)
