@@ -201,15 +201,18 @@ TARGETS: list[Target] = [
         None,
         gate_in_full=False,
     ),
-    # Spread 0.78 / 0.91 / 0.93 (5 quick runs, 2026-12-03). 2x: <= 0.47. Gate 0.60,
-    # margin 1.30.
+    # Not gated: across runs the ratio spreads 0.77-1.28 (5 quick runs 0.78-0.93 and two
+    # .ci/run runs 0.77 and 1.12 on 2026-12-03, 1.09-1.28 on 2026-12-02): margin
+    # sqrt(2 * 0.77 / 1.28) = 1.10, the rule's floor, and a 2x slowdown read 0.60 and 0.70
+    # (a burst that loses a datagram waits out DATAGRAM_WAIT, a fixed cost on either side).
+    # Full mode still checks the 0.9.
     Target(
         "datagram-1000B raw/ours",
         "1,000-byte datagrams in bursts of 50, until each burst arrived: our speed "
         "relative to raw aioquic's datagrams",
         _paired(("datagram-1000B", "ours")),
         ">=",
-        0.60,
+        None,
         0.9,
     ),
     # Spread 1.16 / 1.35 / 1.56 (10 quick runs, 2026-12-03). 2x: <= 0.78. Gate 0.95,
